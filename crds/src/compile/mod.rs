@@ -1,0 +1,192 @@
+//! `compile()`: AccessApplications + AccessServiceTokens + Secrets → [`Snapshot`].
+//!
+//! Pure: no I/O, no clock. The operator, the admission webhook and the standalone sidecar all
+//! call it, so a config is judged the same way everywhere. Every problem is collected (not just
+//! the first), each naming the resource, the field path and what to write instead.
+
+mod cors;
+mod duration;
+mod error;
+mod identity;
+mod policy;
+mod routing;
+mod secrets;
+mod tokens;
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Secret;
+
+pub use cors::compile_cors;
+pub use duration::parse_duration_secs;
+pub use error::{CompileError, CompileErrors, CompileWarning, Diagnostics};
+pub use identity::{DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME};
+pub use routing::parse_host_pattern;
+pub use secrets::SecretIndex;
+pub use tokens::{sha256_hex, CompiledToken, TokenIndex, TokenIndexBuild};
+
+use crate::snapshot::{Application, ResourceId, Rule, Snapshot};
+use crate::v1alpha1::{AccessApplication, AccessServiceToken};
+
+/// Default `sessionDuration`: 24 hours.
+pub const DEFAULT_SESSION_SECS: u64 = 24 * 3600;
+
+/// What `compile` reads.
+pub struct Inputs<'a> {
+    pub applications: &'a [AccessApplication],
+    pub service_tokens: &'a [AccessServiceToken],
+    pub secrets: &'a [Secret],
+    /// Namespace for resources that have none (manifest files often omit it).
+    pub default_namespace: &'a str,
+}
+
+/// A successful compile: the snapshot, and what the user should still know.
+#[derive(Debug)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<CompileWarning>,
+}
+
+/// Compiles everything; any error anywhere fails the whole compile (a half-applied config is
+/// worse than the last good one).
+pub fn compile(inputs: &Inputs<'_>) -> Result<Compiled, CompileErrors> {
+    let secrets = SecretIndex::new(inputs.secrets, inputs.default_namespace);
+    let TokenIndexBuild { index, mut errors, mut warnings } =
+        TokenIndex::build(inputs.service_tokens, &secrets, inputs.default_namespace);
+    let mut apps = Vec::with_capacity(inputs.applications.len());
+    let mut ids = BTreeSet::new();
+    for app in inputs.applications {
+        let mut d = compile_application(app, inputs.default_namespace, &index, &secrets);
+        if let Some(a) = d.application.take() {
+            if !ids.insert(a.id.clone()) {
+                errors.push(CompileError {
+                    resource: format!("AccessApplication {}", a.id),
+                    field: "metadata.name".into(),
+                    value: None,
+                    message: "defined twice".into(),
+                });
+            }
+            apps.push(a);
+        }
+        errors.append(&mut d.diagnostics.errors);
+        warnings.append(&mut d.diagnostics.warnings);
+    }
+    check_domain_overlap(&apps, &mut errors);
+    if errors.is_empty() {
+        Ok(Compiled { snapshot: Snapshot::new(apps), warnings })
+    } else {
+        Err(CompileErrors(errors))
+    }
+}
+
+/// One application's compile: the result (only when error-free) and its diagnostics.
+pub struct ApplicationCompile {
+    pub application: Option<Application>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Compiles one AccessApplication against the tokens and Secrets of the cluster (or files).
+pub fn compile_application(
+    app: &AccessApplication,
+    default_namespace: &str,
+    tokens: &TokenIndex,
+    secrets: &SecretIndex<'_>,
+) -> ApplicationCompile {
+    let id = ResourceId {
+        namespace: app.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
+        name: app.metadata.name.clone().unwrap_or_default(),
+    };
+    let mut d = Diagnostics::new("AccessApplication", &id);
+    if id.name.is_empty() {
+        d.error("metadata.name", None, "every AccessApplication needs a name");
+    }
+    let spec = &app.spec;
+    let session_duration_secs = match spec.session_duration.as_deref() {
+        None => DEFAULT_SESSION_SECS,
+        Some(s) => match parse_duration_secs(s) {
+            Ok(0) => {
+                d.error("spec.sessionDuration", Some(s), "must be longer than 0s");
+                0
+            }
+            Ok(v) => v,
+            Err(e) => {
+                d.error("spec.sessionDuration", Some(s), e);
+                0
+            }
+        },
+    };
+    let domains = routing::compile_domains(&spec.domains, &mut d);
+    let identity = identity::compile_identity(spec.identity.as_ref(), &mut d);
+    let login = identity::compile_login(spec.login.as_ref(), &id.namespace, secrets, &mut d);
+    let policies = policy::compile_policies(&spec.policies, &mut d);
+    let cors = cors::compile_cors(spec.cors.as_ref(), &mut d);
+    let forward_routes = routing::compile_forward_routes(&spec.forward_routes, &id.namespace, tokens, &mut d);
+
+    // The tokens an application carries: those its rules name, or every token of its
+    // namespace when a rule admits any valid one.
+    let mut service_tokens = Vec::new();
+    let rules = policies.iter().flat_map(|p| p.include.iter().chain(&p.exclude).chain(&p.require));
+    let mut named = BTreeSet::new();
+    let mut any = false;
+    for rule in rules {
+        match rule {
+            Rule::ServiceToken(n) => {
+                named.insert(n.clone());
+            }
+            Rule::AnyValidServiceToken => any = true,
+            _ => {}
+        }
+    }
+    for name in &named {
+        if tokens.get(&id.namespace, name).is_none() {
+            d.warn(
+                "spec.policies",
+                format!("{}; rules naming it match nothing until it is", tokens.why_unusable(&id.namespace, name)),
+            );
+        }
+    }
+    for t in tokens.in_namespace(&id.namespace) {
+        if any || named.contains(&t.token.name) {
+            service_tokens.push(t.token.clone());
+        }
+    }
+    if spec.policies.is_empty() {
+        d.warn("spec.policies", "no policies: every request is denied (403)");
+    }
+
+    let application = (!d.has_errors()).then(|| Application {
+        id,
+        domains,
+        session_duration_secs,
+        identity,
+        login,
+        policies,
+        service_tokens,
+        cors,
+        forward_routes,
+        unauthenticated_response: spec.unauthenticated_response.unwrap_or_default(),
+        mode: spec.mode.unwrap_or_default(),
+    });
+    ApplicationCompile { application, diagnostics: d }
+}
+
+/// Two applications claiming the same host and path prefix would make routing depend on
+/// order; refuse it and name both.
+fn check_domain_overlap(apps: &[Application], errors: &mut Vec<CompileError>) {
+    let mut seen: std::collections::BTreeMap<String, &ResourceId> = Default::default();
+    for app in apps {
+        for (i, dom) in app.domains.iter().enumerate() {
+            let key = format!("{:?}{}", dom.host, dom.path_prefix.as_deref().unwrap_or(""));
+            if let Some(other) = seen.insert(key, &app.id) {
+                if other != &app.id {
+                    errors.push(CompileError {
+                        resource: format!("AccessApplication {}", app.id),
+                        field: format!("spec.domains[{i}]"),
+                        value: None,
+                        message: format!("the same domain is already served by AccessApplication {other}"),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `AccessApplication`: one protected application — its domains, who may reach it, and its CORS.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Empty, SecretKeyRef, TokenRef};
+
+/// An application protected by Portcullis sidecars.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "access.portcullis.dev",
+    version = "v1alpha1",
+    kind = "AccessApplication",
+    namespaced,
+    status = "AccessApplicationStatus",
+    shortname = "accessapp",
+    printcolumn = r#"{"name":"Domains","type":"string","jsonPath":".spec.domains"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Synced","type":"integer","jsonPath":".status.sidecars.synced"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessApplicationSpec {
+    /// Pods whose sidecars enforce this application. Ignored by a standalone sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// `host`, `host/path-prefix` or `*.wildcard` host; the most specific match wins.
+    pub domains: Vec<String>,
+    /// Lifetime of sessions the sidecar mints, as a Go duration (`24h`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_duration: Option<String>,
+    /// Where identities come from: JWT issuers, cookie and header names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+    /// Browser sign-in through an OpenID Connect provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginSpec>,
+    /// Access policies, evaluated as Cloudflare Access does.
+    #[serde(default)]
+    pub policies: Vec<PolicySpec>,
+    /// Cross-origin settings. Absent: every preflight is refused with 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+    /// Paths proxied to another (protected) application with a service token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_routes: Vec<ForwardRouteSpec>,
+    /// What an unauthenticated request gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated_response: Option<UnauthenticatedResponse>,
+    /// `Enforce` (default) or `Audit`: forward would-be denials and count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// Where JWTs are read from and who may issue them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// Session cookie name. Default `CF_Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    /// Header carrying the JWT. Default `Cf-Access-Jwt-Assertion`; `Authorization: Bearer` is also read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    /// Issuers whose JWTs are accepted.
+    #[serde(default)]
+    pub issuers: Vec<IssuerSpec>,
+}
+
+/// One trusted JWT issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// The exact `iss` claim.
+    pub issuer: String,
+    /// Where the issuer's keys are published (`https`, or `http` on a loopback address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The issuer's keys inline, as JWKS JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Accepted `aud` values; at least one must be present in the token.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms. Default RS256, ES256, EdDSA; `none` and HS* are never allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
+    /// Tolerance on `exp`/`nbf`, as a Go duration. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<String>,
+}
+
+/// Browser sign-in settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginSpec {
+    /// The OpenID Connect provider.
+    pub oidc: OidcSpec,
+    /// Attributes of the session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<LoginCookieSpec>,
+    /// Secret key (PEM Ed25519 or ECDSA P-256) that signs session tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key_ref: Option<SecretKeyRef>,
+}
+
+/// An OpenID Connect client registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcSpec {
+    /// Issuer URL; discovery is read from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Client id registered with the provider.
+    pub client_id: String,
+    /// Secret holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// Scopes requested. Default `openid email profile`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// Session cookie attributes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginCookieSpec {
+    /// `Strict`, `Lax` (default) or `None` (cross-site API calls need `None`, which needs `secure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+}
+
+/// The cookie `SameSite` attribute.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// One access policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Name, shown in logs, metrics and `explain`.
+    pub name: String,
+    /// What a match does.
+    pub action: PolicyAction,
+    /// At least one of these must match.
+    #[serde(default)]
+    pub include: Vec<RuleSpec>,
+    /// None of these may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<RuleSpec>,
+    /// All of these must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<RuleSpec>,
+}
+
+/// Policy actions, as in Cloudflare Access.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PolicyAction {
+    Allow,
+    Block,
+    Bypass,
+    ServiceAuth,
+}
+
+/// One selector. Exactly one field must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// An email address (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The exact domain after `@` (case-insensitive, no subdomains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_domain: Option<String>,
+    /// A value of the `groups` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Every authenticated identity (`everyone: {}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub everyone: Option<Empty>,
+    /// A CIDR matched against the peer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    /// One named service token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_token: Option<TokenRef>,
+    /// Any unexpired service token of this namespace (`anyValidServiceToken: {}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_valid_service_token: Option<Empty>,
+    /// Any JWT claim equal to (or, for arrays, containing) a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimRule>,
+}
+
+/// `claim: {name, value}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ClaimRule {
+    /// Claim name.
+    pub name: String,
+    /// Required value.
+    pub value: String,
+}
+
+/// Cross-origin settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Preflights go to the app unauthenticated, and the sidecar sets no CORS headers at all.
+    #[serde(default)]
+    pub bypass_options_to_origin: bool,
+    /// Exact origins (`https://example.com`) or any subdomain (`https://*.example.com`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Answer `*`; refused together with `allowCredentials`.
+    #[serde(default)]
+    pub allow_all_origins: bool,
+    /// Methods allowed cross-origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_methods: Vec<String>,
+    /// Echo whatever method a preflight asks for.
+    #[serde(default)]
+    pub allow_all_methods: bool,
+    /// Request headers allowed cross-origin (case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+    /// Echo whatever headers a preflight asks for.
+    #[serde(default)]
+    pub allow_all_headers: bool,
+    /// Send `Access-Control-Allow-Credentials: true`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// `Access-Control-Max-Age`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_headers: Vec<String>,
+    /// Answer `Access-Control-Request-Private-Network` preflights.
+    #[serde(default)]
+    pub allow_private_network: bool,
+}
+
+/// A path proxied to another application with a service token.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardRouteSpec {
+    /// Path prefix on this application's domains (matched on segment boundaries).
+    pub path_prefix: String,
+    /// `https://host[:port][/base]`, or `http://` for a loopback or in-cluster target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Remove `pathPrefix` from the path sent upstream.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Service token whose `CF-Access-Client-Id`/`-Secret` are added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_token_ref: Option<TokenRef>,
+    /// Remove `Set-Cookie` from the upstream's answer. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_set_cookie: Option<bool>,
+}
+
+/// What an unauthenticated request gets.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnauthenticatedResponse {
+    /// Browser navigations get the login redirect (with `login`), everything else 401.
+    #[default]
+    Auto,
+    /// Always 401.
+    Status401,
+    /// Always the login redirect (needs `login`).
+    Redirect,
+}
+
+/// Enforcement mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Mode {
+    /// Deny what the policies deny.
+    #[default]
+    Enforce,
+    /// Forward would-be denials without identity headers; log and count them.
+    Audit,
+}
+
+/// Observed state of an AccessApplication, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessApplicationStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (compiled) and `Synced` (every matched sidecar runs it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Sidecar counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecars: Option<SidecarCounts>,
+    /// Version (digest) of the compiled configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+}
+
+/// How many selected sidecars exist and run the current config.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SidecarCounts {
+    pub matched: u32,
+    pub synced: u32,
+}

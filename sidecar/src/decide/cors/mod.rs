@@ -1,0 +1,1 @@
+//! CORS decisions (skeleton; the CORS work fills it in).

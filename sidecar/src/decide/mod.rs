@@ -1,0 +1,7 @@
+//! Pure decisions over the compiled config. Only `http` types and config go in; no hyper, no
+//! tokio, no clock, no environment: time and the peer address are arguments.
+
+pub mod authn;
+pub mod cors;
+pub mod policy;
+pub mod route;

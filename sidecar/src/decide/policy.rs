@@ -1,0 +1,1 @@
+//! Policy evaluation (skeleton; the policy work fills it in).

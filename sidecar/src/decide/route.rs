@@ -1,0 +1,1 @@
+//! Routing by host and path (skeleton; the routing work fills it in).

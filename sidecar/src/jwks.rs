@@ -1,0 +1,1 @@
+//! JWKS fetching and caching (skeleton; the JWT work fills it in).

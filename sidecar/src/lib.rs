@@ -1,0 +1,12 @@
+//! portcullis-sidecar: the data plane that sits beside each app.
+//!
+//! `decide` holds the pure decisions (routing, CORS, authentication, policy) over a compiled
+//! config; `http` is the hyper glue that moves bytes and calls them; `admin` serves health,
+//! metrics and config; `config` keeps the live snapshot. Nothing here talks to Kubernetes.
+
+#![forbid(unsafe_code)]
+
+pub mod decide;
+pub mod jwks;
+pub mod metrics;
+pub mod outbound;

@@ -1,0 +1,127 @@
+//! The sidecar's Prometheus metrics (names fixed by api.md). Counters on the request path are
+//! resolved to concrete children once per config (see `config::live`), not per request.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metric families of one sidecar process.
+pub struct Metrics {
+    registry: Registry,
+    /// `portcullis_requests_total{app,decision,reason,mode}`.
+    pub requests: IntCounterVec,
+    /// `portcullis_preflights_total{app,result}`.
+    pub preflights: IntCounterVec,
+    /// `portcullis_added_latency_seconds`: time spent in the sidecar, upstream time excluded.
+    pub added_latency: Histogram,
+    /// `portcullis_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `portcullis_config_info{version}` = 1 for the running config.
+    pub config_info: IntGaugeVec,
+    /// `portcullis_config_last_reload_success_timestamp_seconds`.
+    pub config_last_success: prometheus::Gauge,
+    /// `portcullis_jwks_refreshes_total{issuer,result}`.
+    pub jwks_refreshes: IntCounterVec,
+    /// `portcullis_service_token_last_used_seconds{token}` (Unix time).
+    pub token_last_used: GaugeVec,
+    /// `portcullis_upstream_errors_total{app,kind}`.
+    pub upstream_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("portcullis_requests_total", "Requests by application, decision and reason."),
+            &["app", "decision", "reason", "mode"],
+        )
+        .expect("static metric definition is valid");
+        let preflights = IntCounterVec::new(
+            Opts::new("portcullis_preflights_total", "CORS preflights by application and result."),
+            &["app", "result"],
+        )
+        .expect("static metric definition is valid");
+        let added_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "portcullis_added_latency_seconds",
+                "Time a request spends in the sidecar, upstream time excluded.",
+            )
+            .buckets(vec![
+                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+        )
+        .expect("static metric definition is valid");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("portcullis_config_reloads_total", "Configuration loads by result (ok, error)."),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
+        let config_info = IntGaugeVec::new(
+            Opts::new("portcullis_config_info", "The running configuration's version (1 for the live one)."),
+            &["version"],
+        )
+        .expect("static metric definition is valid");
+        let config_last_success = prometheus::Gauge::new(
+            "portcullis_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that succeeded.",
+        )
+        .expect("static metric definition is valid");
+        let jwks_refreshes = IntCounterVec::new(
+            Opts::new("portcullis_jwks_refreshes_total", "JWKS fetches by issuer and result."),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition is valid");
+        let token_last_used = GaugeVec::new(
+            Opts::new("portcullis_service_token_last_used_seconds", "Unix time a service token was last accepted."),
+            &["token"],
+        )
+        .expect("static metric definition is valid");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("portcullis_upstream_errors_total", "Failed upstream calls by application and kind."),
+            &["app", "kind"],
+        )
+        .expect("static metric definition is valid");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(preflights.clone()),
+            Box::new(added_latency.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(jwks_refreshes.clone()),
+            Box::new(token_last_used.clone()),
+            Box::new(upstream_errors.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Make both results visible from the start, so alerts on `error` have a series.
+        config_reloads.with_label_values(&["ok"]);
+        config_reloads.with_label_values(&["error"]);
+        Self {
+            registry,
+            requests,
+            preflights,
+            added_latency,
+            config_reloads,
+            config_info,
+            config_last_success,
+            jwks_refreshes,
+            token_last_used,
+            upstream_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
