@@ -10,3 +10,8 @@ pub mod decide;
 pub mod jwks;
 pub mod metrics;
 pub mod outbound;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod run;

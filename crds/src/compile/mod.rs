@@ -21,7 +21,7 @@ pub use cors::compile_cors;
 pub use duration::parse_duration_secs;
 pub use error::{CompileError, CompileErrors, CompileWarning, Diagnostics};
 pub use identity::{DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME};
-pub use routing::parse_host_pattern;
+pub use routing::{parse_host_pattern, parse_upstream};
 pub use secrets::SecretIndex;
 pub use tokens::{sha256_hex, CompiledToken, TokenIndex, TokenIndexBuild};
 

@@ -171,7 +171,8 @@ pub fn compile_forward_routes(
     out
 }
 
-fn parse_upstream(raw: &str) -> Result<Upstream, String> {
+/// Parses an upstream URL (`http(s)://host[:port][/base]`): no credentials, no query.
+pub fn parse_upstream(raw: &str) -> Result<Upstream, String> {
     let uri: http::Uri = raw.parse().map_err(|_| "not a URL (write https://host[:port][/base])".to_owned())?;
     let scheme = match uri.scheme_str() {
         Some("https") => "https",

@@ -1,0 +1,292 @@
+//! Forwarding: builds the upstream request (hop-by-hop and client identity headers removed,
+//! ours set), sends it with a deadline on the response headers, streams both bodies, and puts
+//! the CORS headers on the answer. WebSocket upgrades are spliced after authentication.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue, HOST, ORIGIN, SET_COOKIE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::headers::{
+    is_upgrade_request, remove_cookie, strip_hop_by_hop, strip_identity, AUTHENTICATED_USER_EMAIL, CLIENT_ID,
+    CLIENT_SECRET, JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
+use super::pipeline::Proxy;
+use super::respond::Refusal;
+use crate::config::LiveApp;
+use crate::decide::authn::Principal;
+use crate::outbound::OutBody;
+use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
+
+/// Where a request goes.
+pub enum Destination<'a> {
+    /// The app beside us (`--upstream`).
+    App,
+    /// A forward route of the application.
+    Route(&'a ForwardRoute),
+}
+
+/// The identity headers the app receives.
+pub enum IdentityHeaders {
+    None,
+    User { jwt: Option<HeaderValue>, email: Option<HeaderValue> },
+    Service { client_id: HeaderValue },
+}
+
+impl IdentityHeaders {
+    pub fn from_principal(p: &Principal, jwt: Option<HeaderValue>) -> Self {
+        match p {
+            Principal::User(u) => IdentityHeaders::User {
+                jwt,
+                // An email that is not a valid header value is left out rather than mangled.
+                email: u.email.as_deref().and_then(|e| HeaderValue::from_str(e).ok()),
+            },
+            Principal::Service(s) => match HeaderValue::from_str(&s.client_id) {
+                Ok(client_id) => IdentityHeaders::Service { client_id },
+                Err(_) => IdentityHeaders::None,
+            },
+        }
+    }
+}
+
+/// One forwarding job.
+pub struct Forward<'a> {
+    pub app: &'a LiveApp,
+    pub destination: Destination<'a>,
+    pub identity: IdentityHeaders,
+    /// The request's `Origin` for an actual CORS request (CORS headers on the answer).
+    pub origin: Option<HeaderValue>,
+}
+
+/// Sends the request on and returns the answer (or the sidecar's own 502/504/503).
+pub async fn forward(
+    proxy: &Proxy,
+    fwd: Forward<'_>,
+    mut req: Request<Incoming>,
+    normalized_path: Option<String>,
+    peer: SocketAddr,
+    upstream_time: &mut Duration,
+    request_id: &str,
+) -> Response<OutBody> {
+    let app = fwd.app;
+    let upgrade = is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let original_host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let (upstream, path_and_query): (&Upstream, PathAndQuery) = match &fwd.destination {
+        Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, normalized_path)),
+        Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, normalized_path)),
+    };
+    let uri = match build_uri(upstream, path_and_query) {
+        Some(u) => u,
+        None => return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id),
+    };
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    strip_identity(headers, &jwt_header_name(app));
+    append_forwarded_for(headers, peer);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proxy.settings.client_scheme));
+    if let Some(h) = &original_host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+    match &fwd.destination {
+        Destination::App => {
+            // The app sees the Host the client asked for.
+            if let Some(h) = original_host {
+                headers.insert(HOST, h);
+            }
+            match fwd.identity {
+                IdentityHeaders::None => {}
+                IdentityHeaders::User { jwt, email } => {
+                    if let Some(j) = jwt {
+                        headers.insert(JWT_ASSERTION.clone(), j);
+                    }
+                    if let Some(e) = email {
+                        headers.insert(AUTHENTICATED_USER_EMAIL.clone(), e);
+                    }
+                }
+                IdentityHeaders::Service { client_id } => {
+                    headers.insert(CLIENT_ID.clone(), client_id);
+                }
+            }
+        }
+        Destination::Route(route) => {
+            // Another application: its own authority as Host, the route's token, and neither
+            // the user's session cookie nor identity headers.
+            if let Ok(h) = HeaderValue::from_str(&route.upstream.authority) {
+                headers.insert(HOST, h);
+            }
+            remove_cookie(headers, &app.spec.identity.cookie_name);
+            headers.remove(http::header::AUTHORIZATION);
+            if let RouteCredentials::Token(c) = &route.credentials {
+                if let (Ok(id), Ok(secret)) =
+                    (HeaderValue::from_str(&c.client_id), HeaderValue::from_str(c.client_secret.expose()))
+                {
+                    headers.insert(CLIENT_ID.clone(), id);
+                    let mut secret = secret;
+                    secret.set_sensitive(true);
+                    headers.insert(CLIENT_SECRET.clone(), secret);
+                }
+            }
+        }
+    }
+    parts.uri = uri;
+    // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
+    parts.version = http::Version::HTTP_11;
+    let out = Request::from_parts(parts, body.map_err(Into::into).boxed());
+
+    let sent = Instant::now();
+    let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
+    *upstream_time = sent.elapsed();
+    let mut resp = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() { "connect" } else { "io" };
+            proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
+            tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error = %e, "upstream request failed");
+            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id);
+        }
+        Err(_) => {
+            proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
+            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamTimeout, request_id);
+        }
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(splice(client_upgrade, upstream_upgrade));
+        }
+    } else {
+        strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    if let Destination::Route(route) = &fwd.destination {
+        if route.strip_set_cookie {
+            resp.headers_mut().remove(SET_COOKIE);
+        }
+    }
+    app.cors.apply_to_response(fwd.origin.as_ref(), resp.headers_mut());
+    resp.map(|b| b.map_err(Into::into).boxed())
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
+    let mut resp = r.to_response(request_id);
+    app.cors.apply_to_response(origin, resp.headers_mut());
+    resp
+}
+
+fn jwt_header_name(app: &LiveApp) -> HeaderName {
+    HeaderName::from_bytes(app.spec.identity.header_name.as_bytes()).unwrap_or_else(|_| JWT_ASSERTION.clone())
+}
+
+/// The path the app sees: the normalised one (what the policies were evaluated on) with the
+/// original query.
+fn app_path(uri: &Uri, normalized: Option<String>) -> PathAndQuery {
+    match normalized {
+        None => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(p) => with_query(&p, uri.query()),
+    }
+}
+
+/// `/api/items` with prefix `/api` and `stripPrefix` → `/items`; the upstream's base path first.
+fn route_path(route: &ForwardRoute, uri: &Uri, normalized: Option<String>) -> PathAndQuery {
+    let path = normalized.as_deref().unwrap_or_else(|| uri.path());
+    let rest = if route.strip_prefix { path.strip_prefix(route.path_prefix.as_str()).unwrap_or(path) } else { path };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let joined = format!("{}{}", route.upstream.base_path, rest);
+    with_query(&joined, uri.query())
+}
+
+fn with_query(path: &str, query: Option<&str>) -> PathAndQuery {
+    let s = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    // The parts came from a parsed URI, so they re-parse; "/" is the fail-safe.
+    s.parse().unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+fn build_uri(upstream: &Upstream, pq: PathAndQuery) -> Option<Uri> {
+    let scheme: Scheme = upstream.scheme.parse().ok()?;
+    let authority: Authority = upstream.authority.parse().ok()?;
+    Uri::builder().scheme(scheme).authority(authority).path_and_query(pq).build().ok()
+}
+
+fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, strip: bool, base: &str) -> ForwardRoute {
+        ForwardRoute {
+            path_prefix: prefix.into(),
+            upstream: Upstream { scheme: "https".into(), authority: "api.mysite.com".into(), base_path: base.into() },
+            strip_prefix: strip,
+            credentials: RouteCredentials::None,
+            strip_set_cookie: true,
+        }
+    }
+
+    #[test]
+    fn route_paths() {
+        let uri: Uri = "/api/items?x=1".parse().unwrap();
+        assert_eq!(route_path(&route("/api", true, ""), &uri, None), "/items?x=1");
+        assert_eq!(route_path(&route("/api", false, ""), &uri, None), "/api/items?x=1");
+        assert_eq!(route_path(&route("/api", true, "/v1"), &uri, None), "/v1/items?x=1");
+        let bare: Uri = "/api".parse().unwrap();
+        assert_eq!(route_path(&route("/api", true, ""), &bare, None), "/");
+    }
+
+    #[test]
+    fn app_path_uses_the_normalised_path_with_the_query() {
+        let uri: Uri = "/public/../admin?q=1".parse().unwrap();
+        assert_eq!(app_path(&uri, Some("/admin".into())), "/admin?q=1");
+        assert_eq!(app_path(&uri, None), "/public/../admin?q=1");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = http::HeaderMap::new();
+        let peer: SocketAddr = "10.0.0.9:1234".parse().unwrap();
+        append_forwarded_for(&mut h, peer);
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9, 10.0.0.9");
+    }
+}

@@ -1,0 +1,156 @@
+//! Header names the sidecar owns, and the header surgery done before forwarding: hop-by-hop
+//! headers removed (RFC 9110 §7.6.1) and client copies of identity headers stripped before ours
+//! are set (a client must never be able to claim an identity by sending the header itself).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
+
+/// Set for the app: the verified JWT.
+pub static JWT_ASSERTION: HeaderName = HeaderName::from_static("cf-access-jwt-assertion");
+/// Set for the app: the verified user's email.
+pub static AUTHENTICATED_USER_EMAIL: HeaderName = HeaderName::from_static("cf-access-authenticated-user-email");
+/// Service-token id: reaches the app only when the request authenticated as that token.
+pub static CLIENT_ID: HeaderName = HeaderName::from_static("cf-access-client-id");
+/// Service-token secret: never reaches the app.
+pub static CLIENT_SECRET: HeaderName = HeaderName::from_static("cf-access-client-secret");
+/// Correlates a response with the sidecar's log line.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Whether the request asks for a protocol upgrade (WebSocket): `Connection: upgrade` plus an
+/// `Upgrade` header.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
+/// the `Upgrade` header and `Connection: upgrade` survive (a WebSocket handshake needs them).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Removes every client-sent header that could claim an identity: the JWT assertion (default
+/// and configured names), the email, the service-token pair.
+pub fn strip_identity(headers: &mut HeaderMap, configured_jwt_header: &HeaderName) {
+    headers.remove(&JWT_ASSERTION);
+    headers.remove(configured_jwt_header);
+    headers.remove(&AUTHENTICATED_USER_EMAIL);
+    headers.remove(&CLIENT_ID);
+    headers.remove(&CLIENT_SECRET);
+}
+
+/// Removes one cookie (the session cookie) from every `Cookie` header, keeping the others.
+pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(COOKIE);
+    for v in values {
+        let Ok(s) = v.to_str() else {
+            continue; // a non-UTF-8 cookie header cannot be filtered safely: drop it
+        };
+        let kept: Vec<&str> = s
+            .split(';')
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && c.split_once('=').map_or(c, |(n, _)| n).trim() != name)
+            .collect();
+        if !kept.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                headers.append(COOKIE, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn keeps_upgrade_for_websocket() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn strips_identity_headers() {
+        let mut h = HeaderMap::new();
+        let custom = HeaderName::from_static("x-my-jwt");
+        for name in [&JWT_ASSERTION, &AUTHENTICATED_USER_EMAIL, &CLIENT_ID, &CLIENT_SECRET, &custom] {
+            h.append(name, HeaderValue::from_static("forged"));
+            h.append(name, HeaderValue::from_static("forged-again"));
+        }
+        strip_identity(&mut h, &custom);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn removes_only_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; CF_Authorization=tok; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("CF_Authorization=tok2"));
+        remove_cookie(&mut h, "CF_Authorization");
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+    }
+}

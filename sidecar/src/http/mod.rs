@@ -1,0 +1,11 @@
+//! The hyper glue: accepts connections, runs each request through the pure decisions, and
+//! moves bytes to and from the app. It decides nothing itself.
+
+pub mod forward;
+pub mod headers;
+pub mod pipeline;
+pub mod respond;
+pub mod server;
+
+pub use pipeline::{Proxy, ProxySettings};
+pub use server::serve;

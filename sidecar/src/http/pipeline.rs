@@ -1,0 +1,331 @@
+//! The request path, in the order api.md fixes: route → preflight → authenticate → policies →
+//! forward → CORS on the answer. Each step calls a pure decision; this file only sequences
+//! them, counts, logs, and hands the bytes to `forward`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderValue, ORIGIN};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+
+use super::forward::{self, Destination, Forward, IdentityHeaders};
+use super::headers::REQUEST_ID;
+use super::respond::{preflight_answer, Refusal};
+use crate::config::live::mode_label;
+use crate::config::{ConfigStore, LiveApp};
+use crate::decide::authn::{jwt, service_token, Authn, AuthnFailure, Principal};
+use crate::decide::client_ip::client_ip;
+use crate::decide::cors::{classify, Classified, PreflightOutcome};
+use crate::decide::policy::{evaluate, Decision};
+use crate::decide::route::{forward_route, request_target};
+use crate::metrics::Metrics;
+use crate::outbound::{HttpClient, OutBody};
+use portcullis_crds::snapshot::{RouteCredentials, Upstream};
+use portcullis_crds::v1alpha1::Mode;
+
+/// Settings fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// The app beside us (`--upstream`).
+    pub upstream: Upstream,
+    /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long the upstream may take to send response headers before we answer 504.
+    pub upstream_timeout: Duration,
+    /// Scheme clients reach us with (`X-Forwarded-Proto`).
+    pub client_scheme: &'static str,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Proxy {
+    pub store: Arc<ConfigStore>,
+    pub client: HttpClient,
+    pub settings: ProxySettings,
+    pub metrics: Arc<Metrics>,
+    request_ids: RequestIds,
+}
+
+impl Proxy {
+    pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
+        Self { store, client, settings, metrics, request_ids: RequestIds::new() }
+    }
+}
+
+/// Request ids: a per-process random prefix and a counter — unique, cheap, and not guessable
+/// across restarts.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        Self { prefix: (seed as u32) ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let s = format_id(&mut buf, self.prefix, n);
+        // Only hex digits and '-': always a valid header value.
+        HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+fn format_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    for i in 0..16 {
+        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or("0")
+}
+
+/// What the pipeline did, for the log line and the latency metric.
+struct Outcome {
+    app: Option<usize>,
+    decision: &'static str,
+    reason: &'static str,
+    /// Time spent waiting on the upstream (excluded from the added-latency histogram).
+    upstream: Duration,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self { app: None, decision: "deny", reason: "", upstream: Duration::ZERO }
+    }
+}
+
+/// Handles one request end to end. Never fails: every problem becomes a response.
+pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr) -> Response<OutBody> {
+    let started = Instant::now();
+    let request_id = proxy.request_ids.next();
+    let method = req.method().clone();
+    let mut outcome = Outcome::new();
+    let live = proxy.store.load();
+    let mut resp = match &live {
+        None => {
+            outcome.reason = "no_config";
+            Refusal::NoConfig.to_response(request_id.to_str().unwrap_or_default())
+        }
+        Some(live) => run(&proxy, live, req, peer, &request_id, &mut outcome).await,
+    };
+    resp.headers_mut().insert(REQUEST_ID.clone(), request_id.clone());
+    let added = started.elapsed().saturating_sub(outcome.upstream);
+    proxy.metrics.added_latency.observe(added.as_secs_f64());
+
+    let app = live.as_ref().zip(outcome.app).map(|(l, i)| l.apps[i].label.as_str()).unwrap_or("");
+    if outcome.decision == "allow" || outcome.decision == "bypass" {
+        tracing::debug!(request_id = ?request_id, app, %method, status = resp.status().as_u16(), decision = outcome.decision, reason = outcome.reason, "request");
+    } else {
+        tracing::info!(request_id = ?request_id, app, %method, status = resp.status().as_u16(), decision = outcome.decision, reason = outcome.reason, "request");
+    }
+    resp
+}
+
+async fn run(
+    proxy: &Proxy,
+    live: &crate::config::Live,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+    outcome: &mut Outcome,
+) -> Response<OutBody> {
+    let rid = request_id.to_str().unwrap_or_default();
+    let refuse = |outcome: &mut Outcome, r: Refusal| {
+        outcome.reason = r.reason();
+        r.to_response(rid)
+    };
+
+    // 1. Route by host and normalised path.
+    let (app_index, normalized_path) = {
+        let target = match request_target(req.uri(), req.headers()) {
+            Ok(t) => t,
+            Err(e) => return refuse(outcome, Refusal::BadRequest(e.reason())),
+        };
+        let Some(index) = live.router.route(&target.host, &target.path) else {
+            proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
+            return refuse(outcome, Refusal::UnknownHost);
+        };
+        let changed = match &target.path {
+            std::borrow::Cow::Owned(p) => Some(p.clone()),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        (index, changed)
+    };
+    outcome.app = Some(app_index);
+    let app = &live.apps[app_index];
+    let path = normalized_path.as_deref().unwrap_or_else(|| req.uri().path());
+    if path == "/.portcullis" || path.starts_with("/.portcullis/") {
+        // Reserved for sign-in; never forwarded to the app.
+        let mut resp = refuse(outcome, Refusal::ReservedPath);
+        app.cors.apply_to_response(req.headers().get(ORIGIN), resp.headers_mut());
+        return resp;
+    }
+
+    // 2. Preflights, before any authentication: they never carry credentials.
+    let origin = match classify(req.method(), req.headers()) {
+        Classified::Preflight(p) => match app.cors.preflight(&p) {
+            PreflightOutcome::Answer(headers) => {
+                app.counters.preflight_answered.inc();
+                outcome.decision = "preflight";
+                outcome.reason = "answered";
+                return preflight_answer(headers);
+            }
+            PreflightOutcome::Forward => {
+                proxy.metrics.preflights.with_label_values(&[&app.label, "forwarded"]).inc();
+                outcome.decision = "bypass";
+                outcome.reason = "preflight_forwarded";
+                let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
+                return forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await;
+            }
+            PreflightOutcome::Refuse(why) => {
+                proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
+                outcome.decision = "preflight";
+                // A refused preflight carries no Access-Control-Allow-* header.
+                return refuse(outcome, Refusal::PreflightRefused(why.reason()));
+            }
+        },
+        Classified::Actual { origin } => Some(origin.clone()),
+        Classified::NotCors => None,
+    };
+
+    // 3. Authenticate, 4. evaluate the policies.
+    let now = unix_now();
+    let (authn, token) = authenticate(app, req.headers(), now).await;
+    let ip = client_ip(peer.ip(), req.headers(), &proxy.settings.trusted_proxies);
+    let decision = evaluate(&app.spec.policies, &authn, ip);
+
+    let refusal = match decision {
+        Decision::Bypass { .. } => None,
+        Decision::Allow { .. } => None,
+        Decision::Unauthenticated => Some(Refusal::Unauthenticated {
+            reason: match &authn {
+                Authn::Failed(f) => f.reason(),
+                _ => "no_credentials",
+            },
+            login: None,
+        }),
+        Decision::Block { policy } => Some(Refusal::Forbidden {
+            reason: "blocked_by_policy",
+            policy: app.spec.policies.get(policy).map(|p| p.name.clone()),
+        }),
+        Decision::NoMatch => Some(Refusal::Forbidden { reason: "no_policy_matched", policy: None }),
+    };
+    let audit = app.spec.mode == Mode::Audit;
+    let identity = match (&refusal, &decision, &authn) {
+        (None, Decision::Allow { .. }, Authn::Authenticated(p)) => IdentityHeaders::from_principal(p, token),
+        _ => IdentityHeaders::None,
+    };
+    match refusal {
+        Some(r) if !audit => {
+            proxy.metrics.requests.with_label_values(&[&app.label, "deny", r.reason(), mode_label(&app.spec)]).inc();
+            outcome.decision = "deny";
+            let mut resp = refuse(outcome, r);
+            app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
+            return resp;
+        }
+        Some(r) => {
+            // Audit: count and log what Enforce would do, then forward without identity.
+            proxy.metrics.requests.with_label_values(&[&app.label, "deny", r.reason(), "audit"]).inc();
+            tracing::warn!(request_id = rid, app = %app.label, reason = r.reason(), status = r.status().as_u16(), "audit: this request would be denied in Enforce mode");
+            outcome.decision = "audit_deny";
+            outcome.reason = r.reason();
+        }
+        None => {
+            match decision {
+                Decision::Bypass { .. } => {
+                    app.counters.bypassed.inc();
+                    outcome.decision = "bypass";
+                }
+                _ => {
+                    app.counters.allowed.inc();
+                    outcome.decision = "allow";
+                }
+            }
+            outcome.reason = "policy";
+        }
+    }
+
+    // 5. Forward: a forward route, or the app.
+    let destination = match forward_route(&app.spec.forward_routes, path) {
+        Some(route) => match &route.credentials {
+            RouteCredentials::Missing { .. } => {
+                let mut resp = refuse(outcome, Refusal::RouteUnavailable);
+                app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
+                return resp;
+            }
+            _ => Destination::Route(route),
+        },
+        None => Destination::App,
+    };
+    let fwd = Forward { app, destination, identity, origin };
+    forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await
+}
+
+fn outcome_upstream(outcome: &mut Outcome) -> &mut Duration {
+    &mut outcome.upstream
+}
+
+/// Service token when its headers are present, else the first JWT source present. An
+/// unknown `kid` triggers one (rate-limited) JWKS refresh and a second try.
+async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> (Authn, Option<HeaderValue>) {
+    if let Some(result) = service_token::authenticate(&app.tokens, headers, now) {
+        return match result {
+            Ok(service) => {
+                if let Some(g) = app.counters.token_last_used.get(&service.name) {
+                    g.set(now as f64);
+                }
+                (Authn::Authenticated(Principal::Service(service)), None)
+            }
+            Err(f) => (Authn::Failed(AuthnFailure::ServiceToken(f)), None),
+        };
+    }
+    let token = match jwt::find_token(&app.jwt, headers) {
+        None => return (Authn::Anonymous, None),
+        Some((_, Err(f))) => return (Authn::Failed(AuthnFailure::Jwt(f)), None),
+        Some((_, Ok(t))) => t,
+    };
+    let mut result = app.jwt.authenticate(token, &app.keys[..], now);
+    if let Err(jwt::JwtFailure::UnknownKey { issuer } | jwt::JwtFailure::NoKeys { issuer }) = result {
+        if let Some(keys) = app.keys.get(issuer) {
+            if keys.refresh_for_unknown_kid().await {
+                result = app.jwt.authenticate(token, &app.keys[..], now);
+            }
+        }
+    }
+    match result {
+        Ok(user) => {
+            let value = HeaderValue::from_str(token).ok();
+            (Authn::Authenticated(Principal::User(user)), value)
+        }
+        Err(f) => (Authn::Failed(AuthnFailure::Jwt(f)), None),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_and_well_formed() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 25);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
+    }
+}

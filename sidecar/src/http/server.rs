@@ -1,0 +1,91 @@
+//! Accept loop: HTTP/1.1 and h2c on one port, header limits, header-read timeout, and a
+//! graceful drain — on shutdown the listener closes (new connections are refused), in-flight
+//! requests finish, idle keep-alive connections are closed, and after `drain` the rest is cut.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::pipeline::{handle, Proxy};
+
+/// Connection-level limits.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Longest time to receive a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Most bytes of request line + headers; beyond it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Most header fields; beyond it hyper answers 431.
+    pub max_headers: usize,
+    /// Longest graceful drain before remaining connections are closed.
+    pub drain: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(proxy, req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("draining connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(limits.drain) => tracing::warn!("drain timeout; closing remaining connections"),
+    }
+}

@@ -1,0 +1,81 @@
+//! Start-up: builds the shared state from the flags, loads the manifests, binds the listeners
+//! and serves until shutdown. `main` only parses flags, sets up logging and waits for signals.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::cli::Args;
+use crate::config::{manifests, ConfigStore};
+use crate::http::server::ServerLimits;
+use crate::http::{Proxy, ProxySettings};
+use crate::jwks::JwksRegistry;
+use crate::metrics::Metrics;
+use crate::outbound::{self, OutboundError};
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("outbound TLS: {0}")]
+    Outbound(#[from] OutboundError),
+}
+
+/// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs the sidecar until `shutdown` resolves, then drains.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let client = outbound::client(args.connect_timeout)?;
+    let jwks = JwksRegistry::new(client.clone(), metrics.clone());
+    let store = Arc::new(ConfigStore::new(jwks, metrics.clone()));
+
+    let listener = bind(args.listen).await?;
+    let admin_listener = bind(args.admin_listen).await?;
+
+    if let Some(path) = args.manifests.clone() {
+        let digest = match manifests::load_into(&store, &path, &args.namespace) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(reason = e.reason(), error = %e, "cannot load the manifests; refusing all traffic (503) until they load");
+                None
+            }
+        };
+        tokio::spawn(manifests::watch(store.clone(), path, args.namespace.clone(), digest, WATCH_INTERVAL));
+    } else {
+        tracing::warn!("no --manifests given: waiting for a configuration push; all traffic is refused (503) until then");
+    }
+
+    let settings = ProxySettings {
+        upstream: args.upstream.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        upstream_timeout: args.upstream_timeout,
+        client_scheme: "http",
+    };
+    let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
+    let limits = ServerLimits {
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_header_bytes,
+        max_headers: args.max_headers,
+        drain: args.drain_timeout,
+    };
+    tracing::info!(listen = %args.listen, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, store, async move {
+        let _ = admin_stopped.await;
+    }));
+    crate::http::serve(listener, proxy, limits, shutdown).await;
+    let _ = admin_stop.send(());
+    let _ = admin.await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
