@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback (bounded: each run is DURATION seconds). The proxy under test is
+# pinned to CPU 0 with one worker thread; wrk and the upstream share CPU 1. For each scenario
+# it reports requests/s, p50/p99 latency and the proxy process's CPU time per 10,000 requests
+# (utime+stime from /proc), for portcullis-sidecar, HAProxy 2.6 doing the same work, and the
+# upstream directly. Usage: bench/run.sh [DURATION_SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNS=${2:-64}
+OUT=bench/results
+mkdir -p "$OUT"
+
+for tool in wrk haproxy taskset; do
+  command -v "$tool" >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk haproxy util-linux >/dev/null
+    break
+  }
+done
+cargo build --release -q -p portcullis-sidecar --bin portcullis-sidecar --example hello --example mint-jwt
+
+UP_PORT=3901 SC_PORT=3902 SC_ADMIN=3903 HA_PORT=3904
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+jwks=$(sed 's/^/          /' tests/fixtures/keys/jwks.json)
+awk -v j="$jwks" '{ if ($0 == "JWKS_PLACEHOLDER") print j; else print }' bench/access.yaml > "$work/access.yaml"
+sed -e "s/@PORT@/$HA_PORT/" -e "s/@UPSTREAM_PORT@/$UP_PORT/" -e "s#@PUBKEY@#$PWD/tests/fixtures/keys/rsa.pub.pem#" \
+  bench/haproxy.cfg.in > "$work/haproxy.cfg"
+token=$(./target/release/examples/mint-jwt tests/fixtures/keys/rsa.pem RS256 rsa-1 https://issuer.test aud-tag-1 alice@mysite.com 86400)
+
+taskset -c 1 ./target/release/examples/hello "127.0.0.1:$UP_PORT" & pids+=($!)
+taskset -c 0 ./target/release/portcullis-sidecar --manifests "$work/access.yaml" --listen "127.0.0.1:$SC_PORT" \
+  --admin-listen "127.0.0.1:$SC_ADMIN" --upstream "http://127.0.0.1:$UP_PORT" --worker-threads 1 --log warn & sc_pid=$!; pids+=($sc_pid)
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & ha_pid=$!; pids+=($ha_pid)
+up_pid=${pids[0]}
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SC_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+cat > "$work/options.lua" <<'LUA'
+wrk.method = "OPTIONS"
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# run NAME PID PORT HOST [wrk args...]
+run() {
+  local name=$1 pid=$2 port=$3 host=$4; shift 4
+  # Check the scenario answers what it should before measuring it.
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$@" -H "Host: $host" "http://127.0.0.1:$port/" 2>/dev/null || true)
+  local before after
+  before=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $host" "${wrk_args[@]}" "http://127.0.0.1:$port/" > "$work/wrk.txt"
+  after=$(cpu_ticks "$pid")
+  local reqs rps p50 p99
+  reqs=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.txt")
+  local cpu_per_10k us_per_req
+  cpu_per_10k=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", (t / hz) / n * 10000 }')
+  us_per_req=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) / n * 1e6 }')
+  printf '| %-34s | %6s | %10s | %8s | %8s | %8s | %6s |\n' "$name" "$code" "$rps" "$p50" "$p99" "$cpu_per_10k" "$us_per_req"
+}
+
+preflight=(-H "Origin: https://example.com" -H "Access-Control-Request-Method: GET" -H "Access-Control-Request-Headers: office")
+{
+  echo "wrk -t1 -c$CONNS -d${DURATION}s on loopback; proxy pinned to CPU 0 (1 thread), wrk + upstream on CPU 1."
+  echo
+  echo "| scenario                           | status |      req/s |      p50 |      p99 | CPU s/10k | µs/req |"
+  echo "|------------------------------------|--------|------------|----------|----------|-----------|--------|"
+  wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "sidecar: preflight answered" $sc_pid $SC_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
+  wrk_args=(-H "Cookie: CF_Authorization=$token"); run "sidecar: GET with RS256 cookie JWT" $sc_pid $SC_PORT api.mysite.com -H "Cookie: CF_Authorization=$token"
+  wrk_args=(); run "sidecar: plain forward" $sc_pid $SC_PORT plain.mysite.com
+  wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "haproxy: preflight answered" $ha_pid $HA_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
+  wrk_args=(-H "Cookie: CF_Authorization=$token"); run "haproxy: GET with RS256 cookie JWT" $ha_pid $HA_PORT api.mysite.com -H "Cookie: CF_Authorization=$token"
+  wrk_args=(); run "haproxy: plain forward" $ha_pid $HA_PORT plain.mysite.com
+  wrk_args=(); run "direct to upstream (upstream CPU)" $up_pid $UP_PORT plain.mysite.com
+  echo
+  echo "sidecar RSS after the runs at $CONNS connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$sc_pid/status)"
+  echo "haproxy RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$ha_pid/status)"
+} | tee "$OUT/latest.md"
