@@ -1,1 +1,261 @@
-//! Routing by host and path (skeleton; the routing work fills it in).
+//! Routing: which application a request is for (by host and normalised path), and which forward
+//! route of that application a path takes.
+//!
+//! Owns the request-target rules (RFC 9112 §3.2, RFC 9110 §7.2) and "most specific wins" over
+//! `spec.domains` (api.md, "Domains"). It must not authenticate, evaluate policies or build
+//! responses; it must not allocate per request except where a path or host needs normalising.
+//! Path normalisation itself is `portcullis_crds::paths`, shared with `compile`: one
+//! implementation, so that what is matched is what was configured.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use http::header::HOST;
+use http::{HeaderMap, Uri};
+use portcullis_crds::paths::{normalize_path, prefix_matches};
+use portcullis_crds::snapshot::{Application, DomainPattern, ForwardRoute, HostPattern};
+
+/// Where a request is going, normalised for matching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// Lower-case, without port or trailing dot; IPv6 literals keep their brackets (`[::1]`),
+    /// as `compile` stores them.
+    pub host: Cow<'a, str>,
+    /// Normalised with [`normalize_path`]: dot segments removed, unreserved escapes decoded.
+    pub path: Cow<'a, str>,
+}
+
+/// Why a request has no usable target. Every variant is a `400` (api.md, "Domains").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// No authority in the request target and no `Host` header.
+    MissingHost,
+    /// More than one `Host` field line (RFC 9112 §3.2: 400).
+    DuplicateHost,
+    /// A `Host` or authority that is not `host[:port]` (userinfo, bad characters, bad port).
+    InvalidHost,
+    /// A path that cannot be normalised (not absolute, bad percent-encoding, control bytes).
+    InvalidPath,
+}
+
+// === impl TargetError ===
+
+impl TargetError {
+    /// Stable label for metrics, logs and the JSON body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TargetError::MissingHost => "missing_host",
+            TargetError::DuplicateHost => "duplicate_host",
+            TargetError::InvalidHost => "invalid_host",
+            TargetError::InvalidPath => "invalid_path",
+        }
+    }
+}
+
+/// The host and normalised path a request routes by.
+///
+/// RFC 9112 §3.2.2: a request in absolute form (and an HTTP/2 request, whose `:authority` hyper
+/// puts in the URI) routes by the URI's own authority, and the `Host` header is ignored for
+/// routing. Otherwise exactly one valid `Host` header is required. RFC 9112 §3.2 also makes
+/// "more than one Host field line" and "a Host field with an invalid value" a 400 for any
+/// request, so those are refused even when the URI carries the authority: an app behind us
+/// must never see a `Host` we did not check. (A missing `Host` on an HTTP/1.1 absolute-form
+/// request is also a 400 by §3.2, but only the glue knows the version; it checks that.)
+/// Userinfo in an authority is invalid (RFC 9110 §4.2.4: senders must not generate it).
+pub fn request_target<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Target<'a>, TargetError> {
+    let mut host_headers = headers.get_all(HOST).iter();
+    let host_header = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(TargetError::DuplicateHost);
+    }
+    let header_host = match host_header {
+        Some(v) => Some(v.to_str().map_err(|_| TargetError::InvalidHost).and_then(parse_authority)?),
+        None => None,
+    };
+    let host = match uri.authority() {
+        Some(authority) => parse_authority(authority.as_str())?,
+        None => header_host.ok_or(TargetError::MissingHost)?,
+    };
+    let path = normalize_path(uri.path()).map_err(|_| TargetError::InvalidPath)?;
+    Ok(Target { host, path })
+}
+
+/// Parses `host[:port]` (RFC 9110 §7.2 `uri-host [ ":" port ]`) into the normalised host.
+fn parse_authority(authority: &str) -> Result<Cow<'_, str>, TargetError> {
+    if authority.contains('@') {
+        return Err(TargetError::InvalidHost);
+    }
+    let (host, port) = if authority.starts_with('[') {
+        // IP-literal (RFC 3986 §3.2.2): brackets, then an optional port.
+        let end = authority.find(']').ok_or(TargetError::InvalidHost)?;
+        let (host, rest) = authority.split_at(end + 1);
+        let literal = &host[1..end];
+        // IPvFuture and zone identifiers are never configured domains.
+        literal.parse::<Ipv6Addr>().map_err(|_| TargetError::InvalidHost)?;
+        match rest.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if rest.is_empty() => (host, None),
+            None => return Err(TargetError::InvalidHost),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    // RFC 3986 §3.2.3: port = *DIGIT; we also bound it to what fits a u16.
+    if let Some(port) = port {
+        if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TargetError::InvalidHost);
+        }
+    }
+    if host.starts_with('[') {
+        return Ok(lower(host));
+    }
+    // One trailing dot is the absolute form of the same DNS name (RFC 1034 §3.1).
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // reg-name restricted to what a configured domain can hold (letters, digits, '-', '_') plus
+    // '.' between non-empty labels: anything else (percent-encoding, sub-delims) matches no
+    // domain and only serves to confuse whatever reads `Host` after us.
+    if host.is_empty()
+        || host.split('.').any(str::is_empty)
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(TargetError::InvalidHost);
+    }
+    Ok(lower(host))
+}
+
+/// ASCII lower-case, borrowing in the common case where the host already is.
+fn lower(host: &str) -> Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// One domain of one application under a host key.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Normalised prefix without trailing slash; `""` for the whole host.
+    prefix: Box<str>,
+    app: usize,
+}
+
+/// The domains of every application, indexed for per-request lookup. Built once per config.
+///
+/// Exact hosts and wildcard suffixes are hash keys; under each key the entries are sorted
+/// longest prefix first (stable, so among equal domains the first application wins, which
+/// `compile` already refuses as an overlap). A lookup is one hash probe for the exact host
+/// plus one per label of the host for wildcards, and never allocates.
+#[derive(Clone, Debug, Default)]
+pub struct Router {
+    exact: HashMap<Box<str>, Vec<Entry>>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<Box<str>, Vec<Entry>>,
+}
+
+// === impl Router ===
+
+impl Router {
+    pub fn new(apps: &[Application]) -> Self {
+        let mut router = Router::default();
+        for (app, application) in apps.iter().enumerate() {
+            for DomainPattern { host, path_prefix } in &application.domains {
+                let (map, key) = match host {
+                    HostPattern::Exact(h) => (&mut router.exact, h),
+                    HostPattern::Wildcard(s) => (&mut router.wildcard, s),
+                };
+                // `compile` stores prefixes without a trailing slash; trimming again keeps a
+                // hand-built snapshot from changing what "longest" means.
+                let prefix = path_prefix.as_deref().unwrap_or("").trim_end_matches('/');
+                map.entry(key.as_str().into()).or_default().push(Entry { prefix: prefix.into(), app });
+            }
+        }
+        for entries in router.exact.values_mut().chain(router.wildcard.values_mut()) {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
+        }
+        router
+    }
+
+    /// The index of the application serving `host` and `path`, both as [`request_target`]
+    /// returns them (lower-case host without port; normalised path).
+    ///
+    /// Most specific wins (api.md, "Domains"): an exact host beats any wildcard, a longer
+    /// wildcard suffix beats a shorter one, then the longest path prefix on segment boundaries.
+    /// A domain whose prefix does not cover the path does not match at all, so a less specific
+    /// host may still serve it.
+    pub fn route(&self, host: &str, path: &str) -> Option<usize> {
+        if let Some(app) = self.exact.get(host).and_then(|entries| first_prefix_match(entries, path)) {
+            return Some(app);
+        }
+        if self.wildcard.is_empty() || is_ip_literal(host) {
+            return None;
+        }
+        // `*.suffix` covers every name ending in `.suffix`, at any depth, never `suffix`:
+        // the candidates are the host's proper suffixes after each dot, longest first.
+        host.match_indices('.')
+            .filter_map(|(i, _)| self.wildcard.get(&host[i + 1..]))
+            .find_map(|entries| first_prefix_match(entries, path))
+    }
+
+    /// Every application domain whose host matches `host`, most specific first, with whether its
+    /// prefix covers `path`: what an `explain` command shows when [`Router::route`] found nothing
+    /// (or not what the user expected). Allocates; not for the request path.
+    pub fn candidates(&self, host: &str, path: &str) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        let mut push = |entries: &Vec<Entry>, wildcard: Option<&str>| {
+            for e in entries {
+                out.push(Candidate {
+                    app: e.app,
+                    wildcard_suffix: wildcard.map(str::to_owned),
+                    path_prefix: (!e.prefix.is_empty()).then(|| e.prefix.to_string()),
+                    path_matches: prefix_matches(&e.prefix, path),
+                });
+            }
+        };
+        if let Some(entries) = self.exact.get(host) {
+            push(entries, None);
+        }
+        if !is_ip_literal(host) {
+            for (i, _) in host.match_indices('.') {
+                if let Some((suffix, entries)) = self.wildcard.get_key_value(&host[i + 1..]) {
+                    push(entries, Some(suffix));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One domain that matched a host, for explaining a routing decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the applications.
+    pub app: usize,
+    /// `Some(suffix)` when the domain was `*.suffix`.
+    pub wildcard_suffix: Option<String>,
+    pub path_prefix: Option<String>,
+    /// Whether the prefix covers the path; the first candidate with `true` is the route.
+    pub path_matches: bool,
+}
+
+fn first_prefix_match(entries: &[Entry], path: &str) -> Option<usize> {
+    entries.iter().find(|e| prefix_matches(&e.prefix, path)).map(|e| e.app)
+}
+
+/// An IP address has no subdomains: `*.0.0.1` must not cover `10.0.0.1`.
+fn is_ip_literal(host: &str) -> bool {
+    host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok()
+}
+
+/// The forward route a path takes: the first whose prefix covers it on a segment boundary.
+/// `routes` come from `compile` longest prefix first, so the first match is the most specific.
+pub fn forward_route<'a>(routes: &'a [ForwardRoute], path: &str) -> Option<&'a ForwardRoute> {
+    routes.iter().find(|r| prefix_matches(&r.path_prefix, path))
+}
+
+#[cfg(test)]
+mod tests;
