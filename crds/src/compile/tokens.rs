@@ -45,7 +45,21 @@ impl TokenIndex {
             let mut d = Diagnostics::new("AccessServiceToken", format_args!("{ns}/{name}"));
             match compile_token(t, &ns, &name, secrets, &mut d) {
                 Ok(Some(c)) if !d.has_errors() => {
-                    index.by_name.insert((ns, name), c);
+                    // Two tokens with one client id would make the id ambiguous at the sidecar.
+                    let clash = index
+                        .in_namespace(&ns)
+                        .find(|other| other.token.client_id == c.token.client_id)
+                        .map(|other| other.token.name.clone());
+                    match clash {
+                        Some(other) => d.error(
+                            "spec.secretName",
+                            Some(&t.spec.secret_name),
+                            format!("client-id is already used by AccessServiceToken {ns}/{other}; client ids must be unique"),
+                        ),
+                        None => {
+                            index.by_name.insert((ns, name), c);
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(why) => {

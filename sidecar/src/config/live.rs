@@ -9,7 +9,7 @@ use portcullis_crds::snapshot::{Application, Snapshot};
 use prometheus::{Gauge, IntCounter};
 
 use crate::decide::authn::jwt::JwtConfig;
-use crate::decide::authn::service_token::ServiceTokens;
+use crate::decide::authn::service_token::{InvalidServiceTokens, ServiceTokens};
 use crate::decide::cors::CorsConfig;
 use crate::decide::route::Router;
 use crate::jwks::{IssuerKeys, JwksRegistry};
@@ -44,16 +44,29 @@ pub struct AppCounters {
     pub token_last_used: HashMap<String, Gauge>,
 }
 
+/// A snapshot that passed `compile` elsewhere but does not hold up here (a corrupted or
+/// hand-made push): refused, and the last good config stays.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("application {app}: {source}")]
+    ServiceTokens { app: String, source: InvalidServiceTokens },
+}
+
 impl Live {
-    pub fn build(snapshot: Snapshot, jwks: &JwksRegistry, metrics: &Metrics) -> Self {
+    /// Renders a snapshot. Re-validates what the request path relies on.
+    pub fn build(snapshot: Snapshot, jwks: &JwksRegistry, metrics: &Metrics) -> Result<Self, LiveError> {
         let router = Router::new(&snapshot.applications);
-        let apps = snapshot.applications.into_iter().map(|app| LiveApp::build(app, jwks, metrics)).collect();
-        Self { version: snapshot.version, router, apps }
+        let apps = snapshot
+            .applications
+            .into_iter()
+            .map(|app| LiveApp::build(app, jwks, metrics))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { version: snapshot.version, router, apps })
     }
 }
 
 impl LiveApp {
-    fn build(spec: Application, jwks: &JwksRegistry, metrics: &Metrics) -> Self {
+    fn build(spec: Application, jwks: &JwksRegistry, metrics: &Metrics) -> Result<Self, LiveError> {
         let label = spec.id.to_string();
         let mode = mode_label(&spec);
         let counters = AppCounters {
@@ -69,15 +82,17 @@ impl LiveApp {
                 })
                 .collect(),
         };
-        Self {
+        let tokens = ServiceTokens::new(&spec.service_tokens)
+            .map_err(|source| LiveError::ServiceTokens { app: label.clone(), source })?;
+        Ok(Self {
             cors: CorsConfig::new(&spec.cors),
             jwt: JwtConfig::new(&spec.identity),
             keys: spec.identity.issuers.iter().map(|i| jwks.issuer_keys(i)).collect(),
-            tokens: ServiceTokens::new(&spec.service_tokens),
+            tokens,
             counters,
             label,
             spec,
-        }
+        })
     }
 }
 

@@ -23,6 +23,8 @@ pub enum LoadError {
     Manifest(#[from] ManifestError),
     #[error("{0}")]
     Compile(#[from] CompileErrors),
+    #[error("{0}")]
+    Render(#[from] super::live::LiveError),
 }
 
 impl LoadError {
@@ -33,6 +35,7 @@ impl LoadError {
             LoadError::NoFiles { .. } => "no_files",
             LoadError::Manifest(_) => "invalid_manifest",
             LoadError::Compile(_) => "invalid_spec",
+            LoadError::Render(_) => "invalid_snapshot",
         }
     }
 }
@@ -103,7 +106,13 @@ pub fn load_into(store: &ConfigStore, path: &Path, default_namespace: &str) -> R
                 tracing::warn!(warning = %w, "configuration warning");
             }
             let apps = compiled.snapshot.applications.len();
-            let live = store.install(compiled.snapshot);
+            let live = match store.install(compiled.snapshot) {
+                Ok(live) => live,
+                Err(e) => {
+                    metrics.config_reloads.with_label_values(&["error"]).inc();
+                    return Err(e.into());
+                }
+            };
             metrics.config_reloads.with_label_values(&["ok"]).inc();
             metrics.config_last_success.set(jiff::Timestamp::now().as_second() as f64);
             tracing::info!(version = %live.version, applications = apps, path = %path.display(), "configuration loaded");
@@ -135,12 +144,14 @@ pub async fn watch(store: Arc<ConfigStore>, path: PathBuf, default_namespace: St
         if Some(sources.digest) == last {
             continue;
         }
-        match compile_sources(&sources, &default_namespace) {
-            Ok(compiled) => {
-                for w in &compiled.warnings {
-                    tracing::warn!(warning = %w, "configuration warning");
-                }
-                let live = store.install(compiled.snapshot);
+        let installed = compile_sources(&sources, &default_namespace).and_then(|compiled| {
+            for w in &compiled.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
+            store.install(compiled.snapshot).map_err(LoadError::from)
+        });
+        match installed {
+            Ok(live) => {
                 store.metrics().config_reloads.with_label_values(&["ok"]).inc();
                 store.metrics().config_last_success.set(jiff::Timestamp::now().as_second() as f64);
                 tracing::info!(version = %live.version, path = %path.display(), "configuration reloaded");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use portcullis_crds::Snapshot;
 
-use super::live::Live;
+use super::live::{Live, LiveError};
 use crate::jwks::JwksRegistry;
 use crate::metrics::Metrics;
 
@@ -34,10 +34,10 @@ impl ConfigStore {
     }
 
     /// Renders and installs a snapshot, replacing the running one atomically. Must run inside
-    /// the tokio runtime (JWKS fetches for new issuers start here).
-    pub fn install(&self, snapshot: Snapshot) -> Arc<Live> {
+    /// the tokio runtime (JWKS fetches for new issuers start here). On error nothing changes.
+    pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Live>, LiveError> {
         let previous = self.live.load_full();
-        let live = Arc::new(Live::build(snapshot, &self.jwks, &self.metrics));
+        let live = Arc::new(Live::build(snapshot, &self.jwks, &self.metrics)?);
         if let Some(prev) = &previous {
             if prev.version != live.version {
                 let _ = self.metrics.config_info.remove_label_values(&[&prev.version]);
@@ -45,7 +45,7 @@ impl ConfigStore {
         }
         self.metrics.config_info.with_label_values(&[&live.version]).set(1);
         self.live.store(Some(live.clone()));
-        live
+        Ok(live)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
