@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Secret;
 
-pub use cors::compile_cors;
+pub use cors::{compile_cors, parse_origin_pattern};
 pub use duration::parse_duration_secs;
 pub use error::{CompileError, CompileErrors, CompileWarning, Diagnostics};
 pub use identity::{DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME};

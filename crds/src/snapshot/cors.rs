@@ -1,4 +1,7 @@
 //! Compiled CORS settings: origins parsed, methods and headers normalised.
+//!
+//! Plain serde data on the wire to the sidecar. Must not hold logic beyond formatting: validation
+//! lives in `compile::cors`, decisions in the sidecar's `decide::cors`.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +20,7 @@ pub enum Cors {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CorsPolicy {
     pub origins: AllowedOrigins,
-    /// Upper-case method names (`GET`), or any.
+    /// Method names, Fetch-normalised (`get` → `GET`, `patch` kept as written), or any.
     pub methods: AllowList,
     /// Lower-case header names, or any.
     pub headers: AllowList,
@@ -49,7 +52,7 @@ pub struct OriginPattern {
 /// The host part of an allowed origin.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum OriginHost {
-    /// Exactly this host.
+    /// Exactly this host: lower-case, no trailing dot; an IPv6 literal in brackets (`[::1]`).
     Exact(String),
     /// `*.suffix`: any subdomain of `suffix` at any depth, never `suffix` itself.
     SubdomainsOf(String),
@@ -60,4 +63,21 @@ pub enum OriginHost {
 pub enum AllowList {
     Any,
     List(Vec<String>),
+}
+
+// === impl OriginPattern ===
+
+impl std::fmt::Display for OriginPattern {
+    /// The normalised form, `https://*.example.com:8443`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://", self.scheme)?;
+        match &self.host {
+            OriginHost::Exact(h) => f.write_str(h)?,
+            OriginHost::SubdomainsOf(s) => write!(f, "*.{s}")?,
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
 }
