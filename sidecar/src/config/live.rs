@@ -10,7 +10,7 @@ use prometheus::{Gauge, IntCounter};
 
 use crate::decide::authn::jwt::JwtConfig;
 use crate::decide::authn::service_token::{InvalidServiceTokens, ServiceTokens};
-use crate::decide::cors::CorsConfig;
+use crate::decide::cors::{CorsConfig, CorsConfigError};
 use crate::decide::route::Router;
 use crate::jwks::{IssuerKeys, JwksRegistry};
 use crate::metrics::Metrics;
@@ -50,6 +50,8 @@ pub struct AppCounters {
 pub enum LiveError {
     #[error("application {app}: {source}")]
     ServiceTokens { app: String, source: InvalidServiceTokens },
+    #[error("application {app}: cors: {source}")]
+    Cors { app: String, source: CorsConfigError },
 }
 
 impl Live {
@@ -84,8 +86,10 @@ impl LiveApp {
         };
         let tokens = ServiceTokens::new(&spec.service_tokens)
             .map_err(|source| LiveError::ServiceTokens { app: label.clone(), source })?;
+        let cors =
+            CorsConfig::try_from(&spec.cors).map_err(|source| LiveError::Cors { app: label.clone(), source })?;
         Ok(Self {
-            cors: CorsConfig::new(&spec.cors),
+            cors,
             jwt: JwtConfig::new(&spec.identity),
             keys: spec.identity.issuers.iter().map(|i| jwks.issuer_keys(i)).collect(),
             tokens,

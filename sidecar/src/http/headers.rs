@@ -93,7 +93,7 @@ pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
         let kept: Vec<&str> = s
             .split(';')
             .map(str::trim)
-            .filter(|c| !c.is_empty() && c.split_once('=').map_or(c, |(n, _)| n).trim() != name)
+            .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(n, _)| n).trim() != name)
             .collect();
         if !kept.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {

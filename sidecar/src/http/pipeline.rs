@@ -134,7 +134,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
 async fn run(
     proxy: &Proxy,
     live: &crate::config::Live,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &HeaderValue,
     outcome: &mut Outcome,
