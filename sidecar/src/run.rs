@@ -32,7 +32,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let client = outbound::client(args.connect_timeout)?;
-    let jwks = JwksRegistry::new(client.clone(), metrics.clone());
+    let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
     let store = Arc::new(ConfigStore::new(jwks, metrics.clone()));
 
     let listener = bind(args.listen).await?;

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 pub use cors::{compile_cors, parse_origin_pattern};
 pub use duration::parse_duration_secs;
 pub use error::{CompileError, CompileErrors, CompileWarning, Diagnostics};
-pub use identity::{DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME};
+pub use identity::{DEFAULT_CLOCK_SKEW_SECS, DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME, DEFAULT_SCOPES};
 pub use routing::{parse_host_pattern, parse_upstream};
 pub use secrets::SecretIndex;
 pub use tokens::{sha256_hex, CompiledToken, TokenIndex, TokenIndexBuild};

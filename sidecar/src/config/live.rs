@@ -8,7 +8,7 @@ use std::sync::Arc;
 use portcullis_crds::snapshot::{Application, Snapshot};
 use prometheus::{Gauge, IntCounter};
 
-use crate::decide::authn::jwt::JwtConfig;
+use crate::decide::authn::jwt::{JwtConfig, JwtConfigError};
 use crate::decide::authn::service_token::{InvalidServiceTokens, ServiceTokens};
 use crate::decide::cors::{CorsConfig, CorsConfigError};
 use crate::decide::route::Router;
@@ -52,6 +52,8 @@ pub enum LiveError {
     ServiceTokens { app: String, source: InvalidServiceTokens },
     #[error("application {app}: cors: {source}")]
     Cors { app: String, source: CorsConfigError },
+    #[error("application {app}: identity: {source}")]
+    Identity { app: String, source: JwtConfigError },
 }
 
 impl Live {
@@ -88,10 +90,12 @@ impl LiveApp {
             .map_err(|source| LiveError::ServiceTokens { app: label.clone(), source })?;
         let cors =
             CorsConfig::try_from(&spec.cors).map_err(|source| LiveError::Cors { app: label.clone(), source })?;
+        let jwt =
+            JwtConfig::new(&spec.identity).map_err(|source| LiveError::Identity { app: label.clone(), source })?;
         Ok(Self {
             cors,
-            jwt: JwtConfig::new(&spec.identity),
-            keys: spec.identity.issuers.iter().map(|i| jwks.issuer_keys(i)).collect(),
+            jwt,
+            keys: jwks.identity_keys(&spec.identity),
             tokens,
             counters,
             label,

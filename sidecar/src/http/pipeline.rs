@@ -295,7 +295,7 @@ async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> (Au
         Some((_, Ok(t))) => t,
     };
     let mut result = app.jwt.authenticate(token, &app.keys[..], now);
-    if let Err(jwt::JwtFailure::UnknownKey { issuer } | jwt::JwtFailure::NoKeys { issuer }) = result {
+    if let Some(issuer) = result.as_ref().err().and_then(|f| f.refresh_issuer()) {
         if let Some(keys) = app.keys.get(issuer) {
             if keys.refresh_for_unknown_kid().await {
                 result = app.jwt.authenticate(token, &app.keys[..], now);
