@@ -6,12 +6,12 @@
 
 #![forbid(unsafe_code)]
 
-pub mod decide;
-pub mod jwks;
-pub mod metrics;
-pub mod outbound;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod http;
+pub mod jwks;
+pub mod metrics;
+pub mod outbound;
 pub mod run;

@@ -48,7 +48,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         };
         tokio::spawn(manifests::watch(store.clone(), path, args.namespace.clone(), digest, WATCH_INTERVAL));
     } else {
-        tracing::warn!("no --manifests given: waiting for a configuration push; all traffic is refused (503) until then");
+        tracing::warn!(
+            "no --manifests given: waiting for a configuration push; all traffic is refused (503) until then"
+        );
     }
 
     let settings = ProxySettings {

@@ -66,7 +66,12 @@ async fn metrics_are_valid_prometheus_text_with_the_contract_names() {
     let up = Upstream::start().await;
     let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).start().await;
     let _ = get(&sc.url("/"), &[HOST]).await.unwrap();
-    let _ = send("OPTIONS", &sc.url("/"), &[HOST, ("origin", "https://example.com"), ("access-control-request-method", "GET")]).await;
+    let _ = send(
+        "OPTIONS",
+        &sc.url("/"),
+        &[HOST, ("origin", "https://example.com"), ("access-control-request-method", "GET")],
+    )
+    .await;
     let m = sc.metrics().await;
     for name in [
         "portcullis_requests_total",

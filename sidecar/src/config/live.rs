@@ -88,19 +88,10 @@ impl LiveApp {
         };
         let tokens = ServiceTokens::new(&spec.service_tokens)
             .map_err(|source| LiveError::ServiceTokens { app: label.clone(), source })?;
-        let cors =
-            CorsConfig::try_from(&spec.cors).map_err(|source| LiveError::Cors { app: label.clone(), source })?;
+        let cors = CorsConfig::try_from(&spec.cors).map_err(|source| LiveError::Cors { app: label.clone(), source })?;
         let jwt =
             JwtConfig::new(&spec.identity).map_err(|source| LiveError::Identity { app: label.clone(), source })?;
-        Ok(Self {
-            cors,
-            jwt,
-            keys: jwks.identity_keys(&spec.identity),
-            tokens,
-            counters,
-            label,
-            spec,
-        })
+        Ok(Self { cors, jwt, keys: jwks.identity_keys(&spec.identity), tokens, counters, label, spec })
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_crds::compile::{compile, Compiled, CompileErrors, Inputs};
+use portcullis_crds::compile::{compile, CompileErrors, Compiled, Inputs};
 use portcullis_crds::manifests::{ManifestError, Resources};
 use sha2::{Digest, Sha256};
 
@@ -128,7 +128,13 @@ pub fn load_into(store: &ConfigStore, path: &Path, default_namespace: &str) -> R
 /// Polls the manifests every `interval` and reloads on change. Polling (rather than inotify)
 /// works the same on every filesystem, including ConfigMap volumes whose files are replaced
 /// through a symlink swap; reading a few small files twice a second costs nothing.
-pub async fn watch(store: Arc<ConfigStore>, path: PathBuf, default_namespace: String, mut last: Option<[u8; 32]>, interval: Duration) {
+pub async fn watch(
+    store: Arc<ConfigStore>,
+    path: PathBuf,
+    default_namespace: String,
+    mut last: Option<[u8; 32]>,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;

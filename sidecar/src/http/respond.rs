@@ -23,9 +23,15 @@ pub enum Refusal {
     /// A preflight the CORS settings refuse (or no CORS settings).
     PreflightRefused(&'static str),
     /// No or invalid credentials.
-    Unauthenticated { reason: &'static str, login: Option<String> },
+    Unauthenticated {
+        reason: &'static str,
+        login: Option<String>,
+    },
     /// A valid identity that the policies refuse.
-    Forbidden { reason: &'static str, policy: Option<String> },
+    Forbidden {
+        reason: &'static str,
+        policy: Option<String>,
+    },
     /// A forward route whose service token is missing.
     RouteUnavailable,
     UpstreamUnreachable,
