@@ -19,4 +19,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
 echo "==> cargo test"
-PORTCULLIS_REQUIRE_PROMTOOL=1 cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+PORTCULLIS_REQUIRE_PROMTOOL=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

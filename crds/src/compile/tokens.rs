@@ -125,11 +125,16 @@ fn compile_token(
         },
         None => match (t.metadata.creation_timestamp.as_ref(), duration) {
             (Some(created), Some(secs)) => Some(created.0.as_second().saturating_add(secs as i64)),
-            _ => {
+            (None, Some(_)) => {
                 d.warn(
                     "spec.duration",
-                    "this token does not expire (no status.expiresAt, and no creationTimestamp + duration)",
+                    "there is no creationTimestamp to count the duration from (a manifest file), so this token \
+                     does not expire; set status.expiresAt to give it an end",
                 );
+                None
+            }
+            _ => {
+                d.warn("spec.duration", "no duration and no status.expiresAt: this token does not expire");
                 None
             }
         },

@@ -4,19 +4,17 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
 
-/// Set for the app: the verified JWT.
-pub static JWT_ASSERTION: HeaderName = HeaderName::from_static("cf-access-jwt-assertion");
-/// Set for the app: the verified user's email.
-pub static AUTHENTICATED_USER_EMAIL: HeaderName = HeaderName::from_static("cf-access-authenticated-user-email");
-/// Service-token id: reaches the app only when the request authenticated as that token.
-pub static CLIENT_ID: HeaderName = HeaderName::from_static("cf-access-client-id");
-/// Service-token secret: never reaches the app.
-pub static CLIENT_SECRET: HeaderName = HeaderName::from_static("cf-access-client-secret");
+// The identity headers are defined where they are decided on: the JWT assertion and email
+// (set for the app), the service-token pair (the id reaches the app only when the request
+// authenticated as that token; the secret never does).
+pub use crate::decide::authn::jwt::{ASSERTION_HEADER as JWT_ASSERTION, EMAIL_HEADER as AUTHENTICATED_USER_EMAIL};
+pub use crate::decide::authn::service_token::{CLIENT_ID_HEADER as CLIENT_ID, CLIENT_SECRET_HEADER as CLIENT_SECRET};
+pub use crate::decide::client_ip::X_FORWARDED_FOR;
+
 /// Correlates a response with the sidecar's log line.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
 const HOP_BY_HOP: [&str; 8] = [
