@@ -2,8 +2,8 @@
 # Load benchmark on loopback (bounded: each run is DURATION seconds). The proxy under test is
 # pinned to CPU 0 with one worker thread; wrk and the upstream share CPU 1. For each scenario
 # it reports requests/s, p50/p99 latency and the proxy process's CPU time per 10,000 requests
-# (utime+stime from /proc), for portcullis-sidecar, HAProxy 2.6 doing the same work, and the
-# upstream directly. Usage: bench/run.sh [DURATION_SECONDS] [CONNECTIONS]
+# (utime+stime from /proc), for portcullis-sidecar, HAProxy 2.6 doing the same work, nginx
+# answering the same preflight and forwarding, and the upstream directly. Usage: bench/run.sh [DURATION_SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -11,16 +11,16 @@ CONNS=${2:-64}
 OUT=bench/results
 mkdir -p "$OUT"
 
-for tool in wrk haproxy taskset; do
+for tool in wrk haproxy nginx taskset; do
   command -v "$tool" >/dev/null || {
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk haproxy util-linux >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk haproxy nginx-light util-linux >/dev/null
     break
   }
 done
 cargo build --release -q -p portcullis-sidecar --bin portcullis-sidecar --example hello --example mint-jwt
 
-UP_PORT=3901 SC_PORT=3902 SC_ADMIN=3903 HA_PORT=3904
+UP_PORT=3901 SC_PORT=3902 SC_ADMIN=3903 HA_PORT=3904 NG_PORT=3905
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -30,12 +30,14 @@ jwks=$(sed 's/^/          /' tests/fixtures/keys/jwks.json)
 awk -v j="$jwks" '{ if ($0 == "JWKS_PLACEHOLDER") print j; else print }' bench/access.yaml > "$work/access.yaml"
 sed -e "s/@PORT@/$HA_PORT/" -e "s/@UPSTREAM_PORT@/$UP_PORT/" -e "s#@PUBKEY@#$PWD/tests/fixtures/keys/rsa.pub.pem#" \
   bench/haproxy.cfg.in > "$work/haproxy.cfg"
+sed -e "s#@WORK@#$work#g" -e "s/@PORT@/$NG_PORT/" -e "s/@UPSTREAM_PORT@/$UP_PORT/" bench/nginx.conf.in > "$work/nginx.conf"
 token=$(./target/release/examples/mint-jwt tests/fixtures/keys/rsa.pem RS256 rsa-1 https://issuer.test aud-tag-1 alice@mysite.com 86400)
 
 taskset -c 1 ./target/release/examples/hello "127.0.0.1:$UP_PORT" & pids+=($!)
 taskset -c 0 ./target/release/portcullis-sidecar --manifests "$work/access.yaml" --listen "127.0.0.1:$SC_PORT" \
   --admin-listen "127.0.0.1:$SC_ADMIN" --upstream "http://127.0.0.1:$UP_PORT" --worker-threads 1 --log warn & sc_pid=$!; pids+=($sc_pid)
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & ha_pid=$!; pids+=($ha_pid)
+taskset -c 0 nginx -c "$work/nginx.conf" & ng_pid=$!; pids+=($ng_pid)
 up_pid=${pids[0]}
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SC_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -79,6 +81,8 @@ preflight=(-H "Origin: https://example.com" -H "Access-Control-Request-Method: G
   wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "haproxy: preflight answered" $ha_pid $HA_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
   wrk_args=(-H "Cookie: CF_Authorization=$token"); run "haproxy: GET with RS256 cookie JWT" $ha_pid $HA_PORT api.mysite.com -H "Cookie: CF_Authorization=$token"
   wrk_args=(); run "haproxy: plain forward" $ha_pid $HA_PORT plain.mysite.com
+  wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "nginx: preflight answered" $ng_pid $NG_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
+  wrk_args=(); run "nginx: plain forward" $ng_pid $NG_PORT plain.mysite.com
   wrk_args=(); run "direct to upstream (upstream CPU)" $up_pid $UP_PORT plain.mysite.com
   echo
   echo "sidecar RSS after the runs at $CONNS connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$sc_pid/status)"

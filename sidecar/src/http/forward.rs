@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
+use http::header::{HeaderValue, HOST, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -19,7 +19,7 @@ use super::headers::{
 use super::pipeline::Proxy;
 use super::respond::Refusal;
 use crate::config::LiveApp;
-use crate::decide::authn::Principal;
+use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::outbound::OutBody;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
 
@@ -34,18 +34,15 @@ pub enum Destination<'a> {
 /// The identity headers the app receives.
 pub enum IdentityHeaders {
     None,
-    User { jwt: Option<HeaderValue>, email: Option<HeaderValue> },
+    User(IdentityHeaderValues),
     Service { client_id: HeaderValue },
 }
 
 impl IdentityHeaders {
-    pub fn from_principal(p: &Principal, jwt: Option<HeaderValue>) -> Self {
+    pub fn from_principal(p: &Principal) -> Self {
         match p {
-            Principal::User(u) => IdentityHeaders::User {
-                jwt,
-                // An email that is not a valid header value is left out rather than mangled.
-                email: u.email.as_deref().and_then(|e| HeaderValue::from_str(e).ok()),
-            },
+            // Rendered when the token was verified; a clone shares the bytes.
+            Principal::User(u) => IdentityHeaders::User(u.headers.clone()),
             Principal::Service(s) => match HeaderValue::from_str(&s.client_id) {
                 Ok(client_id) => IdentityHeaders::Service { client_id },
                 Err(_) => IdentityHeaders::None,
@@ -94,11 +91,11 @@ pub async fn forward(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    strip_identity(headers, &jwt_header_name(app));
+    strip_identity(headers, app.jwt.header_name());
     append_forwarded_for(headers, peer);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proxy.settings.client_scheme));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proxy.settings.client_scheme));
     if let Some(h) = &original_host {
-        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
     match &fwd.destination {
         Destination::App => {
@@ -108,16 +105,16 @@ pub async fn forward(
             }
             match fwd.identity {
                 IdentityHeaders::None => {}
-                IdentityHeaders::User { jwt, email } => {
-                    if let Some(j) = jwt {
-                        headers.insert(JWT_ASSERTION.clone(), j);
+                IdentityHeaders::User(values) => {
+                    if let Some(j) = values.assertion {
+                        headers.insert(JWT_ASSERTION, j);
                     }
-                    if let Some(e) = email {
-                        headers.insert(AUTHENTICATED_USER_EMAIL.clone(), e);
+                    if let Some(e) = values.email {
+                        headers.insert(AUTHENTICATED_USER_EMAIL, e);
                     }
                 }
                 IdentityHeaders::Service { client_id } => {
-                    headers.insert(CLIENT_ID.clone(), client_id);
+                    headers.insert(CLIENT_ID, client_id);
                 }
             }
         }
@@ -133,10 +130,10 @@ pub async fn forward(
                 if let (Ok(id), Ok(secret)) =
                     (HeaderValue::from_str(&c.client_id), HeaderValue::from_str(c.client_secret.expose()))
                 {
-                    headers.insert(CLIENT_ID.clone(), id);
+                    headers.insert(CLIENT_ID, id);
                     let mut secret = secret;
                     secret.set_sensitive(true);
-                    headers.insert(CLIENT_SECRET.clone(), secret);
+                    headers.insert(CLIENT_SECRET, secret);
                 }
             }
         }
@@ -202,10 +199,6 @@ fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: 
     resp
 }
 
-fn jwt_header_name(app: &LiveApp) -> HeaderName {
-    HeaderName::from_bytes(app.spec.identity.header_name.as_bytes()).unwrap_or_else(|_| JWT_ASSERTION.clone())
-}
-
 /// The path the app sees: the normalised one (what the policies were evaluated on) with the
 /// original query.
 fn app_path(uri: &Uri, normalized: Option<String>) -> PathAndQuery {
@@ -246,7 +239,7 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
         None => ip,
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 

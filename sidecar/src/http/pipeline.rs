@@ -118,12 +118,14 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
         }
         Some(live) => run(&proxy, live, req, peer, &request_id, &mut outcome).await,
     };
-    resp.headers_mut().insert(REQUEST_ID.clone(), request_id.clone());
+    resp.headers_mut().insert(REQUEST_ID, request_id.clone());
     let added = started.elapsed().saturating_sub(outcome.upstream);
     proxy.metrics.added_latency.observe(added.as_secs_f64());
 
     let app = live.as_ref().zip(outcome.app).map(|(l, i)| l.apps[i].label.as_str()).unwrap_or("");
-    if outcome.decision == "allow" || outcome.decision == "bypass" {
+    // Denials are what users come to the logs for; allowed traffic and answered preflights
+    // would drown them (and cost CPU on every request), so they log at debug.
+    if matches!(outcome.decision, "allow" | "bypass") || outcome.reason == "answered" {
         tracing::debug!(request_id = ?request_id, app, %method, status = resp.status().as_u16(), decision = outcome.decision, reason = outcome.reason, "request");
     } else {
         tracing::info!(request_id = ?request_id, app, %method, status = resp.status().as_u16(), decision = outcome.decision, reason = outcome.reason, "request");
@@ -200,7 +202,7 @@ async fn run(
 
     // 3. Authenticate, 4. evaluate the policies.
     let now = unix_now();
-    let (authn, token) = authenticate(app, req.headers(), now).await;
+    let authn = authenticate(app, req.headers(), now).await;
     let ip = client_ip(peer.ip(), req.headers(), &proxy.settings.trusted_proxies);
     let decision = evaluate(&app.spec.policies, &authn, ip);
 
@@ -222,7 +224,7 @@ async fn run(
     };
     let audit = app.spec.mode == Mode::Audit;
     let identity = match (&refusal, &decision, &authn) {
-        (None, Decision::Allow { .. }, Authn::Authenticated(p)) => IdentityHeaders::from_principal(p, token),
+        (None, Decision::Allow { .. }, Authn::Authenticated(p)) => IdentityHeaders::from_principal(p),
         _ => IdentityHeaders::None,
     };
     match refusal {
@@ -277,21 +279,21 @@ fn outcome_upstream(outcome: &mut Outcome) -> &mut Duration {
 
 /// Service token when its headers are present, else the first JWT source present. An
 /// unknown `kid` triggers one (rate-limited) JWKS refresh and a second try.
-async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> (Authn, Option<HeaderValue>) {
+async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> Authn {
     if let Some(result) = service_token::authenticate(&app.tokens, headers, now) {
         return match result {
             Ok(service) => {
                 if let Some(g) = app.counters.token_last_used.get(&service.name) {
                     g.set(now as f64);
                 }
-                (Authn::Authenticated(Principal::Service(service)), None)
+                Authn::Authenticated(Principal::Service(service))
             }
-            Err(f) => (Authn::Failed(AuthnFailure::ServiceToken(f)), None),
+            Err(f) => Authn::Failed(AuthnFailure::ServiceToken(f)),
         };
     }
     let token = match jwt::find_token(&app.jwt, headers) {
-        None => return (Authn::Anonymous, None),
-        Some((_, Err(f))) => return (Authn::Failed(AuthnFailure::Jwt(f)), None),
+        None => return Authn::Anonymous,
+        Some((_, Err(f))) => return Authn::Failed(AuthnFailure::Jwt(f)),
         Some((_, Ok(t))) => t,
     };
     let mut result = app.jwt.authenticate(token, &app.keys[..], now);
@@ -303,11 +305,8 @@ async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> (Au
         }
     }
     match result {
-        Ok(user) => {
-            let value = HeaderValue::from_str(token).ok();
-            (Authn::Authenticated(Principal::User(user)), value)
-        }
-        Err(f) => (Authn::Failed(AuthnFailure::Jwt(f)), None),
+        Ok(user) => Authn::Authenticated(Principal::User(user)),
+        Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
     }
 }
 

@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 
 use super::pipeline::{handle, Proxy};
 
+/// hyper's own HTTP/1 header-count limit (beyond it: 431).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Connection-level limits.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
@@ -32,7 +35,7 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
-            max_headers: 100,
+            max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain: Duration::from_secs(30),
         }
     }
@@ -46,8 +49,12 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimit
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
         .keep_alive(true);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // hyper keeps the default limit on the stack; a custom one costs an allocation per
+        // request, so it is only set when it differs.
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -20,6 +20,18 @@ pub struct User {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// The `exp` claim (Unix seconds).
     pub expires_at: i64,
+    /// The identity headers the app receives, rendered once when the token is verified (the
+    /// verified-token cache then serves them without a copy per request).
+    pub headers: IdentityHeaderValues,
+}
+
+/// `Cf-Access-Jwt-Assertion` and `Cf-Access-Authenticated-User-Email` values of a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityHeaderValues {
+    /// The verified token itself.
+    pub assertion: Option<http::HeaderValue>,
+    /// The `email` claim, when it is a valid header value (never a mangled one).
+    pub email: Option<http::HeaderValue>,
 }
 
 /// A service token that presented a valid secret.

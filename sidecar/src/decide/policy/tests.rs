@@ -20,6 +20,7 @@ fn user(email: Option<&str>, claims: Value) -> Authn {
         email: email.map(str::to_owned),
         claims,
         expires_at: 2_000_000_000,
+        headers: Default::default(),
     })))
 }
 

@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue};
 use portcullis_crds::snapshot::{self, Algorithm};
 use serde::Deserialize;
 
-use super::User;
+use super::{IdentityHeaderValues, User};
 use keys::{jwt_alg, Selection};
 pub use keys::{JwksError, KeySet};
 pub use source::{find_token, TokenSource};
@@ -354,7 +354,10 @@ impl JwtConfig {
 
         // A token without `email` is still an identity (api.md "Identities").
         let email = claims.get("email").and_then(|v| v.as_str()).map(str::to_owned);
-        let user = User { issuer: rule.issuer.to_string(), email, claims, expires_at: exp };
+        let mut user =
+            User { issuer: rule.issuer.to_string(), email, claims, expires_at: exp, headers: Default::default() };
+        let (assertion, email_header) = identity_header_values(token, &user);
+        user.headers = IdentityHeaderValues { assertion, email: email_header };
         Ok(Verified { user: Arc::new(user), issuer: index, generation: key_set.generation(), exp, nbf })
     }
 }
