@@ -6,8 +6,9 @@
 # answering the same preflight and forwarding, and the upstream directly. Usage: bench/run.sh [DURATION_SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${1:-10}
+DURATION=${1:-5}
 CONNS=${2:-64}
+ROUNDS=${3:-3}
 OUT=bench/results
 mkdir -p "$OUT"
 
@@ -63,18 +64,23 @@ run() {
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
   p50=$(awk '$1=="50%" {print $2}' "$work/wrk.txt")
   p99=$(awk '$1=="99%" {print $2}' "$work/wrk.txt")
-  local cpu_per_10k us_per_req
-  cpu_per_10k=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", (t / hz) / n * 10000 }')
+  local us_per_req
   us_per_req=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) / n * 1e6 }')
-  printf '| %-34s | %6s | %10s | %8s | %8s | %8s | %6s |\n' "$name" "$code" "$rps" "$p50" "$p99" "$cpu_per_10k" "$us_per_req"
+  p50=$(to_ms "$p50"); p99=$(to_ms "$p99")
+  echo "$name|$code|$rps|$p50|$p99|$us_per_req" >> "$work/results"
 }
 
+# wrk prints 719.00us / 1.48ms / 1.02s: normalise to milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
 preflight=(-H "Origin: https://example.com" -H "Access-Control-Request-Method: GET" -H "Access-Control-Request-Headers: office")
-{
-  echo "wrk -t1 -c$CONNS -d${DURATION}s on loopback; proxy pinned to CPU 0 (1 thread), wrk + upstream on CPU 1."
-  echo
-  echo "| scenario                           | status |      req/s |      p50 |      p99 | CPU s/10k | µs/req |"
-  echo "|------------------------------------|--------|------------|----------|----------|-----------|--------|"
+: > "$work/results"
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
   wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "sidecar: preflight answered" $sc_pid $SC_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
   wrk_args=(-H "Cookie: CF_Authorization=$token"); run "sidecar: GET with RS256 cookie JWT" $sc_pid $SC_PORT api.mysite.com -H "Cookie: CF_Authorization=$token"
   wrk_args=(); run "sidecar: plain forward" $sc_pid $SC_PORT plain.mysite.com
@@ -84,7 +90,27 @@ preflight=(-H "Origin: https://example.com" -H "Access-Control-Request-Method: G
   wrk_args=("${preflight[@]}" -s "$work/options.lua"); run "nginx: preflight answered" $ng_pid $NG_PORT api.mysite.com -X OPTIONS "${preflight[@]}"
   wrk_args=(); run "nginx: plain forward" $ng_pid $NG_PORT plain.mysite.com
   wrk_args=(); run "direct to upstream (upstream CPU)" $up_pid $UP_PORT plain.mysite.com
+done
+sc_rss=$(awk '/VmRSS/ {print $2, $3}' /proc/$sc_pid/status)
+ha_rss=$(awk '/VmRSS/ {print $2, $3}' /proc/$ha_pid/status)
+{
+  echo "wrk -t1 -c$CONNS, ${DURATION}s per run, median of $ROUNDS interleaved rounds; proxy pinned to CPU 0"
+  echo "(one thread), wrk and the upstream on CPU 1. CPU = the proxy process's utime+stime per request."
   echo
-  echo "sidecar RSS after the runs at $CONNS connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$sc_pid/status)"
-  echo "haproxy RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$ha_pid/status)"
+  echo "| scenario | status | req/s | p50 ms | p99 ms | CPU µs/req | CPU s per 10k req |"
+  echo "|---|---|---|---|---|---|---|"
+  cut -d'|' -f1 "$work/results" | awk '!seen[$0]++' | while read -r name; do
+    rows=$(grep -F "$name|" "$work/results")
+    code=$(echo "$rows" | cut -d'|' -f2 | sort | uniq | paste -sd/)
+    rps=$(echo "$rows" | cut -d'|' -f3 | median)
+    p50=$(echo "$rows" | cut -d'|' -f4 | median)
+    p99=$(echo "$rows" | cut -d'|' -f5 | median)
+    us=$(echo "$rows" | cut -d'|' -f6 | median)
+    per10k=$(awk -v u="$us" 'BEGIN { printf "%.3f", u * 10000 / 1e6 }')
+    echo "| $name | $code | $rps | $p50 | $p99 | $us | $per10k |"
+  done
+  echo
+  echo "All rounds (µs/req): $(cut -d'|' -f1,6 "$work/results" | tr '\n' ';')"
+  echo
+  echo "sidecar RSS after the runs at $CONNS connections: $sc_rss; haproxy RSS: $ha_rss"
 } | tee "$OUT/latest.md"

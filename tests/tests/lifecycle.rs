@@ -217,3 +217,36 @@ async fn sigterm_drains_in_flight_requests_and_closes_the_listener() {
     let r = in_flight.await.unwrap().expect("the in-flight request completes");
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn slow_headers_and_idle_keep_alive_connections_are_cut_off() {
+    use std::io::{Read, Write};
+    let up = Upstream::start().await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .arg("--header-read-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    let addr = sc.addr;
+    let closed_within = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::new();
+        for first_bytes in [&b"GET / HTTP/1.1\r\nHost: api.mysite.com\r\n"[..], &b""[..]] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(first_bytes).unwrap();
+            let started = Instant::now();
+            let mut buf = [0u8; 256];
+            // A slowloris client never finishes its headers; an idle keep-alive client sends
+            // nothing. Both must be disconnected (read returns 0 or an error), not kept forever.
+            let n = s.read(&mut buf).unwrap_or(0);
+            results.push((n, started.elapsed()));
+        }
+        results
+    })
+    .await
+    .unwrap();
+    for (n, elapsed) in closed_within {
+        assert_eq!(n, 0, "the server answered instead of closing");
+        assert!(elapsed < Duration::from_secs(5), "connection not closed: {elapsed:?}");
+    }
+}

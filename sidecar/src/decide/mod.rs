@@ -4,5 +4,7 @@
 pub mod authn;
 pub mod client_ip;
 pub mod cors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod route;

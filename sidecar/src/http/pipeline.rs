@@ -292,6 +292,10 @@ async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> Aut
         };
     }
     let token = match jwt::find_token(&app.jwt, headers) {
+        // No issuer can verify anything: refuse without parsing the token at all.
+        Some(_) if app.jwt.issuer_count() == 0 => {
+            return Authn::Failed(AuthnFailure::Jwt(jwt::JwtFailure::UnknownIssuer));
+        }
         None => return Authn::Anonymous,
         Some((_, Err(f))) => return Authn::Failed(AuthnFailure::Jwt(f)),
         Some((_, Ok(t))) => t,

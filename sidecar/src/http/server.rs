@@ -60,6 +60,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimit
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -81,10 +82,21 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimit
             let proxy = proxy.clone();
             async move { Ok::<_, std::convert::Infallible>(handle(proxy, req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        // hyper arms its header-read timer only once it knows the protocol, so a client that
+        // connects and sends nothing would hold the connection forever: wait for the first
+        // byte under the same deadline (after that, hyper's timer covers every request head,
+        // including the idle wait between keep-alive requests).
+        let first_byte_deadline = limits.header_read_timeout;
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(first_byte_deadline, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // timed out, closed, or failed before sending anything
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
