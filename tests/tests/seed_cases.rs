@@ -441,3 +441,50 @@ async fn websocket_upgrade_passes_after_authentication() {
         raw(sc.addr, b"GET /ws HTTP/1.1\r\nHost: api.mysite.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_decision_and_never_a_secret() {
+    let up = Upstream::start().await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .arg("--log-format")
+        .arg("json")
+        .start()
+        .await;
+    let token = staff_token();
+    let forged = mint("rsa2.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
+    let cookie = format!("CF_Authorization={token}");
+    let ok = get(&sc.url("/"), &[HOST, ("cookie", &cookie)]).await.unwrap();
+    assert_eq!(ok.status, 200);
+    let denied = get(&sc.url("/"), &[HOST, ("cf-access-jwt-assertion", &forged)]).await.unwrap();
+    assert_eq!(denied.status, 401);
+    let svc = get(&sc.url("/"), &[HOST, ("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", TOKEN_SECRET)])
+        .await
+        .unwrap();
+    assert_eq!(svc.status, 200);
+    let wrong =
+        get(&sc.url("/"), &[HOST, ("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", "guess-1234")])
+            .await
+            .unwrap();
+    assert_eq!(wrong.status, 401);
+
+    let rid = denied.header("x-request-id").unwrap().to_owned();
+    let logs = eventually(Duration::from_secs(3), "the denial's log line", || {
+        let logs = sc.logs();
+        let rid = rid.clone();
+        async move { logs.contains(&rid).then_some(logs) }
+    })
+    .await;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    let line = logs.lines().find(|l| l.contains(&rid)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["fields"]["decision"], "deny", "{line}");
+    assert!(v["fields"]["reason"].as_str().unwrap().starts_with("jwt_"), "{line}");
+    for secret in [token.as_str(), forged.as_str(), TOKEN_SECRET, "guess-1234"] {
+        assert!(!logs.contains(secret), "a secret value reached the log");
+    }
+    // The signature part alone must not leak either.
+    assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+}
