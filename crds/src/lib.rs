@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod manifests;
 pub mod paths;
+pub mod push;
 pub mod snapshot;
 pub mod v1alpha1;
 

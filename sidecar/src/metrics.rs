@@ -26,6 +26,8 @@ pub struct Metrics {
     pub token_last_used: GaugeVec,
     /// `portcullis_upstream_errors_total{app,kind}`.
     pub upstream_errors: IntCounterVec,
+    /// `portcullis_config_pushes_total{result}`: pushes from the operator, `ok` or the reason.
+    pub config_pushes: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +83,11 @@ impl Metrics {
             &["app", "kind"],
         )
         .expect("static metric definition is valid");
+        let config_pushes = IntCounterVec::new(
+            Opts::new("portcullis_config_pushes_total", "Configuration pushes received, by result."),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(preflights.clone()),
@@ -91,6 +98,7 @@ impl Metrics {
             Box::new(jwks_refreshes.clone()),
             Box::new(token_last_used.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(config_pushes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -108,6 +116,7 @@ impl Metrics {
             jwks_refreshes,
             token_last_used,
             upstream_errors,
+            config_pushes,
         }
     }
 

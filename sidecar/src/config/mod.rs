@@ -3,6 +3,7 @@
 
 pub mod live;
 pub mod manifests;
+pub mod push;
 pub mod store;
 
 pub use live::{Live, LiveApp};
