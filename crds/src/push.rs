@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn sign_and_verify_round_trip_through_pem() {
-        let (key, der) = SigningKey::generate().unwrap();
+        let (_, der) = SigningKey::generate().unwrap();
         let key = SigningKey::from_pem(&private_key_pem(&der)).unwrap();
         let signed = key.sign(&push(7, "api-0", 100));
         let trusted = VerifyingKey::parse(&key.verifying_key().to_base64()).unwrap();
