@@ -558,3 +558,49 @@ pub fn inline_jwks() -> String {
 pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
+
+/// Sends a request with a body.
+pub async fn send_body(method: &str, url: &str, body: &str) -> Result<Answer, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+}
+
+/// A sidecar in cluster mode: no manifests, configured only by signed pushes.
+pub async fn sidecar_without_manifests(upstream: &str, push_key_b64: &str, namespace: &str, pod: &str) -> Sidecar {
+    let dir = tempdir::TempDir::new("sidecar-push");
+    let key_file = dir.path().join("push.pub");
+    std::fs::write(&key_file, push_key_b64).expect("write key");
+    let log = dir.path().join("sidecar.log");
+    let (port, admin_port) = (free_port(), free_port());
+    let child = Command::new(sidecar_bin())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--upstream", upstream])
+        .arg("--push-public-key")
+        .arg(&key_file)
+        .args(["--pod-namespace", namespace, "--pod-name", pod])
+        .args(["--worker-threads", "2", "--log", "debug"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start sidecar");
+    let s = Sidecar { child, addr: ([127, 0, 0, 1], port).into(), admin: ([127, 0, 0, 1], admin_port).into(), dir, log };
+    let admin = s.admin;
+    eventually(Duration::from_secs(10), "admin port", || async move {
+        get(&format!("http://{admin}/healthz"), &[]).await.ok().map(|_| ())
+    })
+    .await;
+    s
+}
