@@ -1,5 +1,6 @@
 //! The admin listener (its own port): `/healthz` (alive), `/readyz` (200 once a config is
-//! loaded, else 503), `/metrics` (Prometheus text). Config push lands here with the operator.
+//! loaded, else 503), `/metrics` (Prometheus text), and `PUT /config` (signed pushes from the
+//! operator, when this sidecar runs in cluster mode).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,13 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::config::push::{PushReceiver, MAX_PUSH_BYTES};
 use crate::config::ConfigStore;
 
 /// Answers one admin request.
@@ -39,8 +41,52 @@ pub fn respond(store: &ConfigStore, req: &Request<Incoming>) -> Response<Full<By
     resp
 }
 
+/// `PUT /config`: reads the body (capped), hands it to the receiver, answers JSON.
+async fn push(store: &ConfigStore, receiver: Option<&PushReceiver>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(receiver) = receiver else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "push_disabled",
+            "message": "this sidecar takes no pushes (standalone --manifests, or no --push-public-key)"}),
+        );
+    };
+    let body = match Limited::new(req.into_body(), MAX_PUSH_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": "too_large"}));
+        }
+    };
+    let now = jiff::Timestamp::now().as_second();
+    match receiver.receive(store, &body, now) {
+        Ok(a) => {
+            tracing::info!(sequence = a.sequence, version = %a.version, unchanged = a.unchanged, "configuration pushed");
+            json(
+                StatusCode::OK,
+                serde_json::json!({"sequence": a.sequence, "version": a.version, "unchanged": a.unchanged}),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(reason = e.reason(), error = %e, "configuration push refused; the running configuration stays");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            json(status, serde_json::json!({"error": e.reason(), "message": e.to_string()}))
+        }
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, store: Arc<ConfigStore>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<ConfigStore>,
+    receiver: Option<Arc<PushReceiver>>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -51,10 +97,19 @@ pub async fn serve(listener: TcpListener, store: Arc<ConfigStore>, shutdown: imp
             () = &mut shutdown => return,
         };
         let store = store.clone();
+        let receiver = receiver.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = respond(&store, &req);
-                async move { Ok::<_, Infallible>(resp) }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let store = store.clone();
+                let receiver = receiver.clone();
+                async move {
+                    let resp = if req.uri().path() == "/config" && req.method() == Method::PUT {
+                        push(&store, receiver.as_deref(), req).await
+                    } else {
+                        respond(&store, &req)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });

@@ -64,6 +64,23 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// The operator's Ed25519 public key (PEM or base64 of the raw 32 bytes), one file each;
+    /// repeat during a key rotation. Without it (and without --manifests) pushes are refused.
+    #[arg(long, env = "PORTCULLIS_PUSH_PUBLIC_KEY", value_delimiter = ',')]
+    pub push_public_key: Vec<PathBuf>,
+
+    /// This pod's name (downward API), which a push must be addressed to.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This pod's namespace (downward API), which a push must be addressed to.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// Pushes issued longer ago than this are refused (replay window).
+    #[arg(long, env = "PORTCULLIS_PUSH_MAX_AGE", default_value = "24h", value_parser = duration)]
+    pub push_max_age: Duration,
+
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

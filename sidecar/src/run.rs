@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::cli::Args;
+use crate::config::push::{PushReceiver, PushSettings};
 use crate::config::{manifests, ConfigStore};
 use crate::http::server::ServerLimits;
 use crate::http::{Proxy, ProxySettings};
 use crate::jwks::JwksRegistry;
 use crate::metrics::Metrics;
 use crate::outbound::{self, OutboundError};
+use portcullis_crds::push::{PushTarget, VerifyingKey};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,12 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("outbound TLS: {0}")]
     Outbound(#[from] OutboundError),
+    #[error("--push-public-key {path}: {reason}")]
+    PushKey { path: std::path::PathBuf, reason: String },
+    #[error(
+        "--push-public-key needs --pod-name and --pod-namespace (or POD_NAME and POD_NAMESPACE from the downward API)"
+    )]
+    PushTarget,
 }
 
 /// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
@@ -53,6 +61,12 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         );
     }
 
+    let receiver = if args.manifests.is_some() {
+        None // standalone: the files are the configuration; pushes are refused (404)
+    } else {
+        push_receiver(&args)?
+    };
+
     let settings = ProxySettings {
         upstream: args.upstream.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
@@ -69,13 +83,35 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, store, async move {
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, store, receiver, async move {
         let _ = admin_stopped.await;
     }));
     crate::http::serve(listener, proxy, limits, shutdown).await;
     let _ = admin_stop.send(());
     let _ = admin.await;
     Ok(())
+}
+
+/// The push receiver of a sidecar in cluster mode, from the flags.
+fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
+    if args.push_public_key.is_empty() {
+        tracing::warn!("no --push-public-key: configuration pushes are refused");
+        return Ok(None);
+    }
+    let mut trusted = Vec::new();
+    for path in &args.push_public_key {
+        let err = |reason: String| StartError::PushKey { path: path.clone(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        trusted.push(VerifyingKey::parse(&text).map_err(|e| err(e.to_string()))?);
+    }
+    let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
+        return Err(StartError::PushTarget);
+    };
+    Ok(Some(Arc::new(PushReceiver::new(PushSettings {
+        trusted,
+        target: PushTarget { namespace, pod },
+        max_age_secs: args.push_max_age.as_secs() as i64,
+    }))))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

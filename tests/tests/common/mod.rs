@@ -596,7 +596,8 @@ pub async fn sidecar_without_manifests(upstream: &str, push_key_b64: &str, names
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start sidecar");
-    let s = Sidecar { child, addr: ([127, 0, 0, 1], port).into(), admin: ([127, 0, 0, 1], admin_port).into(), dir, log };
+    let s =
+        Sidecar { child, addr: ([127, 0, 0, 1], port).into(), admin: ([127, 0, 0, 1], admin_port).into(), dir, log };
     let admin = s.admin;
     eventually(Duration::from_secs(10), "admin port", || async move {
         get(&format!("http://{admin}/healthz"), &[]).await.ok().map(|_| ())
