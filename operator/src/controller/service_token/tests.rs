@@ -156,21 +156,21 @@ async fn a_second_reconcile_changes_nothing() {
     assert_eq!(seen.len(), 1);
 }
 
+/// The requests of a rotation: read the Secret, write it, record `Rotated`, write status.
+fn rotation(token: &AccessServiceToken, old: &Credentials) -> Vec<Scenario> {
+    vec![
+        Scenario::GetSecret(Some(Box::new(stored(token, old)))),
+        Scenario::ApplySecret,
+        Scenario::Event("Rotated"),
+        Scenario::ApplyStatus,
+    ]
+}
+
 #[tokio::test]
 async fn a_new_rotate_annotation_rotates_and_keeps_the_previous_secret_for_the_grace() {
     let token = token(Some("8760h"), Some("24h"), Some("2026-11-25"));
     let old = credentials(t(0), None);
-    let (result, seen, _) = reconcile_with(
-        &token,
-        t(10 * H),
-        vec![
-            Scenario::GetSecret(Some(Box::new(stored(&token, &old)))),
-            Scenario::ApplySecret,
-            Scenario::Event("Rotated"),
-            Scenario::ApplyStatus,
-        ],
-    )
-    .await;
+    let (result, seen, _) = reconcile_with(&token, t(10 * H), rotation(&token, &old)).await;
     // Next deadline: the previous secret's grace ends in 24 h.
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(24 * 3600)));
 
@@ -199,17 +199,7 @@ async fn a_new_rotate_annotation_rotates_and_keeps_the_previous_secret_for_the_g
 async fn a_token_near_expiry_is_rotated_and_the_old_secret_lasts_until_its_expiry() {
     let token = token(Some("10h"), None, None);
     let old = credentials(t(0), None);
-    let (result, seen, _) = reconcile_with(
-        &token,
-        t(9 * H + 1800),
-        vec![
-            Scenario::GetSecret(Some(Box::new(stored(&token, &old)))),
-            Scenario::ApplySecret,
-            Scenario::Event("Rotated"),
-            Scenario::ApplyStatus,
-        ],
-    )
-    .await;
+    let (result, seen, _) = reconcile_with(&token, t(9 * H + 1800), rotation(&token, &old)).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1800)), "until the old secret's expiry");
     let new = Credentials::from_secret(&secret_of(&seen[1])).unwrap();
     assert_ne!(new.client_secret, old.client_secret);
