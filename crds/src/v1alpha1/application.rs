@@ -1,14 +1,20 @@
 //! `AccessApplication`: one protected application — its domains, who may reach it, and its CORS.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Empty, SecretKeyRef, TokenRef};
 
+// CEL rules (`x-kubernetes-validations`, via `KubeSchema`) refuse at `kubectl apply` time the
+// invalid combinations a rule over one object can express; everything else (origins, CIDRs,
+// durations, references) is `compile`'s job. Lists that hold rule-carrying objects have
+// `maxItems`, because the API server multiplies each rule's estimated cost by the list's
+// worst-case length and refuses a CRD over its budget (K8s CRD docs, "Validation rules",
+// resource use by validation functions).
 /// An application protected by Portcullis sidecars.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "access.portcullis.dev",
     version = "v1alpha1",
@@ -28,6 +34,9 @@ pub struct AccessApplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
     /// `host`, `host/path-prefix` or `*.wildcard` host; the most specific match wins.
+    #[x_kube(validation = Rule::new("size(self) > 0")
+        .message("spec.domains must list at least one host: an application without domains routes no request")
+        .reason(Reason::FieldValueRequired))]
     pub domains: Vec<String>,
     /// Lifetime of sessions the sidecar mints, as a Go duration (`24h`, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,12 +49,14 @@ pub struct AccessApplicationSpec {
     pub login: Option<LoginSpec>,
     /// Access policies, evaluated as Cloudflare Access does.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub policies: Vec<PolicySpec>,
     /// Cross-origin settings. Absent: every preflight is refused with 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
     /// Paths proxied to another (protected) application with a service token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub forward_routes: Vec<ForwardRouteSpec>,
     /// What an unauthenticated request gets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,12 +78,16 @@ pub struct IdentitySpec {
     pub header_name: Option<String>,
     /// Issuers whose JWTs are accepted.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub issuers: Vec<IssuerSpec>,
 }
 
 /// One trusted JWT issuer.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.jwksUri) != has(self.jwks)")
+    .message("an issuer needs exactly one of jwksUri (where its keys are published) or jwks (the keys inline)")
+    .reason(Reason::FieldValueInvalid))]
 pub struct IssuerSpec {
     /// The exact `iss` claim.
     pub issuer: String,
@@ -124,8 +139,14 @@ pub struct OidcSpec {
 }
 
 /// Session cookie attributes.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// `secure` defaults to true, so only an explicit `secure: false` breaks the pair. Browsers drop
+// `SameSite=None` cookies without `Secure` (RFC 6265bis §5.6.19).
+#[x_kube(validation = Rule::new("!(has(self.sameSite) && self.sameSite == 'None' && has(self.secure) && !self.secure)")
+    .message("sameSite: None requires secure: true (browsers drop SameSite=None cookies that are not Secure)")
+    .field_path(".secure")
+    .reason(Reason::FieldValueInvalid))]
 pub struct LoginCookieSpec {
     /// `Strict`, `Lax` (default) or `None` (cross-site API calls need `None`, which needs `secure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,8 +168,12 @@ pub enum SameSite {
 }
 
 /// One access policy.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.include) && size(self.include) > 0")
+    .message("a policy needs at least one include rule (include: [ { everyone: {} } ] matches every signed-in identity)")
+    .field_path(".include")
+    .reason(Reason::FieldValueRequired))]
 pub struct PolicySpec {
     /// Name, shown in logs, metrics and `explain`.
     pub name: String,
@@ -156,12 +181,15 @@ pub struct PolicySpec {
     pub action: PolicyAction,
     /// At least one of these must match.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub include: Vec<RuleSpec>,
     /// None of these may match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub exclude: Vec<RuleSpec>,
     /// All of these must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub require: Vec<RuleSpec>,
 }
 
@@ -175,8 +203,13 @@ pub enum PolicyAction {
 }
 
 /// One selector. Exactly one field must be set.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "[has(self.email), has(self.emailDomain), has(self.group), has(self.everyone), has(self.ipRange), \
+     has(self.serviceToken), has(self.anyValidServiceToken), has(self.claim)].filter(x, x).size() == 1")
+    .message("a rule sets exactly one of email, emailDomain, group, everyone, ipRange, serviceToken, anyValidServiceToken, claim; write several rules to combine them")
+    .reason(Reason::FieldValueInvalid))]
 pub struct RuleSpec {
     /// An email address (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,9 +246,16 @@ pub struct ClaimRule {
     pub value: String,
 }
 
+// `bypassOptionsToOrigin` together with other fields is accepted on purpose: `compile` warns that
+// they are ignored, and refusing it would break an apply that only flips the bypass on.
 /// Cross-origin settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// Fetch §3.2.5: a credentialed response must not carry `Access-Control-Allow-Origin: *`.
+#[x_kube(validation = Rule::new("!(has(self.allowCredentials) && self.allowCredentials && has(self.allowAllOrigins) && self.allowAllOrigins)")
+    .message("allowCredentials: true cannot be combined with allowAllOrigins: true (browsers refuse credentials with Access-Control-Allow-Origin: *); list the origins in allowedOrigins instead")
+    .field_path(".allowCredentials")
+    .reason(Reason::FieldValueForbidden))]
 pub struct CorsSpec {
     /// Preflights go to the app unauthenticated, and the sidecar sets no CORS headers at all.
     #[serde(default)]
@@ -253,8 +293,12 @@ pub struct CorsSpec {
 }
 
 /// A path proxied to another application with a service token.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.upstream) && size(self.upstream) > 0")
+    .message("a forward route needs upstream: the URL (https://host[/base]) its requests are sent to")
+    .field_path(".upstream")
+    .reason(Reason::FieldValueRequired))]
 pub struct ForwardRouteSpec {
     /// Path prefix on this application's domains (matched on segment boundaries).
     pub path_prefix: String,

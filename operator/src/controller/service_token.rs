@@ -1,0 +1,291 @@
+//! The AccessServiceToken controller: keeps each token's credentials in the Secret its
+//! `spec.secretName` names (server-side apply, one field manager, owned by the token), rotates
+//! them on request and ahead of expiry, and reports `status`.
+//!
+//! Decisions live in [`plan`] (pure); this module reads, writes and reports. It must never put
+//! a client secret anywhere but that Secret: not in status, events, logs, errors or metrics.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use portcullis_crds::v1alpha1::{AccessServiceToken, AccessServiceTokenStatus, ROTATE_ANNOTATION};
+use serde_json::json;
+
+use self::plan::{Cause, Credentials, Step};
+use crate::credentials::{generate_client_id, generate_client_secret};
+use crate::status::{self, Want, READY};
+use crate::{events, Context, Error, Result};
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "accessservicetoken";
+/// The one field manager of every write (server-side apply: a field has one owner, so a second
+/// manager name would fight the first over the same keys).
+pub const FIELD_MANAGER: &str = "portcullis-operator";
+/// Label on the Secrets we write; the controller watches only Secrets carrying it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis-operator");
+/// How often a token whose Secret belongs to someone else is looked at again: that Secret is not
+/// watched (it lacks our label), so its deletion is noticed by this requeue.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(300);
+/// Longest requeue: deadlines a year out are re-checked daily (and kube's delay queue refuses
+/// delays beyond about two years).
+const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs the controller until the process is asked to stop. `ready` is called once the token
+/// cache has synced.
+pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
+    let tokens = Api::<AccessServiceToken>::all(ctx.client.clone());
+    let secrets = Api::<Secret>::all(ctx.client.clone());
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let controller = Controller::new(tokens, watcher::Config::default())
+        .owns(secrets, watcher::Config::default().labels(&managed))
+        .shutdown_on_signal();
+    tokio::spawn(signal_ready(controller.store(), ready));
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconcile errors were logged by error_policy; these are queue/watch errors.
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+async fn signal_ready(store: Store<AccessServiceToken>, ready: impl FnOnce()) {
+    if store.wait_until_ready().await.is_ok() {
+        ready();
+    }
+}
+
+/// Brings one token's Secret and status in line with its spec.
+pub async fn reconcile(token: Arc<AccessServiceToken>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&token, &ctx).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    ctx.metrics.reconciled(CONTROLLER, outcome, started.elapsed());
+    if result.is_ok() {
+        ctx.reset_backoff(&key(&token));
+    }
+    result
+}
+
+/// Retries a failed reconcile with per-object exponential backoff (5 s doubling to 5 min).
+pub fn error_policy(token: Arc<AccessServiceToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.next_backoff(&key(&token));
+    tracing::warn!(token = %key(&token), reason = error.reason(), error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+fn key(token: &AccessServiceToken) -> String {
+    format!("{}/{}", token.namespace().unwrap_or_default(), token.name_any())
+}
+
+async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Action> {
+    let namespace =
+        token.namespace().ok_or(Error::MissingObjectKey { kind: "AccessServiceToken", field: "namespace" })?;
+    let now = ctx.clock.now();
+    let old_status = token.status.clone().unwrap_or_default();
+
+    let settings = match plan::settings(&token.spec) {
+        Ok(s) => s,
+        Err(invalid) => {
+            let want = not_ready(invalid.reason(), invalid.to_string());
+            write_status(token, ctx, &old_status, keep_credentials_status(&old_status), want).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let secret_name = &token.spec.secret_name;
+    let existing =
+        secrets.get_opt(secret_name).await.map_err(Error::kube(format!("reading Secret {namespace}/{secret_name}")))?;
+    let uid = token.uid().ok_or(Error::MissingObjectKey { kind: "AccessServiceToken", field: "uid" })?;
+    if let Some(secret) = existing.as_ref().filter(|s| !controlled_by(s, &uid)) {
+        let message = format!(
+            "Secret {namespace}/{secret_name} exists and is not controlled by this AccessServiceToken ({}); \
+             the operator will not overwrite it: delete that Secret or set spec.secretName to an unused name",
+            owner_of(secret)
+        );
+        write_status(
+            token,
+            ctx,
+            &old_status,
+            keep_credentials_status(&old_status),
+            not_ready("SecretOwnedElsewhere", message),
+        )
+        .await?;
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
+
+    let stored = existing.as_ref().and_then(Credentials::from_secret);
+    let rotate_request = token.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let plan = plan::plan(&settings, rotate_request, stored.as_ref(), now);
+    let next = plan::apply(&plan, stored.as_ref(), generate_client_id, generate_client_secret)?;
+    if existing.is_none() || stored.as_ref() != Some(&next) {
+        let desired = desired_secret(token, &namespace, &next)?;
+        secrets
+            .patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+            .await
+            .map_err(|e| redact_secret_error(&namespace, secret_name, e))?;
+    }
+
+    let regarding = token.object_ref(&());
+    match plan.step {
+        Step::Issue => {
+            let note = format!("issued client id {} into Secret {secret_name}", next.client_id);
+            events::publish(ctx, &regarding, EventType::Normal, "Issued", note).await;
+        }
+        Step::Rotate(cause) => {
+            let why = match cause {
+                Cause::Annotation => format!("annotation {ROTATE_ANNOTATION} changed"),
+                Cause::Expiry => "expiry is near".to_owned(),
+            };
+            let previous = match plan.previous_valid_until {
+                Some(until) => format!("the previous secret is accepted until {until}"),
+                None => "the previous secret is no longer accepted".to_owned(),
+            };
+            let note = format!("rotated the client secret in Secret {secret_name} ({why}); {previous}");
+            events::publish(ctx, &regarding, EventType::Normal, "Rotated", note).await;
+        }
+        Step::DropPrevious | Step::Keep => {}
+    }
+
+    let rotated_now = matches!(plan.step, Step::Rotate(_));
+    let credentials_status = AccessServiceTokenStatus {
+        client_id: Some(next.client_id.clone()),
+        expires_at: plan.expires_at.map(|t| t.to_string()),
+        last_rotated: if rotated_now { Some(now.to_string()) } else { old_status.last_rotated.clone() },
+        ..Default::default()
+    };
+    let expiry = match plan.expires_at {
+        Some(at) => format!("they expire at {at}"),
+        None => "they do not expire (no spec.duration)".to_owned(),
+    };
+    let want = Want {
+        type_: READY,
+        status: true,
+        reason: "CredentialsIssued",
+        message: format!("client-id and client-secret are in Secret {secret_name}; {expiry}"),
+    };
+    write_status(token, ctx, &old_status, credentials_status, want).await?;
+
+    Ok(match plan.next_deadline {
+        Some(at) => Action::requeue(until(now, at)),
+        None => Action::await_change(),
+    })
+}
+
+/// The wait from `now` to `at`, at least a second (a deadline just passed is acted on at once,
+/// not in a busy loop) and at most [`MAX_REQUEUE`].
+fn until(now: jiff::Timestamp, at: jiff::Timestamp) -> Duration {
+    let secs = at.as_second().saturating_sub(now.as_second()).max(1);
+    Duration::from_secs(secs.unsigned_abs()).min(MAX_REQUEUE)
+}
+
+fn not_ready(reason: &'static str, message: String) -> Want {
+    Want { type_: READY, status: false, reason, message }
+}
+
+/// The credential fields of a status when nothing new is known: unchanged.
+fn keep_credentials_status(old: &AccessServiceTokenStatus) -> AccessServiceTokenStatus {
+    AccessServiceTokenStatus {
+        client_id: old.client_id.clone(),
+        expires_at: old.expires_at.clone(),
+        last_rotated: old.last_rotated.clone(),
+        ..Default::default()
+    }
+}
+
+/// Sets `Ready` and the generation on `new`, and applies it when it differs from `old` in more
+/// than timestamps. A Warning event marks a transition to `Ready=False` (a new reason).
+async fn write_status(
+    token: &AccessServiceToken,
+    ctx: &Context,
+    old: &AccessServiceTokenStatus,
+    mut new: AccessServiceTokenStatus,
+    want: Want,
+) -> Result<()> {
+    let now = ctx.clock.now();
+    let failing = (!want.status).then(|| (want.reason, want.message.clone()));
+    new.observed_generation = token.metadata.generation;
+    new.conditions = status::set(&old.conditions, want, token.metadata.generation, now);
+    if let Some((reason, message)) = failing.filter(|_| status::transitioned(&old.conditions, &new.conditions, READY)) {
+        events::publish(ctx, &token.object_ref(&()), EventType::Warning, reason, message).await;
+    }
+    let unchanged = !status::changed(&old.conditions, &new.conditions)
+        && AccessServiceTokenStatus { conditions: vec![], ..old.clone() }
+            == AccessServiceTokenStatus { conditions: vec![], ..new.clone() };
+    if unchanged {
+        return Ok(());
+    }
+    let namespace = token.namespace().unwrap_or_default();
+    let name = token.name_any();
+    let body = json!({
+        "apiVersion": AccessServiceToken::api_version(&()),
+        "kind": AccessServiceToken::kind(&()),
+        "status": new,
+    });
+    Api::<AccessServiceToken>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube(format!("writing status of AccessServiceToken {namespace}/{name}")))?;
+    Ok(())
+}
+
+/// The Secret as this operator wants it: our keys, annotations and label, owned by the token
+/// (ownerReference with `controller: true`, so deleting the token deletes its credentials).
+fn desired_secret(token: &AccessServiceToken, namespace: &str, c: &Credentials) -> Result<Secret> {
+    let owner =
+        token.controller_owner_ref(&()).ok_or(Error::MissingObjectKey { kind: "AccessServiceToken", field: "uid" })?;
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(token.spec.secret_name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+            annotations: Some(c.annotations()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(c.data()),
+        ..Default::default()
+    })
+}
+
+fn controlled_by(secret: &Secret, uid: &str) -> bool {
+    secret.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Who controls a Secret, for the conflict message.
+fn owner_of(secret: &Secret) -> String {
+    match secret.owner_references().iter().find(|o| o.controller == Some(true)) {
+        Some(o) => format!("it is controlled by {} {}", o.kind, o.name),
+        None => "it has no controlling owner".to_owned(),
+    }
+}
+
+/// An error from writing the Secret, without the API server's message (which may quote the body).
+fn redact_secret_error(namespace: &str, name: &str, e: kube::Error) -> Error {
+    let detail = match &e {
+        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
+        // Transport and client errors carry no body.
+        other => other.to_string(),
+    };
+    Error::WriteSecret { secret: format!("{namespace}/{name}"), detail }
+}
+
+#[cfg(test)]
+mod tests;

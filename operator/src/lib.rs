@@ -1,0 +1,65 @@
+//! portcullis-operator: the controllers that turn Portcullis resources into cluster state.
+//! This slice reconciles `AccessServiceToken`s into the Secrets holding their credentials.
+//!
+//! The library owns reconciliation and its plumbing (context, status, events, metrics, the admin
+//! HTTP server); `main.rs` owns flags, logging and the process. It must not decide requests (that
+//! is the sidecar) nor validate resources beyond what `portcullis_crds::compile` already does.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod context;
+pub mod controller;
+pub mod credentials;
+pub mod events;
+pub mod metrics;
+pub mod status;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use context::{Clock, Context, SystemClock};
+
+/// What can make a reconcile fail. Invalid specs are not errors: they are reported in status and
+/// wait for an edit, while these are retried with backoff. Messages carry names, never values:
+/// no variant holds a secret or a request/response body.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or could not be reached; `what` says which call.
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the credentials Secret failed. Only the HTTP status and reason are kept: an API
+    /// server message about a Secret body could quote it.
+    #[error("writing Secret {secret} failed: {detail}; check the API server and the operator's RBAC (secrets patch)")]
+    WriteSecret { secret: String, detail: String },
+    /// An object from the watch lacks a field the API server always sets (name, namespace, uid).
+    #[error("{kind} is missing metadata.{field}; the API server always sets it")]
+    MissingObjectKey { kind: &'static str, field: &'static str },
+    /// The operating system's CSPRNG failed; no credentials are generated without it.
+    #[error("no randomness from the operating system: {0}")]
+    Entropy(getrandom::Error),
+}
+
+impl Error {
+    /// Short CamelCase reason for metric labels, event reasons and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubeApiError",
+            Error::WriteSecret { .. } => "SecretWriteFailed",
+            Error::MissingObjectKey { .. } => "MissingObjectKey",
+            Error::Entropy(_) => "EntropyUnavailable",
+        }
+    }
+
+    /// Wraps an API error with the call it came from.
+    pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Kube { what, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
