@@ -1,5 +1,8 @@
 //! The admin listener (its own port): `/healthz` (alive), `/readyz` (200 once a config is
-//! loaded, else 503), `/metrics` (Prometheus text). Config push lands here with the operator.
+//! loaded, else 503), `/metrics` (Prometheus text), and — only with `--enable-explain-endpoint`
+//! — `POST /explain` against the live config. Config push lands here with the operator.
+//! `/explain` is off by default because its answers reveal the configuration (domains,
+//! origins, policy names and rules) to whoever can reach this port.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,14 +11,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 
 use crate::config::ConfigStore;
+use crate::explain::{explain, ExplainRequest, Options};
+
+/// Largest `POST /explain` body.
+pub const MAX_EXPLAIN_BODY: usize = 64 * 1024;
+
+/// Admin settings fixed at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct AdminSettings {
+    /// `Some` when `POST /explain` is enabled: the `--trusted-proxies` it evaluates with.
+    pub explain: Option<Vec<IpNet>>,
+}
 
 /// Answers one admin request.
 pub fn respond(store: &ConfigStore, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -33,14 +48,60 @@ pub fn respond(store: &ConfigStore, req: &Request<Incoming>) -> Response<Full<By
         }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };
+    answer(status, content_type, body)
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
+/// `POST /explain`: the body is an [`ExplainRequest`]; the answer is `explain --output json`.
+async fn explain_endpoint(
+    store: &ConfigStore,
+    trusted_proxies: &[IpNet],
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let json_error = |status: StatusCode, message: String| {
+        answer(status, "application/json", serde_json::json!({ "error": message }).to_string())
+    };
+    let body = match Limited::new(req.into_body(), MAX_EXPLAIN_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body must be at most {MAX_EXPLAIN_BODY} bytes"),
+            )
+        }
+    };
+    let request: ExplainRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("expected {{method, url, headers, peer}}: {e}")),
+    };
+    let Some(live) = store.load() else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "no configuration loaded".to_owned());
+    };
+    let options = Options {
+        trusted_proxies: trusted_proxies.to_vec(),
+        now: jiff::Timestamp::now().as_second(),
+        secrets_unavailable: false,
+    };
+    match explain(&live, &request, &options) {
+        Ok(e) => answer(StatusCode::OK, "application/json", serde_json::to_string_pretty(&e).unwrap_or_default()),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, store: Arc<ConfigStore>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<ConfigStore>,
+    settings: AdminSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let settings = Arc::new(settings);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -50,11 +111,17 @@ pub async fn serve(listener: TcpListener, store: Arc<ConfigStore>, shutdown: imp
             },
             () = &mut shutdown => return,
         };
-        let store = store.clone();
+        let (store, settings) = (store.clone(), settings.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = respond(&store, &req);
-                async move { Ok::<_, Infallible>(resp) }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (store, settings) = (store.clone(), settings.clone());
+                async move {
+                    let resp = match (&settings.explain, req.method(), req.uri().path()) {
+                        (Some(trusted), &Method::POST, "/explain") => explain_endpoint(&store, trusted, req).await,
+                        _ => respond(&store, &req),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
