@@ -482,7 +482,11 @@ fn nearest_miss(live: &Live, target: &Target<'_>, candidates: &[CandidateReport]
             (shared(host), text, app)
         })
         .filter(|(n, _, _)| *n > 0)
-        .max_by_key(|(n, _, _)| *n)
+        // The first of the closest, in configuration order.
+        .fold(None, |best: Option<(usize, String, &LiveApp)>, c| match &best {
+            Some(b) if b.0 >= c.0 => best,
+            _ => Some(c),
+        })
         .map(|(_, text, app)| format!("{text} (application {}) is the closest configured domain", app.label))
 }
 

@@ -37,7 +37,12 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
     }
 
     if let Some(c) = &e.cors {
-        writeln!(s, "\ncors: {} (cors owned by {}): {}", c.classification, c.owner, c.outcome)?;
+        let owner = match c.owner {
+            "disabled" => "no cors section",
+            "app" => "the app owns CORS",
+            _ => "the sidecar owns CORS",
+        };
+        writeln!(s, "\ncors: {} ({owner}): {}", c.classification, c.outcome)?;
         if let Some(o) = &c.origin {
             writeln!(s, "  origin {o}")?;
         }

@@ -80,7 +80,9 @@ pub struct Recorded {
 
 /// A real HTTP app on 127.0.0.1 that records requests. Paths with special behaviour:
 /// `/slow` waits 3 s; `/set-cookie` sets a cookie; `/app-cors` sets its own CORS headers;
-/// `/ws` accepts an upgrade and echoes bytes.
+/// `/dup-cors` sets `Access-Control-Allow-Origin` twice (as an app behind a CORS-adding proxy
+/// does); `/cors-no-vary` allows `https://example.com` with credentials but sends no `Vary`;
+/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -149,6 +151,21 @@ async fn upstream_answer(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Recorded
             h.insert("access-control-allow-origin", "https://evil.test".parse().unwrap());
             h.insert("access-control-allow-credentials", "false".parse().unwrap());
             h.insert("vary", "Accept-Encoding".parse().unwrap());
+        }
+        "/dup-cors" => {
+            let h = resp.headers_mut();
+            h.append("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.append("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.insert("vary", "Origin".parse().unwrap());
+        }
+        "/cors-no-vary" => {
+            let h = resp.headers_mut();
+            h.insert("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.insert("access-control-allow-credentials", "true".parse().unwrap());
+        }
+        "/redirect" => {
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert("location", "/elsewhere".parse().unwrap());
         }
         "/ws" => {
             let on_upgrade = hyper::upgrade::on(&mut req);
