@@ -421,7 +421,9 @@ fn analyze_actual(plan: &Plan, a: &Observed, out: &mut Vec<Finding>) {
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("origin") || t.trim() == "*");
-    if acao.is_some_and(|v| v != "*") && !varies_by_origin {
+    // An answer echoing the page's origin varies by Origin; one that fails the CORS check is
+    // already reported.
+    if readable && acao.is_some_and(|v| v != "*") && !varies_by_origin {
         out.push(finding(
             "missing_vary_origin",
             STEP,
