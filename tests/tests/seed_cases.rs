@@ -493,7 +493,11 @@ async fn audit_forwards_exactly_what_enforce_denies() {
     let m = audit.metrics().await;
     let counted: f64 = m
         .lines()
-        .filter(|l| l.starts_with("portcullis_requests_total") && l.contains("mode=\"audit\"") && l.contains("decision=\"deny\""))
+        .filter(|l| {
+            l.starts_with("portcullis_requests_total")
+                && l.contains("mode=\"audit\"")
+                && l.contains("decision=\"deny\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(counted as usize, denied, "{m}");
