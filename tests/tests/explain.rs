@@ -38,32 +38,7 @@ fn seed() -> String {
 }
 
 fn with_forward_route(token: &str) -> String {
-    let extra = format!(
-        r#"---
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessApplication
-metadata: {{ name: site, namespace: shop }}
-spec:
-  domains: [example.com]
-  identity:
-    issuers:
-      - issuer: {ISSUER}
-        audiences: [{AUDIENCE}]
-{jwks}
-  policies:
-    - name: staff
-      action: Allow
-      include: [ {{ emailDomain: mysite.com }} ]
-  forwardRoutes:
-    - pathPrefix: /api/
-      upstream: https://api.internal.test
-      stripPrefix: true
-      serviceTokenRef: {{ name: {token} }}
-      stripSetCookie: true
-"#,
-        jwks = inline_jwks()
-    );
-    seed_manifests(&inline_jwks(), SEED_CORS, &extra)
+    seed_manifests(&inline_jwks(), SEED_CORS, &site_with_forward_route("https://api.internal.test", token))
 }
 
 struct Case {
@@ -374,7 +349,8 @@ async fn explain_predicts_what_the_running_sidecar_answers() {
     let forged = mint("rsa2.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
     let origin = ("Origin", "https://example.com");
     let (bearer, cookie) = (format!("Bearer {staff}"), format!("CF_Authorization={contractor}"));
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, &str, Headers)> = vec![
         ("GET", "/data", vec![origin]),
         ("GET", "/data", vec![("Origin", "https://evil.test")]),
         ("OPTIONS", "/data", vec![origin, ("Access-Control-Request-Method", "GET")]),

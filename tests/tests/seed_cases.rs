@@ -242,32 +242,7 @@ async fn service_token_through_service_auth_and_its_secret_never_reaches_the_app
 async fn forward_route_adds_the_token_strips_set_cookie_and_the_session() {
     let app = Upstream::start().await;
     let api = Upstream::start().await;
-    let extra = format!(
-        r#"---
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessApplication
-metadata: {{ name: site, namespace: shop }}
-spec:
-  domains: [example.com]
-  identity:
-    issuers:
-      - issuer: {ISSUER}
-        audiences: [{AUDIENCE}]
-{jwks}
-  policies:
-    - name: staff
-      action: Allow
-      include: [ {{ emailDomain: mysite.com }} ]
-  forwardRoutes:
-    - pathPrefix: /api/
-      upstream: {api}
-      stripPrefix: true
-      serviceTokenRef: {{ name: ci-token }}
-      stripSetCookie: true
-"#,
-        jwks = inline_jwks(),
-        api = api.url()
-    );
+    let extra = site_with_forward_route(&api.url(), "ci-token");
     let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, &extra), &app.url()).start().await;
     let token = staff_token();
     let cookie = format!("CF_Authorization={token}; theme=dark");

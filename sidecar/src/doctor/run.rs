@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::cors::{analyze, Finding, Observed, Plan, PlanError};
 use crate::cli::CorsArgs;
-use crate::outbound::{self, OutboundError};
+use crate::outbound::{self, error_chain, OutboundError};
 
 /// How long each request may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -48,8 +48,9 @@ pub enum DoctorError {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub preflight_needed: bool,
-    /// `[status, Access-Control-* headers]` of each answer, for the reader.
+    /// The preflight's status, when one was sent.
     pub preflight_status: Option<u16>,
+    /// The actual request's status; `None` when a failed preflight stopped the browser.
     pub actual_status: Option<u16>,
     pub findings: Vec<Finding>,
 }
@@ -128,17 +129,6 @@ async fn send(
     // A body too large or cut short still leaves status and headers to judge.
     let body = Limited::new(body, MAX_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     Ok(Observed { status: parts.status.as_u16(), headers: parts.headers, body })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn client(resolve: &[String], insecure: bool) -> Result<DoctorClient, DoctorError> {

@@ -558,6 +558,37 @@ stringData: {{ client-id: {TOKEN_ID}, client-secret: {TOKEN_SECRET} }}
     )
 }
 
+/// A second application `shop/site` on `example.com` (staff allowed) with a forward route
+/// `/api/` to `upstream` carrying service token `token`: a document to append to
+/// `seed_manifests`.
+pub fn site_with_forward_route(upstream: &str, token: &str) -> String {
+    format!(
+        r#"---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: {{ name: site, namespace: shop }}
+spec:
+  domains: [example.com]
+  identity:
+    issuers:
+      - issuer: {ISSUER}
+        audiences: [{AUDIENCE}]
+{jwks}
+  policies:
+    - name: staff
+      action: Allow
+      include: [ {{ emailDomain: mysite.com }} ]
+  forwardRoutes:
+    - pathPrefix: /api/
+      upstream: {upstream}
+      stripPrefix: true
+      serviceTokenRef: {{ name: {token} }}
+      stripSetCookie: true
+"#,
+        jwks = inline_jwks()
+    )
+}
+
 /// The seed's CORS section.
 pub const SEED_CORS: &str = r#"  cors:
     allowedOrigins: ["https://example.com", "https://*.example.org"]

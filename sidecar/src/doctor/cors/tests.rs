@@ -1,3 +1,6 @@
+//! The Fetch rules from the browser's side (which requests are preflighted) and each finding,
+//! table-style: present when its cause is, absent in a working setup.
+
 use http::header::HeaderName;
 
 use super::*;
