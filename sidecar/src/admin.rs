@@ -1,6 +1,9 @@
 //! The admin listener (its own port): `/healthz` (alive), `/readyz` (200 once a config is
-//! loaded, else 503), `/metrics` (Prometheus text), and `PUT /config` (signed pushes from the
-//! operator, when this sidecar runs in cluster mode).
+//! loaded, else 503), `/metrics` (Prometheus text), `PUT /config` (signed pushes from the
+//! operator, when this sidecar runs in cluster mode) and — only with
+//! `--enable-explain-endpoint` — `POST /explain` against the live config. `/explain` is off by
+//! default because its answers reveal the configuration (domains, origins, policy names and
+//! rules) to whoever can reach this port.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,10 +17,24 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 
 use crate::config::push::{PushReceiver, MAX_PUSH_BYTES};
 use crate::config::ConfigStore;
+use crate::explain::{explain, ExplainRequest, Options};
+
+/// Largest `POST /explain` body.
+pub const MAX_EXPLAIN_BODY: usize = 64 * 1024;
+
+/// Admin settings fixed at start-up.
+#[derive(Clone, Default)]
+pub struct AdminSettings {
+    /// `Some` when `POST /explain` is enabled: the `--trusted-proxies` it evaluates with.
+    pub explain: Option<Vec<IpNet>>,
+    /// `Some` in cluster mode with a trusted key: `PUT /config` accepts signed pushes.
+    pub push: Option<Arc<PushReceiver>>,
+}
 
 /// Answers one admin request.
 pub fn respond(store: &ConfigStore, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -35,6 +52,10 @@ pub fn respond(store: &ConfigStore, req: &Request<Incoming>) -> Response<Full<By
         }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };
+    answer(status, content_type, body)
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -74,19 +95,53 @@ async fn push(store: &ConfigStore, receiver: Option<&PushReceiver>, req: Request
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    answer(status, "application/json", body.to_string())
+}
+
+/// `POST /explain`: the body is an [`ExplainRequest`]; the answer is `explain --output json`.
+async fn explain_endpoint(
+    store: &ConfigStore,
+    trusted_proxies: &[IpNet],
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let json_error = |status: StatusCode, message: String| {
+        answer(status, "application/json", serde_json::json!({ "error": message }).to_string())
+    };
+    let body = match Limited::new(req.into_body(), MAX_EXPLAIN_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body must be at most {MAX_EXPLAIN_BODY} bytes"),
+            )
+        }
+    };
+    let request: ExplainRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("expected {{method, url, headers, peer}}: {e}")),
+    };
+    let Some(live) = store.load() else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "no configuration loaded".to_owned());
+    };
+    let options = Options {
+        trusted_proxies: trusted_proxies.to_vec(),
+        now: jiff::Timestamp::now().as_second(),
+        secrets_unavailable: false,
+    };
+    match explain(&live, &request, &options) {
+        Ok(e) => answer(StatusCode::OK, "application/json", serde_json::to_string_pretty(&e).unwrap_or_default()),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<ConfigStore>,
-    receiver: Option<Arc<PushReceiver>>,
+    settings: AdminSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let settings = Arc::new(settings);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -96,17 +151,15 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let store = store.clone();
-        let receiver = receiver.clone();
+        let (store, settings) = (store.clone(), settings.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let store = store.clone();
-                let receiver = receiver.clone();
+                let (store, settings) = (store.clone(), settings.clone());
                 async move {
-                    let resp = if req.uri().path() == "/config" && req.method() == Method::PUT {
-                        push(&store, receiver.as_deref(), req).await
-                    } else {
-                        respond(&store, &req)
+                    let resp = match (&settings.explain, req.method(), req.uri().path()) {
+                        (_, &Method::PUT, "/config") => push(&store, settings.push.as_deref(), req).await,
+                        (Some(trusted), &Method::POST, "/explain") => explain_endpoint(&store, trusted, req).await,
+                        _ => respond(&store, &req),
                     };
                     Ok::<_, Infallible>(resp)
                 }

@@ -1,11 +1,13 @@
-//! Command-line flags (each also readable from a `PORTCULLIS_*` environment variable), parsed
-//! and validated into typed settings before anything starts.
+//! Command-line flags (each serving flag also readable from a `PORTCULLIS_*` environment
+//! variable), parsed and validated into typed settings before anything starts. Serving is the
+//! default; `explain` and `doctor cors` are subcommands whose request flags the kubectl plugin
+//! reuses (`RequestArgs`, `CorsArgs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use portcullis_crds::compile::{parse_duration_secs, parse_upstream};
 use portcullis_crds::snapshot::Upstream;
@@ -14,6 +16,10 @@ use portcullis_crds::snapshot::Upstream;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "portcullis-sidecar", version, about)]
 pub struct Args {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// AccessApplication / AccessServiceToken / Secret YAML (a file or a directory), watched
     /// for changes. Without it the sidecar waits for a configuration and refuses traffic (503).
     #[arg(long, env = "PORTCULLIS_MANIFESTS")]
@@ -92,6 +98,125 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `portcullis_sidecar=debug`).
     #[arg(long, env = "PORTCULLIS_LOG", default_value = "info")]
     pub log: String,
+
+    /// Serve `POST /explain` on the admin port. Off by default: its answers reveal the
+    /// configuration (domains, origins, policy names and rules) to whoever reaches that port.
+    #[arg(long, env = "PORTCULLIS_ENABLE_EXPLAIN_ENDPOINT")]
+    pub enable_explain_endpoint: bool,
+}
+
+/// Subcommands; without one the sidecar serves.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Explain what the sidecar would do with a request, step by step (no request is sent).
+    Explain(ExplainArgs),
+    /// Diagnose a running deployment from outside.
+    #[command(subcommand)]
+    Doctor(DoctorCommand),
+}
+
+/// `explain`: the manifests and the request.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// AccessApplication / AccessServiceToken / Secret YAML (a file or a directory).
+    #[arg(long)]
+    pub manifests: PathBuf,
+
+    /// Namespace for manifests that do not name one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// The synthetic request and how to show its explanation.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RequestArgs {
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+
+    /// Absolute URL, e.g. https://api.mysite.com/data (its host becomes `Host`).
+    #[arg(long)]
+    pub url: String,
+
+    /// A request header, `Name: value`; repeat for more.
+    #[arg(long = "header", short = 'H', value_parser = header_pair)]
+    pub headers: Vec<(String, String)>,
+
+    /// A `Cookie` header value, e.g. `CF_Authorization=<token>`.
+    #[arg(long)]
+    pub cookie: Option<String>,
+
+    /// The connection's peer address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub peer: std::net::IpAddr,
+
+    /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs), as `--trusted-proxies`
+    /// when serving.
+    #[arg(long, value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Evaluate tokens at this instant (RFC 3339, e.g. 2026-11-24T12:00:00Z); default: now.
+    #[arg(long, value_parser = timestamp)]
+    pub now: Option<i64>,
+}
+
+/// `explain` output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `doctor` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum DoctorCommand {
+    /// Act as a browser against a running deployment: preflight (when needed), then the actual
+    /// request; report each problem a browser would hit and the AccessApplication field to fix.
+    Cors(CorsArgs),
+}
+
+/// `doctor cors`: what the page would do.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CorsArgs {
+    /// The page's origin, e.g. https://example.com.
+    #[arg(long)]
+    pub origin: String,
+
+    /// The URL the page calls, e.g. https://api.mysite.com/data.
+    #[arg(long)]
+    pub url: String,
+
+    /// The page sends credentials (`fetch(url, {credentials: "include"})`).
+    #[arg(long)]
+    pub credentials: bool,
+
+    /// A header the page sets (name, or `Name: value`); repeat for more.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+
+    /// The request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+
+    /// A `Cookie` value the browser holds for the URL's site, sent with `--credentials`.
+    #[arg(long)]
+    pub cookie: Option<String>,
+
+    /// Connect to this address for host:port instead of resolving it (as curl's --resolve),
+    /// e.g. api.mysite.com:443:127.0.0.1.
+    #[arg(long)]
+    pub resolve: Vec<String>,
+
+    /// Do not verify the server's TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Log output format.
@@ -107,6 +232,19 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn upstream(s: &str) -> Result<Upstream, String> {
     parse_upstream(s)
+}
+
+fn header_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("{s:?} is not `Name: value`")),
+    }
+}
+
+fn timestamp(s: &str) -> Result<i64, String> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 timestamp (e.g. 2026-11-24T12:00:00Z): {e}"))
 }
 
 fn cidr(s: &str) -> Result<IpNet, String> {
@@ -141,5 +279,35 @@ mod tests {
         }
         let a = Args::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,192.168.1.1"]).unwrap();
         assert_eq!(a.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn serving_stays_the_default_and_explain_parses_its_flags() {
+        let a = Args::try_parse_from(["x", "--manifests", "m.yaml"]).unwrap();
+        assert!(a.command.is_none());
+        assert!(!a.enable_explain_endpoint);
+        let a = Args::try_parse_from([
+            "x",
+            "explain",
+            "--manifests",
+            "m.yaml",
+            "--url",
+            "https://a.test/x",
+            "--header",
+            "Origin: https://b.test",
+            "--now",
+            "2026-11-24T12:00:00Z",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Some(Command::Explain(e)) = a.command else { panic!("explain") };
+        assert_eq!(e.request.headers, [("Origin".to_owned(), "https://b.test".to_owned())]);
+        assert_eq!(e.request.now, Some(1_795_521_600));
+        assert_eq!(e.request.output, Output::Json);
+        assert!(
+            Args::try_parse_from(["x", "explain", "--manifests", "m", "--url", "u", "--header", "nocolon"]).is_err()
+        );
+        assert!(Args::try_parse_from(["x", "explain", "--manifests", "m", "--url", "u", "--now", "yesterday"]).is_err());
     }
 }

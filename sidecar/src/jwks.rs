@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::decide::authn::jwt::{JwksError, KeySet, KeySource};
 use crate::metrics::Metrics;
-use crate::outbound::{HttpClient, OutBody};
+use crate::outbound::{error_chain, HttpClient, OutBody};
 
 /// Timings and limits of JWKS fetching. [`Default`] is what api.md decides; tests shorten them.
 #[derive(Clone, Debug)]
@@ -397,19 +397,6 @@ async fn fetch(shared: &Shared, uri: &Uri) -> Result<KeySet, FetchError> {
     tokio::time::timeout(settings.fetch_timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(settings.fetch_timeout))?
-}
-
-/// `outer: inner: root` — hyper's top-level errors alone ("client error (Connect)") do not say
-/// what to fix.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

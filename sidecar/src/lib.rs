@@ -10,6 +10,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod decide;
+pub mod doctor;
+pub mod explain;
 pub mod http;
 pub mod jwks;
 pub mod metrics;

@@ -1,11 +1,64 @@
 //! `portcullis-sidecar`: parse flags, set up logging, run until SIGTERM/SIGINT, drain, exit.
+//! The `explain` and `doctor cors` subcommands run once and exit: 0 when the request would be
+//! served (or the CORS setup works), 1 when not, 2 on a usage or configuration error.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis_sidecar::cli::{Args, LogFormat};
+use portcullis_sidecar::cli::{Args, Command, DoctorCommand, LogFormat};
+use portcullis_sidecar::{doctor, explain};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    match args.command.clone() {
+        Some(command) => run_once(command),
+        None => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `explain` / `doctor cors`: one answer on stdout, problems on stderr.
+fn run_once(command: Command) -> ExitCode {
+    // JWKS fetch warnings go to stderr; the answer stays alone on stdout.
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (text, ok) = match command {
+        Command::Explain(args) => match runtime.block_on(explain::command::run(&args)) {
+            Ok(e) => (explain::command::render(&e, args.request.output), e.served()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Doctor(DoctorCommand::Cors(args)) => match runtime.block_on(doctor::run::run(&args)) {
+            Ok(report) => (report.render_text(), report.ok()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    print!("{text}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn serve(args: Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", args.log))?;
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt()

@@ -84,3 +84,16 @@ pub fn client(connect_timeout: Duration) -> Result<HttpClient, OutboundError> {
         .pool_timer(TokioTimer::new())
         .build(https))
 }
+
+/// `outer: inner: root` — hyper's top-level errors alone ("client error (Connect)") do not say
+/// what to fix.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

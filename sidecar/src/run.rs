@@ -83,7 +83,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, store, receiver, async move {
+    let admin_settings = crate::admin::AdminSettings {
+        explain: args.enable_explain_endpoint.then(|| args.trusted_proxies.clone()),
+        push: receiver,
+    };
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, store, admin_settings, async move {
         let _ = admin_stopped.await;
     }));
     crate::http::serve(listener, proxy, limits, shutdown).await;

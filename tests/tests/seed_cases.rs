@@ -242,32 +242,7 @@ async fn service_token_through_service_auth_and_its_secret_never_reaches_the_app
 async fn forward_route_adds_the_token_strips_set_cookie_and_the_session() {
     let app = Upstream::start().await;
     let api = Upstream::start().await;
-    let extra = format!(
-        r#"---
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessApplication
-metadata: {{ name: site, namespace: shop }}
-spec:
-  domains: [example.com]
-  identity:
-    issuers:
-      - issuer: {ISSUER}
-        audiences: [{AUDIENCE}]
-{jwks}
-  policies:
-    - name: staff
-      action: Allow
-      include: [ {{ emailDomain: mysite.com }} ]
-  forwardRoutes:
-    - pathPrefix: /api/
-      upstream: {api}
-      stripPrefix: true
-      serviceTokenRef: {{ name: ci-token }}
-      stripSetCookie: true
-"#,
-        jwks = inline_jwks(),
-        api = api.url()
-    );
+    let extra = site_with_forward_route(&api.url(), "ci-token");
     let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, &extra), &app.url()).start().await;
     let token = staff_token();
     let cookie = format!("CF_Authorization={token}; theme=dark");
@@ -487,4 +462,70 @@ async fn json_logs_carry_the_request_id_and_decision_and_never_a_secret() {
     }
     // The signature part alone must not leak either.
     assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+}
+
+/// Audit forwards exactly what Enforce denies: the same requests through an Enforce and an Audit
+/// sidecar; every request Enforce refuses (401/403) reaches the app under Audit without identity
+/// headers and is counted with `mode="audit"`; what Enforce allows keeps its identity headers;
+/// preflights are handled as in Enforce.
+#[tokio::test]
+async fn audit_forwards_exactly_what_enforce_denies() {
+    let (enforce_up, audit_up) = (Upstream::start().await, Upstream::start().await);
+    let enforce = seed_sidecar(&enforce_up).await;
+    let audit_manifests = seed_manifests(&inline_jwks(), &format!("{SEED_CORS}  mode: Audit\n"), "");
+    let audit = sidecar(&audit_manifests, &audit_up.url()).start().await;
+
+    let staff = staff_token();
+    let contractor = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 600));
+    let outsider = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("bob@elsewhere.test", 600));
+    let expired = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", -120));
+    let requests: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        vec![ORIGIN],
+        vec![("cf-access-jwt-assertion", &staff)],
+        vec![("cf-access-jwt-assertion", &contractor)],
+        vec![("cf-access-jwt-assertion", &outsider)],
+        vec![("cf-access-jwt-assertion", &expired)],
+        vec![("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", TOKEN_SECRET)],
+        vec![("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", "wrong")],
+    ];
+    let mut denied = 0;
+    for headers in &requests {
+        let mut h = vec![HOST];
+        h.extend(headers.iter().copied());
+        let e = get(&enforce.url("/data"), &h).await.unwrap();
+        let before = audit_up.count();
+        let a = get(&audit.url("/data"), &h).await.unwrap();
+        assert_eq!(a.status, 200, "{headers:?}: Audit forwards everything");
+        assert_eq!(audit_up.count(), before + 1);
+        let seen = audit_up.last();
+        let identity = seen.headers.contains_key("cf-access-jwt-assertion")
+            || seen.headers.contains_key("cf-access-client-id")
+            || seen.headers.contains_key("cf-access-authenticated-user-email");
+        match e.status {
+            401 | 403 => {
+                denied += 1;
+                assert!(!identity, "{headers:?}: a would-be denial carries no identity: {:?}", seen.headers);
+            }
+            200 => assert!(identity, "{headers:?}: an allowed request keeps its identity headers"),
+            other => panic!("{headers:?}: unexpected Enforce status {other}"),
+        }
+    }
+    assert_eq!(denied, 6, "the set above holds six denials");
+    let m = audit.metrics().await;
+    let counted: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("portcullis_requests_total")
+                && l.contains("mode=\"audit\"")
+                && l.contains("decision=\"deny\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted as usize, denied, "{m}");
+    // Preflights are not audited: a refused one is refused in Audit too.
+    let r = send("OPTIONS", &audit.url("/data"), &[HOST, ORIGIN, ("access-control-request-method", "DELETE")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
 }

@@ -11,6 +11,7 @@ use prometheus::{Gauge, IntCounter};
 use crate::decide::authn::jwt::{JwtConfig, JwtConfigError};
 use crate::decide::authn::service_token::{InvalidServiceTokens, ServiceTokens};
 use crate::decide::cors::{CorsConfig, CorsConfigError};
+use crate::decide::request::AppDecisions;
 use crate::decide::route::Router;
 use crate::jwks::{IssuerKeys, JwksRegistry};
 use crate::metrics::Metrics;
@@ -70,6 +71,11 @@ impl Live {
 }
 
 impl LiveApp {
+    /// The application's compiled pieces as the pure decisions read them.
+    pub fn decisions(&self) -> AppDecisions<'_, [Arc<IssuerKeys>]> {
+        AppDecisions { spec: &self.spec, cors: &self.cors, jwt: &self.jwt, tokens: &self.tokens, keys: &self.keys[..] }
+    }
+
     fn build(spec: Application, jwks: &JwksRegistry, metrics: &Metrics) -> Result<Self, LiveError> {
         let label = spec.id.to_string();
         let mode = mode_label(&spec);

@@ -12,12 +12,13 @@ use http::{HeaderMap, Method, Uri};
 use portcullis_crds::manifests::Resources;
 use portcullis_crds::snapshot::Application;
 
-use super::authn::jwt::{self, JwtConfig, KeySet};
-use super::authn::service_token::{self, ServiceTokens};
-use super::authn::{Authn, AuthnFailure, Principal};
-use super::cors::{classify, Classified, CorsConfig, PreflightOutcome};
-use super::policy::{evaluate, Decision};
-use super::route::{forward_route, request_target, Router};
+use super::authn::jwt::{JwtConfig, KeySet};
+use super::authn::service_token::ServiceTokens;
+use super::authn::Authn;
+use super::cors::{CorsConfig, PreflightOutcome};
+use super::policy::Decision;
+use super::request::{self, AppDecisions, Front};
+use super::route::Router;
 
 /// The seed's configuration, with the test JWKS inline and a service token.
 const MANIFESTS: &str = include_str!("fuzzing.yaml");
@@ -87,15 +88,18 @@ pub fn run(data: &[u8]) {
     decide(&method, &uri, &headers, IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 1_900_000_000);
 }
 
-/// The decisions in request-path order, with the invariants asserted.
+/// The decisions in request-path order (the same `request` steps the proxy runs), with the
+/// invariants asserted.
 pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now: i64) {
     let h = harness();
-    let Ok(target) = request_target(uri, headers) else { return };
-    let Some(index) = h.router.route(&target.host, &target.path) else { return };
-    let app = &h.apps[index];
-    let origin = match classify(method, headers) {
-        Classified::Preflight(p) => {
-            match app.cors.preflight(&p) {
+    let Ok(routed) = request::route(&h.router, uri, headers) else { return };
+    let app = &h.apps[routed.app];
+    let decisions =
+        AppDecisions { spec: &app.spec, cors: &app.cors, jwt: &app.jwt, tokens: &app.tokens, keys: &app.keys };
+    let origin = match request::front(&app.cors, method, headers, &routed.target.path) {
+        Front::Reserved => return,
+        Front::Preflight(p, outcome) => {
+            match outcome {
                 PreflightOutcome::Answer(answer) => {
                     let any = answer.get("access-control-allow-origin").is_some_and(|v| v == "*");
                     let creds = answer.contains_key("access-control-allow-credentials");
@@ -109,26 +113,15 @@ pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now
             }
             return;
         }
-        Classified::Actual { origin } => Some(origin.clone()),
-        Classified::NotCors => None,
+        Front::Request { origin } => origin.cloned(),
     };
-    let authn = match service_token::authenticate(&app.tokens, headers, now) {
-        Some(Ok(s)) => Authn::Authenticated(Principal::Service(s)),
-        Some(Err(f)) => Authn::Failed(AuthnFailure::ServiceToken(f)),
-        None => match jwt::find_token(&app.jwt, headers) {
-            None => Authn::Anonymous,
-            Some((_, Err(f))) => Authn::Failed(AuthnFailure::Jwt(f)),
-            Some((_, Ok(token))) => match app.jwt.authenticate(token, &app.keys, now) {
-                Ok(u) => Authn::Authenticated(Principal::User(u)),
-                Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
-            },
-        },
-    };
-    let decision = evaluate(&app.spec.policies, &authn, peer);
-    if matches!(decision, Decision::Allow { .. }) {
+    let authn = request::authenticate(&decisions, headers, now).authn;
+    let verdict = request::policies(&app.spec, headers, &authn, peer, &[]);
+    if matches!(verdict.decision, Decision::Allow { .. }) {
         assert!(matches!(authn, Authn::Authenticated(_)), "allowed without authentication");
     }
-    let _ = forward_route(&app.spec.forward_routes, &target.path);
+    assert_eq!(verdict.refusal.is_none(), matches!(verdict.decision, Decision::Allow { .. } | Decision::Bypass { .. }));
+    let _ = request::destination(&app.spec, &routed.target.path);
     let mut response = HeaderMap::new();
     response.insert("access-control-allow-origin", HeaderValue::from_static("https://app.example"));
     app.cors.apply_to_response(origin.as_ref(), &mut response);

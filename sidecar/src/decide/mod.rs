@@ -7,4 +7,6 @@ pub mod cors;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod policy;
+pub mod refusal;
+pub mod request;
 pub mod route;

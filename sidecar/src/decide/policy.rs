@@ -87,6 +87,58 @@ pub fn evaluate(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Decisi
     Decision::NoMatch
 }
 
+/// One policy as [`evaluate`] meets it, for `explain`: whether each rule matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyTrace {
+    /// Index into the policies.
+    pub policy: usize,
+    /// 1: Bypass and ServiceAuth; 2: Allow and Block, for authenticated callers only.
+    pub phase: u8,
+    /// Whether [`evaluate`] reached this policy (it stops at the first that decides).
+    pub evaluated: bool,
+    pub include: Vec<bool>,
+    pub require: Vec<bool>,
+    pub exclude: Vec<bool>,
+    /// Whether the policy as a whole matches this caller (`include` any, `require` all,
+    /// `exclude` none; a ServiceAuth policy only for an authenticated caller).
+    pub matched: bool,
+}
+
+/// Every policy in the order [`evaluate`] considers them, with each rule's result, computed by
+/// the same rule matching. Allocates; for `explain`, never for the request path.
+pub fn trace(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Vec<PolicyTrace> {
+    let subject = Subject { who: Who::of(authn), ip: client_ip.to_canonical() };
+    let authenticated = !matches!(subject.who, Who::Nobody);
+    let decided = evaluate(policies, authn, client_ip).policy();
+    let rules = |rules: &[Rule]| rules.iter().map(|r| subject.matches_rule(r)).collect::<Vec<_>>();
+    let phase_one = |p: &Policy| matches!(p.action, PolicyAction::Bypass | PolicyAction::ServiceAuth);
+    let order = policies
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| phase_one(p))
+        .chain(policies.iter().enumerate().filter(|(_, p)| !phase_one(p)));
+    let mut reached = true;
+    order
+        .map(|(i, p)| {
+            let phase = if phase_one(p) { 1 } else { 2 };
+            let evaluated = reached && (phase == 1 || authenticated);
+            let matched = subject.matches(p) && (p.action != PolicyAction::ServiceAuth || authenticated);
+            if decided == Some(i) {
+                reached = false;
+            }
+            PolicyTrace {
+                policy: i,
+                phase,
+                evaluated,
+                include: rules(&p.include),
+                require: rules(&p.require),
+                exclude: rules(&p.exclude),
+                matched,
+            }
+        })
+        .collect()
+}
+
 /// Who is asking, and from where.
 struct Subject<'a> {
     who: Who<'a>,

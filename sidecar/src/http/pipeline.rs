@@ -17,15 +17,14 @@ use super::headers::REQUEST_ID;
 use super::respond::{preflight_answer, Refusal};
 use crate::config::live::mode_label;
 use crate::config::{ConfigStore, LiveApp};
-use crate::decide::authn::{jwt, service_token, Authn, AuthnFailure, Principal};
-use crate::decide::client_ip::client_ip;
-use crate::decide::cors::{classify, Classified, PreflightOutcome};
-use crate::decide::policy::{evaluate, Decision};
-use crate::decide::route::{forward_route, request_target};
+use crate::decide::authn::{Authn, Principal};
+use crate::decide::cors::PreflightOutcome;
+use crate::decide::policy::Decision;
+use crate::decide::request::{self, AppDecisions, Front, Presented, RouteMiss};
+use crate::jwks::IssuerKeys;
 use crate::metrics::Metrics;
 use crate::outbound::{HttpClient, OutBody};
-use portcullis_crds::snapshot::{RouteCredentials, Upstream};
-use portcullis_crds::v1alpha1::Mode;
+use portcullis_crds::snapshot::Upstream;
 
 /// Settings fixed at start-up.
 #[derive(Clone, Debug)]
@@ -148,87 +147,61 @@ async fn run(
     };
 
     // 1. Route by host and normalised path.
-    let (app_index, normalized_path) = {
-        let target = match request_target(req.uri(), req.headers()) {
-            Ok(t) => t,
-            Err(e) => return refuse(outcome, Refusal::BadRequest(e.reason())),
-        };
-        let Some(index) = live.router.route(&target.host, &target.path) else {
-            proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
-            return refuse(outcome, Refusal::UnknownHost);
-        };
-        let changed = match &target.path {
-            std::borrow::Cow::Owned(p) => Some(p.clone()),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        (index, changed)
+    let routed = match request::route(&live.router, req.uri(), req.headers()) {
+        Ok(routed) => routed,
+        Err(miss) => {
+            if matches!(miss, RouteMiss::UnknownHost(_)) {
+                proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
+            }
+            return refuse(outcome, miss.refusal());
+        }
     };
+    let app_index = routed.app;
+    let normalized_path = request::changed_path(routed.target);
     outcome.app = Some(app_index);
     let app = &live.apps[app_index];
+    let decisions = app.decisions();
     let path = normalized_path.as_deref().unwrap_or_else(|| req.uri().path());
-    if path == "/.portcullis" || path.starts_with("/.portcullis/") {
-        // Reserved for sign-in; never forwarded to the app.
-        let mut resp = refuse(outcome, Refusal::ReservedPath);
-        app.cors.apply_to_response(req.headers().get(ORIGIN), resp.headers_mut());
-        return resp;
-    }
 
-    // 2. Preflights, before any authentication: they never carry credentials.
-    let origin = match classify(req.method(), req.headers()) {
-        Classified::Preflight(p) => match app.cors.preflight(&p) {
-            PreflightOutcome::Answer(headers) => {
-                app.counters.preflight_answered.inc();
-                outcome.decision = "preflight";
-                outcome.reason = "answered";
-                return preflight_answer(headers);
-            }
-            PreflightOutcome::Forward => {
-                proxy.metrics.preflights.with_label_values(&[&app.label, "forwarded"]).inc();
-                outcome.decision = "bypass";
-                outcome.reason = "preflight_forwarded";
-                let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
-                return forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await;
-            }
-            PreflightOutcome::Refuse(why) => {
-                proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
-                outcome.decision = "preflight";
-                // A refused preflight carries no Access-Control-Allow-* header.
-                return refuse(outcome, Refusal::PreflightRefused(why.reason()));
-            }
-        },
-        Classified::Actual { origin } => Some(origin.clone()),
-        Classified::NotCors => None,
+    // 2. Reserved paths, then preflights, before any authentication: they never carry credentials.
+    let origin = match request::front(&app.cors, req.method(), req.headers(), path) {
+        Front::Reserved => {
+            let mut resp = refuse(outcome, Refusal::ReservedPath);
+            app.cors.apply_to_response(req.headers().get(ORIGIN), resp.headers_mut());
+            return resp;
+        }
+        Front::Preflight(_, PreflightOutcome::Answer(headers)) => {
+            app.counters.preflight_answered.inc();
+            outcome.decision = "preflight";
+            outcome.reason = "answered";
+            return preflight_answer(headers);
+        }
+        Front::Preflight(_, PreflightOutcome::Forward) => {
+            proxy.metrics.preflights.with_label_values(&[&app.label, "forwarded"]).inc();
+            outcome.decision = "bypass";
+            outcome.reason = "preflight_forwarded";
+            let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
+            return forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await;
+        }
+        Front::Preflight(_, PreflightOutcome::Refuse(why)) => {
+            proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
+            outcome.decision = "preflight";
+            // A refused preflight carries no Access-Control-Allow-* header.
+            return refuse(outcome, Refusal::PreflightRefused(why.reason()));
+        }
+        Front::Request { origin } => origin.cloned(),
     };
 
     // 3. Authenticate, 4. evaluate the policies.
     let now = unix_now();
-    let authn = authenticate(app, req.headers(), now).await;
-    let ip = client_ip(peer.ip(), req.headers(), &proxy.settings.trusted_proxies);
-    let decision = evaluate(&app.spec.policies, &authn, ip);
-
-    let refusal = match decision {
-        Decision::Bypass { .. } => None,
-        Decision::Allow { .. } => None,
-        Decision::Unauthenticated => Some(Refusal::Unauthenticated {
-            reason: match &authn {
-                Authn::Failed(f) => f.reason(),
-                _ => "no_credentials",
-            },
-            login: None,
-        }),
-        Decision::Block { policy } => Some(Refusal::Forbidden {
-            reason: "blocked_by_policy",
-            policy: app.spec.policies.get(policy).map(|p| p.name.clone()),
-        }),
-        Decision::NoMatch => Some(Refusal::Forbidden { reason: "no_policy_matched", policy: None }),
-    };
-    let audit = app.spec.mode == Mode::Audit;
-    let identity = match (&refusal, &decision, &authn) {
-        (None, Decision::Allow { .. }, Authn::Authenticated(p)) => IdentityHeaders::from_principal(p),
+    let authn = authenticate(app, &decisions, req.headers(), now).await;
+    let verdict = request::policies(&app.spec, req.headers(), &authn, peer.ip(), &proxy.settings.trusted_proxies);
+    let identity = match &authn {
+        Authn::Authenticated(p) if verdict.forwards_identity() => IdentityHeaders::from_principal(p),
         _ => IdentityHeaders::None,
     };
-    match refusal {
-        Some(r) if !audit => {
+    match verdict.refusal {
+        Some(r) if !verdict.audit => {
             proxy.metrics.requests.with_label_values(&[&app.label, "deny", r.reason(), mode_label(&app.spec)]).inc();
             outcome.decision = "deny";
             let mut resp = refuse(outcome, r);
@@ -243,7 +216,7 @@ async fn run(
             outcome.reason = r.reason();
         }
         None => {
-            match decision {
+            match verdict.decision {
                 Decision::Bypass { .. } => {
                     app.counters.bypassed.inc();
                     outcome.decision = "bypass";
@@ -258,16 +231,14 @@ async fn run(
     }
 
     // 5. Forward: a forward route, or the app.
-    let destination = match forward_route(&app.spec.forward_routes, path) {
-        Some(route) => match &route.credentials {
-            RouteCredentials::Missing { .. } => {
-                let mut resp = refuse(outcome, Refusal::RouteUnavailable);
-                app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
-                return resp;
-            }
-            _ => Destination::Route(route),
-        },
-        None => Destination::App,
+    let destination = match request::destination(&app.spec, path) {
+        request::Destination::Unavailable(_) => {
+            let mut resp = refuse(outcome, Refusal::RouteUnavailable);
+            app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
+            return resp;
+        }
+        request::Destination::Route(route) => Destination::Route(route),
+        request::Destination::App => Destination::App,
     };
     let fwd = Forward { app, destination, identity, origin };
     forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await
@@ -277,41 +248,28 @@ fn outcome_upstream(outcome: &mut Outcome) -> &mut Duration {
     &mut outcome.upstream
 }
 
-/// Service token when its headers are present, else the first JWT source present. An
-/// unknown `kid` triggers one (rate-limited) JWKS refresh and a second try.
-async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> Authn {
-    if let Some(result) = service_token::authenticate(&app.tokens, headers, now) {
-        return match result {
-            Ok(service) => {
-                if let Some(g) = app.counters.token_last_used.get(&service.name) {
-                    g.set(now as f64);
-                }
-                Authn::Authenticated(Principal::Service(service))
-            }
-            Err(f) => Authn::Failed(AuthnFailure::ServiceToken(f)),
-        };
-    }
-    let token = match jwt::find_token(&app.jwt, headers) {
-        // No issuer can verify anything: refuse without parsing the token at all.
-        Some(_) if app.jwt.issuer_count() == 0 => {
-            return Authn::Failed(AuthnFailure::Jwt(jwt::JwtFailure::UnknownIssuer));
-        }
-        None => return Authn::Anonymous,
-        Some((_, Err(f))) => return Authn::Failed(AuthnFailure::Jwt(f)),
-        Some((_, Ok(t))) => t,
-    };
-    let mut result = app.jwt.authenticate(token, &app.keys[..], now);
-    if let Some(issuer) = result.as_ref().err().and_then(|f| f.refresh_issuer()) {
-        if let Some(keys) = app.keys.get(issuer) {
+/// Step 3 with its one asynchronous part: an unknown `kid` triggers one (rate-limited) JWKS
+/// refresh and a second try. Counts a service token's last use.
+async fn authenticate(
+    app: &LiveApp,
+    decisions: &AppDecisions<'_, [Arc<IssuerKeys>]>,
+    headers: &http::HeaderMap,
+    now: i64,
+) -> Authn {
+    let mut result = request::authenticate(decisions, headers, now);
+    if let Some(issuer) = result.refresh_issuer() {
+        if let (Some(keys), Presented::Jwt { token: Ok(token), .. }) = (app.keys.get(issuer), result.presented) {
             if keys.refresh_for_unknown_kid().await {
-                result = app.jwt.authenticate(token, &app.keys[..], now);
+                result.authn = request::verify_jwt(decisions, token, now);
             }
         }
     }
-    match result {
-        Ok(user) => Authn::Authenticated(Principal::User(user)),
-        Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
+    if let Authn::Authenticated(Principal::Service(service)) = &result.authn {
+        if let Some(g) = app.counters.token_last_used.get(&service.name) {
+            g.set(now as f64);
+        }
     }
+    result.authn
 }
 
 fn unix_now() -> i64 {

@@ -4,86 +4,16 @@
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::{BodyExt, Empty, Full};
 
 use crate::outbound::OutBody;
 
-/// Everything the sidecar answers itself instead of forwarding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No configuration loaded yet: fail closed.
-    NoConfig,
-    /// Malformed target: missing, duplicate or invalid Host, bad path.
-    BadRequest(&'static str),
-    /// No application serves this host and path.
-    UnknownHost,
-    /// Reserved `/.portcullis/` path without a handler for it.
-    ReservedPath,
-    /// A preflight the CORS settings refuse (or no CORS settings).
-    PreflightRefused(&'static str),
-    /// No or invalid credentials.
-    Unauthenticated {
-        reason: &'static str,
-        login: Option<String>,
-    },
-    /// A valid identity that the policies refuse.
-    Forbidden {
-        reason: &'static str,
-        policy: Option<String>,
-    },
-    /// A forward route whose service token is missing.
-    RouteUnavailable,
-    UpstreamUnreachable,
-    UpstreamTimeout,
-}
+pub use crate::decide::refusal::Refusal;
 
 impl Refusal {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Refusal::NoConfig | Refusal::RouteUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Refusal::UnknownHost | Refusal::ReservedPath => StatusCode::NOT_FOUND,
-            Refusal::PreflightRefused(_) | Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Refusal::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// Stable, machine-readable reason: the `error` field, the metric and log label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::NoConfig => "no_config",
-            Refusal::BadRequest(r) => r,
-            Refusal::UnknownHost => "unknown_host",
-            Refusal::ReservedPath => "not_found",
-            Refusal::PreflightRefused(r) => r,
-            Refusal::Unauthenticated { reason, .. } => reason,
-            Refusal::Forbidden { reason, .. } => reason,
-            Refusal::RouteUnavailable => "forward_route_token_missing",
-            Refusal::UpstreamUnreachable => "upstream_unreachable",
-            Refusal::UpstreamTimeout => "upstream_timeout",
-        }
-    }
-
-    fn message(&self) -> &'static str {
-        match self {
-            Refusal::NoConfig => "the sidecar has no configuration loaded yet",
-            Refusal::BadRequest(_) => "the request's Host or path is malformed",
-            Refusal::UnknownHost => "no application is configured for this host and path",
-            Refusal::ReservedPath => "no such path",
-            Refusal::PreflightRefused(_) => "the CORS preflight is not allowed by this application's cors settings",
-            Refusal::Unauthenticated { .. } => "sign in or present a valid token",
-            Refusal::Forbidden { .. } => "your identity is not allowed by this application's policies",
-            Refusal::RouteUnavailable => "the service token of this forward route is not available",
-            Refusal::UpstreamUnreachable => "the application could not be reached",
-            Refusal::UpstreamTimeout => "the application did not answer in time",
-        }
-    }
-
-    /// The response, with a JSON body `{"error": reason, "message": …, "request_id": …}`.
-    pub fn to_response(&self, request_id: &str) -> Response<OutBody> {
+    /// The JSON body `{"error": reason, "status": …, "message": …, "request_id": …}`.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
         let mut body = serde_json::json!({
             "error": self.reason(),
             "status": self.status().as_u16(),
@@ -95,7 +25,12 @@ impl Refusal {
             Refusal::Forbidden { policy: Some(p), .. } => body["policy"] = p.clone().into(),
             _ => {}
         }
-        let bytes = Bytes::from(body.to_string());
+        body
+    }
+
+    /// The response, with [`Refusal::body`] as its body.
+    pub fn to_response(&self, request_id: &str) -> Response<OutBody> {
+        let bytes = Bytes::from(self.body(request_id).to_string());
         let mut resp = Response::new(Full::new(bytes).map_err(|never| match never {}).boxed());
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();

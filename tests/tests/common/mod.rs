@@ -80,7 +80,9 @@ pub struct Recorded {
 
 /// A real HTTP app on 127.0.0.1 that records requests. Paths with special behaviour:
 /// `/slow` waits 3 s; `/set-cookie` sets a cookie; `/app-cors` sets its own CORS headers;
-/// `/ws` accepts an upgrade and echoes bytes.
+/// `/dup-cors` sets `Access-Control-Allow-Origin` twice (as an app behind a CORS-adding proxy
+/// does); `/cors-no-vary` allows `https://example.com` with credentials but sends no `Vary`;
+/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -149,6 +151,21 @@ async fn upstream_answer(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Recorded
             h.insert("access-control-allow-origin", "https://evil.test".parse().unwrap());
             h.insert("access-control-allow-credentials", "false".parse().unwrap());
             h.insert("vary", "Accept-Encoding".parse().unwrap());
+        }
+        "/dup-cors" => {
+            let h = resp.headers_mut();
+            h.append("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.append("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.insert("vary", "Origin".parse().unwrap());
+        }
+        "/cors-no-vary" => {
+            let h = resp.headers_mut();
+            h.insert("access-control-allow-origin", "https://example.com".parse().unwrap());
+            h.insert("access-control-allow-credentials", "true".parse().unwrap());
+        }
+        "/redirect" => {
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert("location", "/elsewhere".parse().unwrap());
         }
         "/ws" => {
             let on_upgrade = hyper::upgrade::on(&mut req);
@@ -538,6 +555,37 @@ kind: Secret
 metadata: {{ name: ci-token-credentials, namespace: shop }}
 stringData: {{ client-id: {TOKEN_ID}, client-secret: {TOKEN_SECRET} }}
 {extra}"#
+    )
+}
+
+/// A second application `shop/site` on `example.com` (staff allowed) with a forward route
+/// `/api/` to `upstream` carrying service token `token`: a document to append to
+/// `seed_manifests`.
+pub fn site_with_forward_route(upstream: &str, token: &str) -> String {
+    format!(
+        r#"---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: {{ name: site, namespace: shop }}
+spec:
+  domains: [example.com]
+  identity:
+    issuers:
+      - issuer: {ISSUER}
+        audiences: [{AUDIENCE}]
+{jwks}
+  policies:
+    - name: staff
+      action: Allow
+      include: [ {{ emailDomain: mysite.com }} ]
+  forwardRoutes:
+    - pathPrefix: /api/
+      upstream: {upstream}
+      stripPrefix: true
+      serviceTokenRef: {{ name: {token} }}
+      stripSetCookie: true
+"#,
+        jwks = inline_jwks()
     )
 }
 

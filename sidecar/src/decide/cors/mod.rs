@@ -245,6 +245,16 @@ impl CorsConfig {
         Self { owner: Owner::Disabled }
     }
 
+    /// Who owns CORS: `disabled` (no `cors` section), `app` (`bypassOptionsToOrigin`) or
+    /// `sidecar`; for explanations.
+    pub fn owner(&self) -> &'static str {
+        match self.owner {
+            Owner::Disabled => "disabled",
+            Owner::BypassToOrigin => "app",
+            Owner::Owned(_) => "sidecar",
+        }
+    }
+
     /// Whether the sidecar answers preflights and sets CORS headers itself.
     pub fn owns_cors(&self) -> bool {
         matches!(self.owner, Owner::Owned(_))

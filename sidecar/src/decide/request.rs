@@ -1,0 +1,264 @@
+//! One request's decisions, in the order api.md fixes: route → preflight → authenticate →
+//! policies → destination. The request path (`http/pipeline.rs`), `explain` and the fuzz harness
+//! all call these functions, so what `explain` reports is what the proxy does.
+//!
+//! Owns the sequencing and the mapping of each outcome to a [`Refusal`] (status and reason).
+//! Must not: do I/O, await, count, log, read a clock (`now` is an argument) or build responses.
+//! The one asynchronous step — a JWKS refresh on an unknown `kid` — stays in the caller:
+//! [`Authentication::refresh_issuer`] says when it applies and [`verify_jwt`] retries. Nothing
+//! here allocates for explanations: `explain` derives its details from these small results.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Uri};
+use ipnet::IpNet;
+use portcullis_crds::snapshot::{Application, ForwardRoute, RouteCredentials};
+use portcullis_crds::v1alpha1::Mode;
+
+use super::authn::jwt::{self, JwtConfig, JwtFailure, KeySource, TokenSource};
+use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER};
+use super::authn::{Authn, AuthnFailure, Principal};
+use super::client_ip::client_ip;
+use super::cors::{classify, Classified, CorsConfig, Preflight, PreflightOutcome};
+use super::policy::{evaluate, Decision};
+use super::refusal::Refusal;
+use super::route::{forward_route, request_target, Router, Target, TargetError};
+
+/// The compiled pieces of one application the decisions read; `K` holds its issuers' keys (the
+/// live JWKS stores on the request path, fixed key sets in tests).
+pub struct AppDecisions<'a, K: KeySource + ?Sized> {
+    pub spec: &'a Application,
+    pub cors: &'a CorsConfig,
+    pub jwt: &'a JwtConfig,
+    pub tokens: &'a ServiceTokens,
+    pub keys: &'a K,
+}
+
+/// A routed request: the application and the normalised target.
+#[derive(Debug)]
+pub struct Routed<'r> {
+    pub app: usize,
+    pub target: Target<'r>,
+}
+
+/// Why a request has no application.
+#[derive(Debug)]
+pub enum RouteMiss<'r> {
+    /// Malformed `Host` or path: 400.
+    Invalid(TargetError),
+    /// No domain covers this host and path: 404, never forwarded.
+    UnknownHost(Target<'r>),
+}
+
+// === impl RouteMiss ===
+
+impl RouteMiss<'_> {
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            RouteMiss::Invalid(e) => Refusal::BadRequest(e.reason()),
+            RouteMiss::UnknownHost(_) => Refusal::UnknownHost,
+        }
+    }
+}
+
+/// Step 1: which application (api.md "Domains").
+pub fn route<'r>(router: &Router, uri: &'r Uri, headers: &'r HeaderMap) -> Result<Routed<'r>, RouteMiss<'r>> {
+    let target = request_target(uri, headers).map_err(RouteMiss::Invalid)?;
+    match router.route(&target.host, &target.path) {
+        Some(app) => Ok(Routed { app, target }),
+        None => Err(RouteMiss::UnknownHost(target)),
+    }
+}
+
+/// What happens before authentication.
+#[derive(Debug)]
+pub enum Front<'r> {
+    /// `/.portcullis/…` without a handler: 404 (with CORS headers), never forwarded.
+    Reserved,
+    /// A CORS preflight, decided without credentials (it never carries any).
+    Preflight(Preflight<'r>, PreflightOutcome),
+    /// Any other request; `origin` for an actual CORS request.
+    Request { origin: Option<&'r HeaderValue> },
+}
+
+/// Step 2: reserved paths and preflights (api.md "CORS").
+pub fn front<'r>(cors: &CorsConfig, method: &Method, headers: &'r HeaderMap, path: &str) -> Front<'r> {
+    if path == "/.portcullis" || path.starts_with("/.portcullis/") {
+        // Reserved for sign-in; never forwarded to the app.
+        return Front::Reserved;
+    }
+    match classify(method, headers) {
+        Classified::Preflight(p) => {
+            let outcome = cors.preflight(&p);
+            Front::Preflight(p, outcome)
+        }
+        Classified::Actual { origin } => Front::Request { origin: Some(origin) },
+        Classified::NotCors => Front::Request { origin: None },
+    }
+}
+
+/// The refusal of a preflight the CORS settings refuse (403, no `Access-Control-Allow-*`).
+pub fn preflight_refusal(outcome: &PreflightOutcome) -> Option<Refusal> {
+    match outcome {
+        PreflightOutcome::Refuse(why) => Some(Refusal::PreflightRefused(why.reason())),
+        PreflightOutcome::Answer(_) | PreflightOutcome::Forward => None,
+    }
+}
+
+/// Which credential a request presented (never its value).
+#[derive(Clone, Copy, Debug)]
+pub enum Presented<'r> {
+    Nothing,
+    /// `CF-Access-Client-Id` and/or `-Secret`; they win over any JWT.
+    ServiceToken {
+        client_id: Option<&'r HeaderValue>,
+    },
+    /// The first JWT source present; `token` is `Err` when that source holds no usable token.
+    Jwt {
+        source: TokenSource,
+        token: Result<&'r str, JwtFailure>,
+    },
+}
+
+/// Step 3's result.
+#[derive(Debug)]
+pub struct Authentication<'r> {
+    pub presented: Presented<'r>,
+    pub authn: Authn,
+}
+
+// === impl Authentication ===
+
+impl Authentication<'_> {
+    /// The issuer whose JWKS the caller may refresh (rate-limited) before one [`verify_jwt`]
+    /// retry: a JWT signed with a `kid` the loaded keys do not have.
+    pub fn refresh_issuer(&self) -> Option<usize> {
+        match (&self.presented, &self.authn) {
+            (Presented::Jwt { token: Ok(_), .. }, Authn::Failed(AuthnFailure::Jwt(f))) => f.refresh_issuer(),
+            _ => None,
+        }
+    }
+}
+
+/// Step 3: service token when its headers are present, else the first JWT source present
+/// (api.md "JWT", "Service tokens").
+pub fn authenticate<'r, K: KeySource + ?Sized>(
+    app: &AppDecisions<'_, K>,
+    headers: &'r HeaderMap,
+    now: i64,
+) -> Authentication<'r> {
+    if let Some(result) = service_token::authenticate(app.tokens, headers, now) {
+        let presented = Presented::ServiceToken { client_id: headers.get(CLIENT_ID_HEADER) };
+        let authn = match result {
+            Ok(service) => Authn::Authenticated(Principal::Service(service)),
+            Err(f) => Authn::Failed(AuthnFailure::ServiceToken(f)),
+        };
+        return Authentication { presented, authn };
+    }
+    let Some((source, token)) = jwt::find_token(app.jwt, headers) else {
+        return Authentication { presented: Presented::Nothing, authn: Authn::Anonymous };
+    };
+    let authn = match token {
+        // No issuer can verify anything: refuse without parsing the token at all.
+        _ if app.jwt.issuer_count() == 0 => Authn::Failed(AuthnFailure::Jwt(JwtFailure::UnknownIssuer)),
+        Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
+        Ok(t) => verify_jwt(app, t, now),
+    };
+    Authentication { presented: Presented::Jwt { source, token }, authn }
+}
+
+/// Verifies a JWT against the application's issuers and current keys.
+pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &str, now: i64) -> Authn {
+    match app.jwt.authenticate(token, app.keys, now) {
+        Ok(user) => Authn::Authenticated(Principal::User(user)),
+        Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
+    }
+}
+
+/// Step 4's result: the policies' decision and what Enforce answers.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The address `ipRange` rules saw.
+    pub client_ip: IpAddr,
+    pub decision: Decision,
+    /// What Enforce answers instead of forwarding; `None` when the request is forwarded.
+    pub refusal: Option<Refusal>,
+    /// `spec.mode: Audit`: a refusal is only counted and logged, and the request forwarded
+    /// without identity headers (api.md "Audit mode").
+    pub audit: bool,
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    /// Whether the refusal is answered (Enforce) rather than only recorded (Audit).
+    pub fn enforced_refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref().filter(|_| !self.audit)
+    }
+
+    /// Whether the app receives identity headers: only for an Allow (never for Bypass, and
+    /// never for a request Audit forwards although Enforce would refuse it).
+    pub fn forwards_identity(&self) -> bool {
+        self.refusal.is_none() && matches!(self.decision, Decision::Allow { .. })
+    }
+}
+
+/// Step 4: the policies (api.md "Selectors", "Identities", "Audit mode").
+pub fn policies(
+    spec: &Application,
+    headers: &HeaderMap,
+    authn: &Authn,
+    peer: IpAddr,
+    trusted_proxies: &[IpNet],
+) -> Verdict {
+    let ip = client_ip(peer, headers, trusted_proxies);
+    let decision = evaluate(&spec.policies, authn, ip);
+    let refusal = match decision {
+        Decision::Bypass { .. } | Decision::Allow { .. } => None,
+        Decision::Unauthenticated => Some(Refusal::Unauthenticated {
+            reason: match authn {
+                Authn::Failed(f) => f.reason(),
+                _ => "no_credentials",
+            },
+            login: None,
+        }),
+        Decision::Block { policy } => Some(Refusal::Forbidden {
+            reason: "blocked_by_policy",
+            policy: spec.policies.get(policy).map(|p| p.name.clone()),
+        }),
+        Decision::NoMatch => Some(Refusal::Forbidden { reason: "no_policy_matched", policy: None }),
+    };
+    Verdict { client_ip: ip, decision, refusal, audit: spec.mode == Mode::Audit }
+}
+
+/// Where a forwarded request goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Destination<'a> {
+    /// The app beside the sidecar (`--upstream`).
+    App,
+    /// A forward route of the application.
+    Route(&'a ForwardRoute),
+    /// A forward route whose service token is missing: 503 rather than calling the upstream
+    /// without the credentials it was configured with.
+    Unavailable(&'a ForwardRoute),
+}
+
+/// Step 5: the app or a forward route (api.md "Forward routes").
+pub fn destination<'a>(spec: &'a Application, path: &str) -> Destination<'a> {
+    match forward_route(&spec.forward_routes, path) {
+        Some(route) if matches!(route.credentials, RouteCredentials::Missing { .. }) => Destination::Unavailable(route),
+        Some(route) => Destination::Route(route),
+        None => Destination::App,
+    }
+}
+
+/// The path a routed request is forwarded with: `None` when the client's path needed no
+/// normalising (the common case: no copy).
+pub fn changed_path(target: Target<'_>) -> Option<String> {
+    match target.path {
+        Cow::Owned(p) => Some(p),
+        Cow::Borrowed(_) => None,
+    }
+}
