@@ -62,7 +62,9 @@ pub struct AccessApplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unauthenticated_response: Option<UnauthenticatedResponse>,
     /// `Enforce` (default) or `Audit`: forward would-be denials and count them.
+    // The schema default makes the API server store `Enforce`, so `kubectl get` shows the mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Enforce"))]
     pub mode: Option<Mode>,
 }
 
