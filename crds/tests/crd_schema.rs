@@ -168,3 +168,9 @@ fn lists_of_rule_carrying_objects_are_bounded() {
         }
     }
 }
+
+#[test]
+fn mode_defaults_to_enforce_so_kubectl_get_shows_it() {
+    let s = schema(AccessApplication::crd());
+    assert_eq!(s["properties"]["spec"]["properties"]["mode"]["default"], "Enforce");
+}
