@@ -150,6 +150,14 @@ pub fn compile_application(
             service_tokens.push(t.token.clone());
         }
     }
+    if spec.unauthenticated_response == Some(crate::v1alpha1::UnauthenticatedResponse::Redirect) && spec.login.is_none()
+    {
+        d.error(
+            "spec.unauthenticatedResponse",
+            Some("Redirect"),
+            "Redirect sends unauthenticated requests to sign-in, which needs spec.login; use Auto or Status401, or configure spec.login",
+        );
+    }
     if spec.policies.is_empty() {
         d.warn("spec.policies", "no policies: every request is denied (403)");
     }
@@ -188,5 +196,44 @@ fn check_domain_overlap(apps: &[Application], errors: &mut Vec<CompileError>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::Resources;
+
+    fn compile_yaml(yaml: &str) -> Result<Compiled, CompileErrors> {
+        let mut r = Resources::default();
+        r.add_yaml("t.yaml", yaml).unwrap();
+        compile(&Inputs {
+            applications: &r.applications,
+            service_tokens: &r.service_tokens,
+            secrets: &r.secrets,
+            default_namespace: "default",
+        })
+    }
+
+    const APP: &str = "apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: {name: a}
+spec:
+  domains: [a.test]
+  policies: [{name: p, action: Allow, include: [{everyone: {}}]}]
+";
+
+    #[test]
+    fn redirect_without_login_is_an_error_naming_the_field() {
+        let e = compile_yaml(&format!("{APP}  unauthenticatedResponse: Redirect\n")).unwrap_err();
+        assert_eq!(e.0[0].field, "spec.unauthenticatedResponse", "{e}");
+        assert!(compile_yaml(&format!("{APP}  unauthenticatedResponse: Status401\n")).is_ok());
+    }
+
+    #[test]
+    fn two_applications_on_one_domain_are_refused() {
+        let other = APP.replace("name: a}", "name: b}");
+        let e = compile_yaml(&format!("{APP}---\n{other}")).unwrap_err();
+        assert!(e.to_string().contains("already served by AccessApplication default/a"), "{e}");
     }
 }
