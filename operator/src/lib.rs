@@ -11,6 +11,7 @@ pub mod admin;
 pub mod context;
 pub mod controller;
 pub mod credentials;
+pub mod desired;
 pub mod events;
 pub mod metrics;
 pub mod status;
