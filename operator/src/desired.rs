@@ -25,6 +25,9 @@ pub struct SidecarPod {
     pub name: String,
     pub ip: String,
     pub admin_port: u16,
+    /// Pod uid and restarts of the sidecar container: a restarted sidecar (same pod, same IP)
+    /// has lost its pushed config, and this is how the push client tells it apart.
+    pub incarnation: String,
 }
 
 /// The config one sidecar pod should run.
@@ -112,16 +115,18 @@ pub fn sidecar_pod(pod: &Pod) -> Option<SidecarPod> {
     }
     let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
     let spec = pod.spec.as_ref()?;
-    let port = spec
+    let (container, port) = spec
         .containers
         .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))?;
+        .find_map(|c| c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME)).map(|p| (c, p)))?;
+    let restarts =
+        status.container_statuses.iter().flatten().find(|s| s.name == container.name).map_or(0, |s| s.restart_count);
     Some(SidecarPod {
         namespace: pod.metadata.namespace.clone()?,
         name: pod.metadata.name.clone()?,
         ip,
         admin_port: u16::try_from(port.container_port).ok()?,
+        incarnation: format!("{}/{restarts}", pod.metadata.uid.as_deref().unwrap_or_default()),
     })
 }
 

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod desired;
 pub mod events;
 pub mod metrics;
+pub mod push;
 pub mod status;
 
 #[cfg(test)]

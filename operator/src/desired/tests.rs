@@ -28,9 +28,11 @@ fn pod(namespace: &str, name: &str, labels: Value, phase: &str, admin_port: Opti
         None => json!([{"name": "http", "containerPort": 8080}]),
     };
     serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "labels": labels},
         "spec": {"containers": [{"name": "app", "image": "app"}, {"name": "portcullis", "image": "p", "ports": ports}]},
-        "status": {"phase": phase, "podIP": "10.0.0.7"},
+        "status": {"phase": phase, "podIP": "10.0.0.7", "containerStatuses": [{
+            "name": "portcullis", "image": "p", "imageID": "", "ready": true, "restartCount": 2,
+        }]},
     }))
     .unwrap()
 }
@@ -48,7 +50,13 @@ fn only_running_pods_with_an_admin_port_and_an_ip_are_sidecars() {
     let running = pod("shop", "a", json!({}), "Running", Some(9901));
     assert_eq!(
         sidecar_pod(&running),
-        Some(SidecarPod { namespace: "shop".into(), name: "a".into(), ip: "10.0.0.7".into(), admin_port: 9901 })
+        Some(SidecarPod {
+            namespace: "shop".into(),
+            name: "a".into(),
+            ip: "10.0.0.7".into(),
+            admin_port: 9901,
+            incarnation: "uid-a/2".into(),
+        })
     );
     assert_eq!(sidecar_pod(&pod("shop", "b", json!({}), "Pending", Some(9901))), None);
     assert_eq!(sidecar_pod(&pod("shop", "c", json!({}), "Running", None)), None);
