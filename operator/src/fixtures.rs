@@ -43,6 +43,10 @@ pub enum Scenario {
     Event(&'static str),
     /// Server-side apply of the token's status: echoes the body.
     ApplyStatus,
+    /// Server-side apply of an AccessApplication's status: echoes the body.
+    ApplyAppStatus,
+    /// `GET` a list of this resource (plural) in the namespace: answers these items.
+    List(&'static str, Value),
 }
 
 /// A request the mock saw.
@@ -126,18 +130,30 @@ fn answer(ns: &str, expected: &Scenario, method: &http::Method, uri: &str, body:
             assert_eq!(body["reason"], *reason, "event {body}");
             (StatusCode::CREATED, body.clone())
         }
-        Scenario::ApplyStatus => {
-            assert_eq!(method.as_str(), "PATCH", "{uri}");
-            assert!(uri.starts_with(&token_path) && uri.contains("/status?") && uri.contains(ssa), "{uri}");
+        Scenario::ApplyStatus | Scenario::ApplyAppStatus => {
             // The stored object: the mock keeps no spec, so a minimal valid one carries the status.
-            let name = uri.trim_start_matches(&token_path).split('/').next().unwrap_or_default();
+            let (path, spec) = match expected {
+                Scenario::ApplyStatus => (token_path, json!({"secretName": "unused-by-the-mock"})),
+                _ => (
+                    format!("/apis/access.portcullis.dev/v1alpha1/namespaces/{ns}/accessapplications/"),
+                    json!({"domains": ["unused-by-the-mock.example"]}),
+                ),
+            };
+            assert_eq!(method.as_str(), "PATCH", "{uri}");
+            assert!(uri.starts_with(&path) && uri.contains("/status?") && uri.contains(ssa), "{uri}");
+            let name = uri.trim_start_matches(&path).split('/').next().unwrap_or_default();
             let stored = json!({
                 "apiVersion": body["apiVersion"], "kind": body["kind"],
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"secretName": "unused-by-the-mock"},
+                "spec": spec,
                 "status": body["status"],
             });
             (StatusCode::OK, stored)
+        }
+        Scenario::List(plural, items) => {
+            assert_eq!(method.as_str(), "GET", "{uri}");
+            assert!(uri.contains(&format!("/namespaces/{ns}/{plural}?")), "{uri}");
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
         }
     }
 }

@@ -155,11 +155,13 @@ impl Pusher {
     /// acknowledged it. All pushes of one call share one sequence: they come from one compile.
     pub async fn push_all(&self, pods: &[PodConfig], now: Timestamp) -> Vec<PodOutcome> {
         let sequence = self.next_sequence(now);
-        stream::iter(pods)
+        // Owned items: futures borrowing from the slice trip the compiler's higher-ranked
+        // lifetime inference once the caller is spawned (kube's Controller).
+        stream::iter(pods.to_vec())
             .map(|pod| async move {
                 let result =
-                    if self.in_sync(pod) { Ok(Pushed::AlreadySynced) } else { self.push(pod, sequence, now).await };
-                PodOutcome { pod: pod_key(pod), version: pod.snapshot.version.clone(), result }
+                    if self.in_sync(&pod) { Ok(Pushed::AlreadySynced) } else { self.push(&pod, sequence, now).await };
+                PodOutcome { pod: pod_key(&pod), version: pod.snapshot.version, result }
             })
             .buffer_unordered(MAX_IN_FLIGHT)
             .collect()

@@ -1,4 +1,5 @@
 //! The controllers. Each module owns one kind: its reconcile, its error policy and the wiring of
-//! its watches. This slice has the AccessServiceToken controller.
+//! its watches. AccessApplication and AccessServiceToken.
 
+pub mod application;
 pub mod service_token;
