@@ -39,6 +39,8 @@ pub enum Scenario {
     /// Server-side apply of the Secret: refused with 422 and a message quoting the request body,
     /// as an API server's validation message might.
     ApplySecretRejected,
+    /// `POST` of a new Secret: echoes the body.
+    CreateSecret,
     /// An event with this reason is created (events.k8s.io/v1).
     Event(&'static str),
     /// Server-side apply of the token's status: echoes the body.
@@ -123,6 +125,11 @@ fn answer(ns: &str, expected: &Scenario, method: &http::Method, uri: &str, body:
                     (StatusCode::UNPROCESSABLE_ENTITY, status_body(422, "Invalid", &format!("invalid object: {body}")))
                 }
             }
+        }
+        Scenario::CreateSecret => {
+            assert_eq!(method.as_str(), "POST", "{uri}");
+            assert!(uri.starts_with(&format!("/api/v1/namespaces/{ns}/secrets")), "{uri}");
+            (StatusCode::CREATED, body.clone())
         }
         Scenario::Event(reason) => {
             assert_eq!(method.as_str(), "POST", "{uri}");
