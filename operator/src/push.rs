@@ -233,11 +233,11 @@ impl Pusher {
             .body(Full::new(body))
             .map_err(|e| PushError::Unreachable { pod: name.clone(), detail: e.to_string() })?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| PushError::Unreachable { pod: name.clone(), detail: error_chain(&e) })?;
+            let response = self.http.request(request).await.map_err(|e| PushError::Unreachable {
+                pod: name.clone(),
+                // `{:#}` prints the causes: hyper's own message is only "client error (Connect)".
+                detail: format!("{:#}", anyhow::Error::new(e)),
+            })?;
             let status = response.status();
             let bytes = response
                 .into_body()
@@ -270,18 +270,6 @@ fn socket(ip: &str, port: u16) -> String {
     } else {
         format!("{ip}:{port}")
     }
-}
-
-/// A hyper client error with its causes (hyper's own message is only "client error (Connect)").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 //! module reads the namespace, calls them and writes status and events. It must not put a Secret
 //! value anywhere: compile errors name fields, push errors name pods and reasons.
 
+use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -19,9 +20,10 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use portcullis_crds::snapshot::ResourceId;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, AccessServiceToken, SidecarCounts};
-use serde_json::json;
+use serde::de::DeserializeOwned;
 
-use crate::controller::service_token::{FIELD_MANAGER, MANAGED_BY};
+use super::{apply_status, backoff, instrumented};
+use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, AppOutcome};
 use crate::push::Pusher;
 use crate::status::{self, Want, READY};
@@ -87,58 +89,24 @@ fn in_namespace<K: Resource>(
 
 /// Compiles, pushes and reports one application.
 pub async fn reconcile(app: Arc<AccessApplication>, app_ctx: Arc<AppContext>) -> Result<Action> {
-    let started = Instant::now();
-    let result = reconcile_inner(&app, &app_ctx).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.reason(),
-    };
-    app_ctx.ctx.metrics.reconciled(CONTROLLER, outcome, started.elapsed());
-    if result.is_ok() {
-        app_ctx.ctx.reset_backoff(&key(&app));
-    }
-    result
+    instrumented(&app_ctx.ctx, CONTROLLER, app.as_ref(), reconcile_inner(&app, &app_ctx)).await
 }
 
-/// Retries a failed reconcile with per-object exponential backoff (5 s doubling to 5 min).
+/// Retries a failed reconcile with per-object exponential backoff.
 pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<AppContext>) -> Action {
-    let wait = app_ctx.ctx.next_backoff(&key(&app));
-    tracing::warn!(application = %key(&app), reason = error.reason(), error = %error, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
-
-fn key(app: &AccessApplication) -> String {
-    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+    backoff(&app_ctx.ctx, CONTROLLER, app.as_ref(), error)
 }
 
 async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let all = ListParams::default();
-    let in_ns = |what: &str| format!("listing {what} in namespace {namespace}");
-    let applications = Api::<AccessApplication>::namespaced(ctx.client.clone(), &namespace)
-        .list(&all)
-        .await
-        .map_err(Error::kube(in_ns("AccessApplications")))?
-        .items;
-    let tokens = Api::<AccessServiceToken>::namespaced(ctx.client.clone(), &namespace)
-        .list(&all)
-        .await
-        .map_err(Error::kube(in_ns("AccessServiceTokens")))?
-        .items;
+    let applications = list::<AccessApplication>(ctx, &namespace).await?;
+    let tokens = list::<AccessServiceToken>(ctx, &namespace).await?;
     // Every Secret of the namespace: token credentials and the OIDC client secrets applications
     // name. Their values go into the compiled snapshot only.
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .list(&all)
-        .await
-        .map_err(Error::kube(in_ns("Secrets")))?
-        .items;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-        .list(&all)
-        .await
-        .map_err(Error::kube(in_ns("Pods")))?
-        .items;
+    let secrets = list::<Secret>(ctx, &namespace).await?;
+    let pods = list::<Pod>(ctx, &namespace).await?;
 
     let plan = desired(&applications, &tokens, &secrets, &pods);
     let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
@@ -199,6 +167,20 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
     Ok(action)
 }
 
+/// Every `K` of `namespace`.
+async fn list<K>(ctx: &Context, namespace: &str) -> Result<Vec<K>>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .map_err(Error::kube(format!("listing {kind}s in namespace {namespace}")))
+}
+
 /// Sets the conditions on `new`, records a Warning event for each condition that turned False
 /// with a new reason, and applies `new` when it differs from `old` in more than timestamps.
 async fn write_status(
@@ -232,18 +214,7 @@ async fn write_status(
     if unchanged {
         return Ok(());
     }
-    let namespace = app.namespace().unwrap_or_default();
-    let name = app.name_any();
-    let body = json!({
-        "apiVersion": AccessApplication::api_version(&()),
-        "kind": AccessApplication::kind(&()),
-        "status": new,
-    });
-    Api::<AccessApplication>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("writing status of AccessApplication {namespace}/{name}")))?;
-    Ok(())
+    apply_status(ctx, app, &new).await
 }
 
 #[cfg(test)]
