@@ -217,9 +217,12 @@ impl Pusher {
         }
     }
 
-    /// Forgets pods that no longer exist (deleted, or no longer running a sidecar).
-    pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        self.acked.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| live(pod));
+    /// Forgets the acknowledgements of `namespace`'s pods that are not in `live` (deleted, or no
+    /// longer running a sidecar), so the map does not grow with every pod ever pushed.
+    pub fn forget_gone(&self, namespace: &str, live: &[PodConfig]) {
+        let prefix = format!("{namespace}/");
+        let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        acked.retain(|pod, _| !pod.starts_with(&prefix) || live.iter().any(|l| &pod_key(l) == pod));
     }
 
     /// One `PUT /config`; `Ok(unchanged)` on an acknowledgement.

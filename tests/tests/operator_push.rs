@@ -105,6 +105,12 @@ async fn the_push_client_configures_a_real_sidecar_once() {
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
+    // The pod is gone from the namespace: its acknowledgement is forgotten, other namespaces kept.
+    pusher.forget_gone("other", &[]);
+    assert!(pusher.in_sync(&restarted));
+    pusher.forget_gone("shop", &[]);
+    assert!(!pusher.in_sync(&restarted));
+
     let sidecar_metrics = sc.metrics().await;
     assert!(sidecar_metrics.contains("portcullis_config_pushes_total{result=\"wrong_target\"} 1"), "{sidecar_metrics}");
 }

@@ -110,13 +110,18 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
 
     let plan = desired(&applications, &tokens, &secrets, &pods);
     let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
+    app_ctx.pusher.forget_gone(&namespace, &plan.pods);
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
 
     let old = app.status.clone().unwrap_or_default();
     let mut new = AccessApplicationStatus { observed_generation: app.metadata.generation, ..Default::default() };
     let (ready, synced, action) = match plan.applications.get(&id) {
-        // Not in the namespace's list: deleted since the event; the next event settles it.
-        None => return Ok(Action::await_change()),
+        // Not in the namespace's list: deleted since the event. The pushes above already left
+        // it out of every snapshot; only its gauges remain.
+        None => {
+            ctx.metrics.forget_application(&namespace, &name);
+            return Ok(Action::await_change());
+        }
         Some(AppOutcome::Invalid(errors)) => {
             let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
             let synced = Want {
