@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use portcullis_crds::compile::{compile_application, CompileErrors, SecretIndex, TokenIndex};
 use portcullis_crds::snapshot::ResourceId;
@@ -40,9 +40,10 @@ pub struct PodConfig {
 /// How one application came out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AppOutcome {
-    /// Compiled: the pods it selects (`namespace/name`, sorted) and its own config version (the
-    /// digest of its compiled form alone, the same on every pod whatever else the pod runs).
-    Compiled { pods: Vec<String>, version: String },
+    /// Compiled: the running sidecar pods it selects (`namespace/name`, sorted), the selected
+    /// sidecar pods not running yet (no push possible), and its own config version (the digest
+    /// of its compiled form alone, the same on every pod whatever else the pod runs).
+    Compiled { pods: Vec<String>, waiting: Vec<String>, version: String },
     /// Left out of every snapshot; the errors name the fields.
     Invalid(CompileErrors),
 }
@@ -94,8 +95,16 @@ pub fn desired(
             }
         }
         selected.sort();
+        let mut waiting: Vec<String> = pods
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(id.namespace.as_str()))
+            .filter(|p| admin_port(p).is_some() && sidecar_pod(p).is_none())
+            .filter(|p| selects(app.spec.selector.as_ref(), p))
+            .map(|p| format!("{}/{}", id.namespace, p.metadata.name.as_deref().unwrap_or_default()))
+            .collect();
+        waiting.sort();
         let version = Snapshot::new(vec![compiled_app]).version;
-        outcomes.insert(id, AppOutcome::Compiled { pods: selected, version });
+        outcomes.insert(id, AppOutcome::Compiled { pods: selected, waiting, version });
     }
     let mut pods: Vec<PodConfig> = sidecars
         .into_iter()
@@ -114,11 +123,7 @@ pub fn sidecar_pod(pod: &Pod) -> Option<SidecarPod> {
         return None;
     }
     let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
-    let spec = pod.spec.as_ref()?;
-    let (container, port) = spec
-        .containers
-        .iter()
-        .find_map(|c| c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME)).map(|p| (c, p)))?;
+    let (container, port) = admin_port(pod)?;
     let restarts =
         status.container_statuses.iter().flatten().find(|s| s.name == container.name).map_or(0, |s| s.restart_count);
     Some(SidecarPod {
@@ -128,6 +133,15 @@ pub fn sidecar_pod(pod: &Pod) -> Option<SidecarPod> {
         admin_port: u16::try_from(port.container_port).ok()?,
         incarnation: format!("{}/{restarts}", pod.metadata.uid.as_deref().unwrap_or_default()),
     })
+}
+
+/// The container declaring the [`ADMIN_PORT_NAME`] port, and that port.
+fn admin_port(pod: &Pod) -> Option<(&Container, &ContainerPort)> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find_map(|c| c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME)).map(|p| (c, p)))
 }
 
 /// Whether `selector` selects `pod`, as Kubernetes label selectors do: the requirements are

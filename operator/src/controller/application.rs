@@ -33,13 +33,15 @@ use crate::{events, Context, Error, Result};
 pub const CONTROLLER: &str = "accessapplication";
 /// The condition saying every matched sidecar runs the current config.
 pub const SYNCED: &str = "Synced";
+/// Synced=False reason while selected sidecar pods are not running yet.
+const PENDING: &str = "Pending";
 /// Retry of an application whose sidecars did not all take the push.
 const PUSH_RETRY: Duration = Duration::from_secs(30);
 /// Periodic re-check: Secrets an application names (an OIDC client secret) are not watched
 /// (only the operator's labelled ones are), so a change to one is picked up by this requeue.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Pods named in a PushFailed message; the rest are counted.
-const NAMED_FAILURES: usize = 3;
+/// Pods named in a PushFailed or Pending message; the rest are counted.
+const NAMED: usize = 3;
 
 /// The controller's state: the shared context and the push client.
 pub struct AppContext {
@@ -133,7 +135,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
             new.config_version = None;
             (ready, synced, Action::await_change())
         }
-        Some(AppOutcome::Compiled { pods, version }) => {
+        Some(AppOutcome::Compiled { pods, waiting, version }) => {
             let failures: Vec<String> = outcomes
                 .iter()
                 .filter(|o| pods.contains(&o.pod))
@@ -150,7 +152,15 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 reason: "Compiled",
                 message: format!("compiled; spec.selector matches {matched} running sidecar(s)"),
             };
-            if failures.is_empty() {
+            if failures.is_empty() && !waiting.is_empty() {
+                let message = format!(
+                    "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
+                    waiting.len(),
+                    named(waiting),
+                );
+                let synced = Want { type_: SYNCED, status: false, reason: PENDING, message };
+                (ready, synced, Action::requeue(RESYNC))
+            } else if failures.is_empty() {
                 let message = if matched == 0 {
                     "no running pod with a portcullis-admin port matches spec.selector".to_owned()
                 } else {
@@ -158,11 +168,11 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 };
                 (ready, Want { type_: SYNCED, status: true, reason: "Synced", message }, Action::requeue(RESYNC))
             } else {
-                let mut message = format!("{} of {matched} matched sidecar(s) did not take the push: ", failures.len());
-                message.push_str(&failures.iter().take(NAMED_FAILURES).cloned().collect::<Vec<_>>().join("; "));
-                if failures.len() > NAMED_FAILURES {
-                    message.push_str(&format!("; and {} more", failures.len() - NAMED_FAILURES));
-                }
+                let message = format!(
+                    "{} of {matched} matched sidecar(s) did not take the push: {}",
+                    failures.len(),
+                    named(&failures)
+                );
                 let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message };
                 (ready, synced, Action::requeue(PUSH_RETRY))
             }
@@ -170,6 +180,15 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
     };
     write_status(app, ctx, &old, new, [ready, synced]).await?;
     Ok(action)
+}
+
+/// The first [`NAMED`] items, then how many more.
+fn named(items: &[String]) -> String {
+    let mut out = items.iter().take(NAMED).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > NAMED {
+        out.push_str(&format!("; and {} more", items.len() - NAMED));
+    }
+    out
 }
 
 /// Every `K` of `namespace`.
@@ -207,9 +226,10 @@ async fn write_status(
     }
     new.conditions = conditions;
     for (type_, reason, message) in failing {
-        // Synced=False because the spec is invalid repeats the Ready event: one is enough.
+        // Synced=False because the spec is invalid repeats the Ready event: one is enough. A pod
+        // still starting (Pending) is routine, not a warning.
         let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
-        if !duplicate && status::transitioned(&old.conditions, &new.conditions, type_) {
+        if !duplicate && reason != PENDING && status::transitioned(&old.conditions, &new.conditions, type_) {
             events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
         }
     }

@@ -122,8 +122,9 @@ fn pods_get_the_valid_applications_of_their_namespace_that_select_them() {
     assert_eq!(d.pods[0].snapshot, Snapshot::empty(), "a pod nothing selects runs the empty config");
 
     match &d.applications[&id("shop", "api")] {
-        AppOutcome::Compiled { pods, version } => {
+        AppOutcome::Compiled { pods, waiting, version } => {
             assert_eq!(pods, &vec!["shop/api-0".to_owned()]);
+            assert_eq!(waiting, &vec!["shop/api-1".to_owned()], "selected but Pending");
             assert_eq!(version.len(), 64);
         }
         other => panic!("{other:?}"),

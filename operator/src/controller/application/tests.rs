@@ -125,3 +125,22 @@ async fn an_unreachable_sidecar_is_push_failed() {
     assert!(message.starts_with("1 of 1 matched") && message.contains("shop/api-0"), "{message}");
     assert_eq!(condition(&status, READY).0, "True");
 }
+
+#[tokio::test]
+async fn a_selected_pod_not_running_yet_is_pending() {
+    let a = app("1h");
+    let mut starting = unreachable_pod();
+    starting["status"] = json!({"phase": "Pending"});
+    let mut scenario = lists(&a, json!([starting]));
+    scenario.push(Scenario::ApplyAppStatus);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    let status = status_of(&seen[4]);
+    assert_eq!(status.sidecars, Some(SidecarCounts { matched: 0, synced: 0 }));
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("False", "Pending"));
+    assert!(
+        message.starts_with("1 selected sidecar pod(s) not running yet") && message.contains("shop/api-0"),
+        "{message}"
+    );
+}
