@@ -39,10 +39,16 @@ pub enum Scenario {
     /// Server-side apply of the Secret: refused with 422 and a message quoting the request body,
     /// as an API server's validation message might.
     ApplySecretRejected,
+    /// `POST` of a new Secret: echoes the body.
+    CreateSecret,
     /// An event with this reason is created (events.k8s.io/v1).
     Event(&'static str),
     /// Server-side apply of the token's status: echoes the body.
     ApplyStatus,
+    /// Server-side apply of an AccessApplication's status: echoes the body.
+    ApplyAppStatus,
+    /// `GET` a list of this resource (plural) in the namespace: answers these items.
+    List(&'static str, Value),
 }
 
 /// A request the mock saw.
@@ -120,24 +126,41 @@ fn answer(ns: &str, expected: &Scenario, method: &http::Method, uri: &str, body:
                 }
             }
         }
+        Scenario::CreateSecret => {
+            assert_eq!(method.as_str(), "POST", "{uri}");
+            assert!(uri.starts_with(&format!("/api/v1/namespaces/{ns}/secrets")), "{uri}");
+            (StatusCode::CREATED, body.clone())
+        }
         Scenario::Event(reason) => {
             assert_eq!(method.as_str(), "POST", "{uri}");
             assert!(uri.starts_with(&format!("/apis/events.k8s.io/v1/namespaces/{ns}/events")), "{uri}");
             assert_eq!(body["reason"], *reason, "event {body}");
             (StatusCode::CREATED, body.clone())
         }
-        Scenario::ApplyStatus => {
-            assert_eq!(method.as_str(), "PATCH", "{uri}");
-            assert!(uri.starts_with(&token_path) && uri.contains("/status?") && uri.contains(ssa), "{uri}");
+        Scenario::ApplyStatus | Scenario::ApplyAppStatus => {
             // The stored object: the mock keeps no spec, so a minimal valid one carries the status.
-            let name = uri.trim_start_matches(&token_path).split('/').next().unwrap_or_default();
+            let (path, spec) = match expected {
+                Scenario::ApplyStatus => (token_path, json!({"secretName": "unused-by-the-mock"})),
+                _ => (
+                    format!("/apis/access.portcullis.dev/v1alpha1/namespaces/{ns}/accessapplications/"),
+                    json!({"domains": ["unused-by-the-mock.example"]}),
+                ),
+            };
+            assert_eq!(method.as_str(), "PATCH", "{uri}");
+            assert!(uri.starts_with(&path) && uri.contains("/status?") && uri.contains(ssa), "{uri}");
+            let name = uri.trim_start_matches(&path).split('/').next().unwrap_or_default();
             let stored = json!({
                 "apiVersion": body["apiVersion"], "kind": body["kind"],
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"secretName": "unused-by-the-mock"},
+                "spec": spec,
                 "status": body["status"],
             });
             (StatusCode::OK, stored)
+        }
+        Scenario::List(plural, items) => {
+            assert_eq!(method.as_str(), "GET", "{uri}");
+            assert!(uri.contains(&format!("/namespaces/{ns}/{plural}?")), "{uri}");
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
         }
     }
 }

@@ -1,5 +1,6 @@
 //! portcullis-operator: the controllers that turn Portcullis resources into cluster state.
-//! This slice reconciles `AccessServiceToken`s into the Secrets holding their credentials.
+//! It reconciles `AccessServiceToken`s into the Secrets holding their credentials, and
+//! `AccessApplication`s into signed config pushes to the sidecars they select.
 //!
 //! The library owns reconciliation and its plumbing (context, status, events, metrics, the admin
 //! HTTP server); `main.rs` owns flags, logging and the process. It must not decide requests (that
@@ -11,8 +12,11 @@ pub mod admin;
 pub mod context;
 pub mod controller;
 pub mod credentials;
+pub mod desired;
 pub mod events;
 pub mod metrics;
+pub mod push;
+pub mod push_key;
 pub mod status;
 
 #[cfg(test)]
@@ -39,6 +43,10 @@ pub enum Error {
     /// An object from the watch lacks a field the API server always sets (name, namespace, uid).
     #[error("{kind} is missing metadata.{field}; the API server always sets it")]
     MissingObjectKey { kind: &'static str, field: &'static str },
+    /// The push signing key Secret exists but holds no usable key. Not replaced automatically:
+    /// the sidecars trust its public key. `detail` never quotes the key.
+    #[error("the push signing key in {secret} is unusable: {detail}; delete that Secret to have a new key generated, then give the sidecars its new public-key")]
+    PushKey { secret: String, detail: String },
     /// The operating system's CSPRNG failed; no credentials are generated without it.
     #[error("no randomness from the operating system: {0}")]
     Entropy(getrandom::Error),
@@ -51,6 +59,7 @@ impl Error {
             Error::Kube { .. } => "KubeApiError",
             Error::WriteSecret { .. } => "SecretWriteFailed",
             Error::MissingObjectKey { .. } => "MissingObjectKey",
+            Error::PushKey { .. } => "PushKeyUnusable",
             Error::Entropy(_) => "EntropyUnavailable",
         }
     }

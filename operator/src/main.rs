@@ -9,8 +9,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
 use portcullis_operator::admin::Admin;
-use portcullis_operator::controller::service_token;
+use portcullis_operator::controller::{application, service_token};
 use portcullis_operator::metrics::Metrics;
+use portcullis_operator::push::Pusher;
+use portcullis_operator::push_key;
 use portcullis_operator::{Context, SystemClock};
 use prometheus::Registry;
 
@@ -34,6 +36,12 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long, env = "PORTCULLIS_LOG_JSON")]
         log_json: bool,
+        /// The operator's own namespace, where it keeps the push signing key.
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Secret (in --namespace) holding the push signing key; created on first start.
+        #[arg(long, default_value = push_key::SECRET_NAME)]
+        push_key_secret: String,
     },
     /// Print the CustomResourceDefinitions (multi-document YAML) and exit.
     Crd,
@@ -46,11 +54,22 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", portcullis_crds::manifests::crd_yaml().context("rendering the CRDs")?);
             Ok(())
         }
-        Command::Run { admin_listen, instance, log_json } => run(admin_listen, instance, log_json).await,
+        Command::Run { admin_listen, instance, log_json, namespace, push_key_secret } => {
+            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret }).await
+        }
     }
 }
 
-async fn run(admin_listen: SocketAddr, instance: Option<String>, log_json: bool) -> anyhow::Result<()> {
+struct Settings {
+    admin_listen: SocketAddr,
+    instance: Option<String>,
+    log_json: bool,
+    namespace: String,
+    push_key_secret: String,
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings { admin_listen, instance, log_json, namespace, push_key_secret } = settings;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -65,7 +84,13 @@ async fn run(admin_listen: SocketAddr, instance: Option<String>, log_json: bool)
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).context("registering metrics")?);
     let reporter = Reporter { controller: "portcullis-operator".into(), instance };
+    let key = push_key::ensure(client.clone(), &namespace, &push_key_secret)
+        .await
+        .with_context(|| format!("loading the push signing key from Secret {namespace}/{push_key_secret}"))?;
+    tracing::info!(key_id = key.verifying_key().key_id(), "push signing key loaded");
+    let pusher = Pusher::new(key, metrics.clone());
     let ctx = Arc::new(Context::new(client, Arc::new(SystemClock), metrics, reporter));
+    let applications = Arc::new(application::AppContext { ctx: ctx.clone(), pusher });
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener =
@@ -73,7 +98,7 @@ async fn run(admin_listen: SocketAddr, instance: Option<String>, log_json: bool)
     tracing::info!(%admin_listen, "admin server listening");
     let admin = tokio::spawn(Admin { registry, ready: ready.clone() }.serve(listener));
 
-    service_token::run(ctx, move || ready.store(true, Ordering::Release)).await;
+    tokio::join!(service_token::run(ctx, move || ready.store(true, Ordering::Release)), application::run(applications),);
     tracing::info!("controllers stopped");
     admin.abort();
     Ok(())

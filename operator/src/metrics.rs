@@ -1,10 +1,12 @@
 //! The operator's Prometheus metrics (`portcullis_operator_*`). Labels are bounded sets: the
-//! controller name and a result that is `ok` or an `Error::reason()`, never an object name, an
-//! error message or a value.
+//! controller name and a result that is `ok` or an `Error::reason()`, never an error message or a
+//! value. The one exception is the per-application sync gauge: it is labelled with the
+//! application's namespace and name (bounded by the AccessApplications in the cluster, as in
+//! kube-state-metrics), since "which application is out of sync" is its whole point.
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Reconcile counters and timings.
 #[derive(Clone)]
@@ -13,6 +15,14 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     /// `portcullis_operator_reconcile_duration_seconds{controller}`.
     duration: HistogramVec,
+    /// `portcullis_operator_pushes_total{result}`: `ok`, `unchanged`, or a `push::PushError`
+    /// reason; one count per attempt.
+    pushes: IntCounterVec,
+    /// `portcullis_operator_push_duration_seconds`: one attempt, connect to answer.
+    push_duration: Histogram,
+    /// `portcullis_operator_sidecars_synced{namespace, application}` and `..._matched`.
+    synced: IntGaugeVec,
+    matched: IntGaugeVec,
 }
 
 // === impl Metrics ===
@@ -32,14 +42,53 @@ impl Metrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["controller"],
         )?;
+        let pushes = IntCounterVec::new(
+            Opts::new("portcullis_operator_pushes_total", "Config push attempts by result (ok, unchanged or reason)"),
+            &["result"],
+        )?;
+        let push_duration = Histogram::with_opts(
+            HistogramOpts::new("portcullis_operator_push_duration_seconds", "Time of one config push attempt")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        let synced = IntGaugeVec::new(
+            Opts::new("portcullis_operator_sidecars_synced", "Matched sidecars running the current config"),
+            &["namespace", "application"],
+        )?;
+        let matched = IntGaugeVec::new(
+            Opts::new("portcullis_operator_sidecars_matched", "Running sidecars an application selects"),
+            &["namespace", "application"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { reconciles, duration })
+        registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(push_duration.clone()))?;
+        registry.register(Box::new(synced.clone()))?;
+        registry.register(Box::new(matched.clone()))?;
+        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched })
     }
 
     /// Counts one finished reconcile and its duration.
     pub fn reconciled(&self, controller: &str, result: &str, took: Duration) {
         self.reconciles.with_label_values(&[controller, result]).inc();
         self.duration.with_label_values(&[controller]).observe(took.as_secs_f64());
+    }
+
+    /// Counts one push attempt and its duration.
+    pub fn pushed(&self, result: &str, took: Duration) {
+        self.pushes.with_label_values(&[result]).inc();
+        self.push_duration.observe(took.as_secs_f64());
+    }
+
+    /// Sets an application's sidecar counts.
+    pub fn sidecars(&self, namespace: &str, application: &str, matched: u32, synced: u32) {
+        self.matched.with_label_values(&[namespace, application]).set(i64::from(matched));
+        self.synced.with_label_values(&[namespace, application]).set(i64::from(synced));
+    }
+
+    /// Drops the gauges of a deleted application.
+    pub fn forget_application(&self, namespace: &str, application: &str) {
+        // An error only means the series did not exist.
+        let _ = self.matched.remove_label_values(&[namespace, application]);
+        let _ = self.synced.remove_label_values(&[namespace, application]);
     }
 }

@@ -1,4 +1,76 @@
 //! The controllers. Each module owns one kind: its reconcile, its error policy and the wiring of
-//! its watches. This slice has the AccessServiceToken controller.
+//! its watches: AccessApplication and AccessServiceToken. This module holds what every
+//! controller does the same way around a reconcile (metrics, backoff, the status write); it
+//! decides nothing about any kind.
 
+pub mod application;
 pub mod service_token;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Instant;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{Context, Error, Result};
+
+/// The one field manager of every write (server-side apply: a field has one owner, so a second
+/// manager name would fight the first over the same keys).
+pub const FIELD_MANAGER: &str = "portcullis-operator";
+
+/// `namespace/name` of an object, for logs and the backoff state.
+pub fn key<K: Resource>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Runs one reconcile of `object`, counts it under `controller`, and forgets the object's
+/// failures when it succeeded.
+pub async fn instrumented<K: Resource>(
+    ctx: &Context,
+    controller: &str,
+    object: &K,
+    reconcile: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    ctx.metrics.reconciled(controller, outcome, started.elapsed());
+    if result.is_ok() {
+        ctx.reset_backoff(&key(object));
+    }
+    result
+}
+
+/// Retries a failed reconcile with per-object exponential backoff (5 s doubling to 5 min).
+pub fn backoff<K: Resource>(ctx: &Context, controller: &str, object: &K, error: &Error) -> Action {
+    let key = key(object);
+    let wait = ctx.next_backoff(&key);
+    tracing::warn!(controller, object = %key, reason = error.reason(), error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Applies `status` to `object`'s status subresource (server-side apply, forced: this operator
+/// is the only writer of status).
+pub async fn apply_status<K>(ctx: &Context, object: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let dt = K::DynamicType::default();
+    let body = json!({ "apiVersion": K::api_version(&dt), "kind": K::kind(&dt), "status": status });
+    Api::<K>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube(format!("writing status of {} {namespace}/{name}", K::kind(&dt))))?;
+    Ok(())
+}

@@ -8,7 +8,7 @@
 pub mod plan;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -19,18 +19,15 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use portcullis_crds::v1alpha1::{AccessServiceToken, AccessServiceTokenStatus, ROTATE_ANNOTATION};
-use serde_json::json;
 
 use self::plan::{Cause, Credentials, Step};
+use super::{apply_status, backoff, instrumented, FIELD_MANAGER};
 use crate::credentials::{generate_client_id, generate_client_secret};
 use crate::status::{self, Want, READY};
 use crate::{events, Context, Error, Result};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "accessservicetoken";
-/// The one field manager of every write (server-side apply: a field has one owner, so a second
-/// manager name would fight the first over the same keys).
-pub const FIELD_MANAGER: &str = "portcullis-operator";
 /// Label on the Secrets we write; the controller watches only Secrets carrying it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis-operator");
 /// How often a token whose Secret belongs to someone else is looked at again: that Secret is not
@@ -69,28 +66,12 @@ async fn signal_ready(store: Store<AccessServiceToken>, ready: impl FnOnce()) {
 
 /// Brings one token's Secret and status in line with its spec.
 pub async fn reconcile(token: Arc<AccessServiceToken>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let result = reconcile_inner(&token, &ctx).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.reason(),
-    };
-    ctx.metrics.reconciled(CONTROLLER, outcome, started.elapsed());
-    if result.is_ok() {
-        ctx.reset_backoff(&key(&token));
-    }
-    result
+    instrumented(&ctx, CONTROLLER, token.as_ref(), reconcile_inner(&token, &ctx)).await
 }
 
-/// Retries a failed reconcile with per-object exponential backoff (5 s doubling to 5 min).
+/// Retries a failed reconcile with per-object exponential backoff.
 pub fn error_policy(token: Arc<AccessServiceToken>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.next_backoff(&key(&token));
-    tracing::warn!(token = %key(&token), reason = error.reason(), error = %error, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
-
-fn key(token: &AccessServiceToken) -> String {
-    format!("{}/{}", token.namespace().unwrap_or_default(), token.name_any())
+    backoff(&ctx, CONTROLLER, token.as_ref(), error)
 }
 
 async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Action> {
@@ -231,18 +212,7 @@ async fn write_status(
     if unchanged {
         return Ok(());
     }
-    let namespace = token.namespace().unwrap_or_default();
-    let name = token.name_any();
-    let body = json!({
-        "apiVersion": AccessServiceToken::api_version(&()),
-        "kind": AccessServiceToken::kind(&()),
-        "status": new,
-    });
-    Api::<AccessServiceToken>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("writing status of AccessServiceToken {namespace}/{name}")))?;
-    Ok(())
+    apply_status(ctx, token, &new).await
 }
 
 /// The Secret as this operator wants it: our keys, annotations and label, owned by the token

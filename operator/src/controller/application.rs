@@ -1,0 +1,246 @@
+//! The AccessApplication controller: compiles the applications of a namespace, pushes each
+//! sidecar pod of that namespace its snapshot, and reports `status` (Ready, Synced, sidecar
+//! counts, config version) on the application being reconciled.
+//!
+//! What a pod runs is decided by [`crate::desired`] (pure); the push by [`crate::push`]. This
+//! module reads the namespace, calls them and writes status and events. It must not put a Secret
+//! value anywhere: compile errors name fields, push errors name pods and reasons.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use portcullis_crds::snapshot::ResourceId;
+use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, AccessServiceToken, SidecarCounts};
+use serde::de::DeserializeOwned;
+
+use super::{apply_status, backoff, instrumented};
+use crate::controller::service_token::MANAGED_BY;
+use crate::desired::{desired, AppOutcome};
+use crate::push::Pusher;
+use crate::status::{self, Want, READY};
+use crate::{events, Context, Error, Result};
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "accessapplication";
+/// The condition saying every matched sidecar runs the current config.
+pub const SYNCED: &str = "Synced";
+/// Synced=False reason while selected sidecar pods are not running yet.
+const PENDING: &str = "Pending";
+/// Retry of an application whose sidecars did not all take the push.
+const PUSH_RETRY: Duration = Duration::from_secs(30);
+/// Periodic re-check: Secrets an application names (an OIDC client secret) are not watched
+/// (only the operator's labelled ones are), so a change to one is picked up by this requeue.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Pods named in a PushFailed or Pending message; the rest are counted.
+const NAMED: usize = 3;
+
+/// The controller's state: the shared context and the push client.
+pub struct AppContext {
+    pub ctx: Arc<Context>,
+    pub pusher: Pusher,
+}
+
+/// Runs the controller until the process is asked to stop. Tokens, the operator's Secrets and
+/// Pods re-reconcile every application of their namespace: any of them can change what the
+/// namespace's sidecars should run.
+pub async fn run(app_ctx: Arc<AppContext>) {
+    let client = app_ctx.ctx.client.clone();
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    let controller = controller
+        .watches(Api::<AccessServiceToken>::all(client.clone()), watcher::Config::default(), in_namespace(&store))
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed), in_namespace(&store))
+        .watches(Api::<Pod>::all(client), watcher::Config::default(), in_namespace(&store))
+        .shutdown_on_signal();
+    controller
+        .run(reconcile, error_policy, app_ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconcile errors were logged by error_policy; these are queue/watch errors.
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// Maps an object to every application of its namespace.
+fn in_namespace<K: Resource>(
+    store: &Store<AccessApplication>,
+) -> impl Fn(K) -> Vec<ObjectRef<AccessApplication>> + Send + Sync + 'static {
+    let store = store.clone();
+    move |object: K| {
+        let namespace = object.meta().namespace.clone();
+        store
+            .state()
+            .iter()
+            .filter(|app| app.metadata.namespace == namespace)
+            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .collect()
+    }
+}
+
+/// Compiles, pushes and reports one application.
+pub async fn reconcile(app: Arc<AccessApplication>, app_ctx: Arc<AppContext>) -> Result<Action> {
+    instrumented(&app_ctx.ctx, CONTROLLER, app.as_ref(), reconcile_inner(&app, &app_ctx)).await
+}
+
+/// Retries a failed reconcile with per-object exponential backoff.
+pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<AppContext>) -> Action {
+    backoff(&app_ctx.ctx, CONTROLLER, app.as_ref(), error)
+}
+
+async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
+    let ctx = &app_ctx.ctx;
+    let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+    let name = app.name_any();
+    let applications = list::<AccessApplication>(ctx, &namespace).await?;
+    let tokens = list::<AccessServiceToken>(ctx, &namespace).await?;
+    // Every Secret of the namespace: token credentials and the OIDC client secrets applications
+    // name. Their values go into the compiled snapshot only.
+    let secrets = list::<Secret>(ctx, &namespace).await?;
+    let pods = list::<Pod>(ctx, &namespace).await?;
+
+    let plan = desired(&applications, &tokens, &secrets, &pods);
+    let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
+    app_ctx.pusher.forget_gone(&namespace, &plan.pods);
+    let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
+
+    let old = app.status.clone().unwrap_or_default();
+    let mut new = AccessApplicationStatus { observed_generation: app.metadata.generation, ..Default::default() };
+    let (ready, synced, action) = match plan.applications.get(&id) {
+        // Not in the namespace's list: deleted since the event. The pushes above already left
+        // it out of every snapshot; only its gauges remain.
+        None => {
+            ctx.metrics.forget_application(&namespace, &name);
+            return Ok(Action::await_change());
+        }
+        Some(AppOutcome::Invalid(errors)) => {
+            let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
+            let synced = Want {
+                type_: SYNCED,
+                status: false,
+                reason: errors.reason(),
+                message: "no sidecar runs this application until its spec compiles (see Ready)".to_owned(),
+            };
+            new.config_version = None;
+            (ready, synced, Action::await_change())
+        }
+        Some(AppOutcome::Compiled { pods, waiting, version }) => {
+            let failures: Vec<String> = outcomes
+                .iter()
+                .filter(|o| pods.contains(&o.pod))
+                .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
+                .collect();
+            let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
+            let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
+            new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
+            new.config_version = Some(version.clone());
+            ctx.metrics.sidecars(&namespace, &name, matched, synced_count);
+            let ready = Want {
+                type_: READY,
+                status: true,
+                reason: "Compiled",
+                message: format!("compiled; spec.selector matches {matched} running sidecar(s)"),
+            };
+            if failures.is_empty() && !waiting.is_empty() {
+                let message = format!(
+                    "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
+                    waiting.len(),
+                    named(waiting),
+                );
+                let synced = Want { type_: SYNCED, status: false, reason: PENDING, message };
+                (ready, synced, Action::requeue(RESYNC))
+            } else if failures.is_empty() {
+                let message = if matched == 0 {
+                    "no running pod with a portcullis-admin port matches spec.selector".to_owned()
+                } else {
+                    format!("all {matched} matched sidecar(s) run this configuration")
+                };
+                (ready, Want { type_: SYNCED, status: true, reason: "Synced", message }, Action::requeue(RESYNC))
+            } else {
+                let message = format!(
+                    "{} of {matched} matched sidecar(s) did not take the push: {}",
+                    failures.len(),
+                    named(&failures)
+                );
+                let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message };
+                (ready, synced, Action::requeue(PUSH_RETRY))
+            }
+        }
+    };
+    write_status(app, ctx, &old, new, [ready, synced]).await?;
+    Ok(action)
+}
+
+/// The first [`NAMED`] items, then how many more.
+fn named(items: &[String]) -> String {
+    let mut out = items.iter().take(NAMED).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > NAMED {
+        out.push_str(&format!("; and {} more", items.len() - NAMED));
+    }
+    out
+}
+
+/// Every `K` of `namespace`.
+async fn list<K>(ctx: &Context, namespace: &str) -> Result<Vec<K>>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .map_err(Error::kube(format!("listing {kind}s in namespace {namespace}")))
+}
+
+/// Sets the conditions on `new`, records a Warning event for each condition that turned False
+/// with a new reason, and applies `new` when it differs from `old` in more than timestamps.
+async fn write_status(
+    app: &AccessApplication,
+    ctx: &Context,
+    old: &AccessApplicationStatus,
+    mut new: AccessApplicationStatus,
+    wants: [Want; 2],
+) -> Result<()> {
+    let now = ctx.clock.now();
+    let generation = app.metadata.generation;
+    let mut conditions = old.conditions.clone();
+    let mut failing = Vec::new();
+    for want in wants {
+        if !want.status {
+            failing.push((want.type_, want.reason, want.message.clone()));
+        }
+        conditions = status::set(&conditions, want, generation, now);
+    }
+    new.conditions = conditions;
+    for (type_, reason, message) in failing {
+        // Synced=False because the spec is invalid repeats the Ready event: one is enough. A pod
+        // still starting (Pending) is routine, not a warning.
+        let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
+        if !duplicate && reason != PENDING && status::transitioned(&old.conditions, &new.conditions, type_) {
+            events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
+        }
+    }
+    let unchanged = !status::changed(&old.conditions, &new.conditions)
+        && AccessApplicationStatus { conditions: vec![], ..old.clone() }
+            == AccessApplicationStatus { conditions: vec![], ..new.clone() };
+    if unchanged {
+        return Ok(());
+    }
+    apply_status(ctx, app, &new).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! Reconcile tests against a scripted mock API server (`crate::fixtures`).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use portcullis_crds::push::SigningKey;
+use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::desired::ADMIN_PORT_NAME;
+use crate::fixtures::{Scenario, Seen};
+
+const NS: &str = "shop";
+
+fn now() -> Timestamp {
+    "2026-11-24T00:00:00Z".parse().unwrap()
+}
+
+fn app(session_duration: &str) -> AccessApplication {
+    serde_json::from_value(json!({
+        "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessApplication",
+        "metadata": {"name": "api", "namespace": NS, "generation": 3, "uid": "uid-api"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "api"}},
+            "domains": ["api.example.com"],
+            "sessionDuration": session_duration,
+            "policies": [{"name": "all", "action": "Allow", "include": [{"everyone": {}}]}],
+        },
+    }))
+    .unwrap()
+}
+
+/// A running sidecar pod whose admin port nothing listens on.
+fn unreachable_pod() -> Value {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    json!({
+        "metadata": {"name": "api-0", "namespace": NS, "uid": "uid-pod", "labels": {"app": "api"}},
+        "spec": {"containers": [{"name": "portcullis", "ports": [{"name": ADMIN_PORT_NAME, "containerPort": port}]}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+    })
+}
+
+/// The four lists a reconcile reads, answering `app` and `pods`.
+fn lists(app: &AccessApplication, pods: Value) -> Vec<Scenario> {
+    vec![
+        Scenario::List("accessapplications", json!([app])),
+        Scenario::List("accessservicetokens", json!([])),
+        Scenario::List("secrets", json!([])),
+        Scenario::List("pods", pods),
+    ]
+}
+
+async fn reconcile_with(app: &AccessApplication, scenario: Vec<Scenario>) -> (Result<Action>, Vec<Seen>) {
+    let (ctx, verifier, _registry) = Context::test(now());
+    let mock = verifier.run(NS, scenario);
+    let (key, _) = SigningKey::generate().unwrap();
+    let pusher = Pusher::new(key, ctx.metrics.clone());
+    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext { ctx, pusher })).await;
+    (result, mock.await.expect("mock API server"))
+}
+
+fn status_of(seen: &Seen) -> AccessApplicationStatus {
+    serde_json::from_value(seen.body["status"].clone()).expect("a status body")
+}
+
+fn condition(status: &AccessApplicationStatus, type_: &str) -> (String, String, String) {
+    let c = status.conditions.iter().find(|c| c.type_ == type_).expect("condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn a_valid_application_without_pods_is_ready_and_synced() {
+    let a = app("1h");
+    let mut scenario = lists(&a, json!([]));
+    scenario.push(Scenario::ApplyAppStatus);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    let status = status_of(&seen[4]);
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(status.sidecars, Some(SidecarCounts { matched: 0, synced: 0 }));
+    assert_eq!(status.config_version.as_deref().map(str::len), Some(64));
+    assert_eq!(condition(&status, READY).0, "True");
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("True", "Synced"));
+    assert!(message.contains("spec.selector"), "{message}");
+    assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
+}
+
+#[tokio::test]
+async fn an_invalid_application_reports_its_fields_once() {
+    let a = app("forever");
+    let mut scenario = lists(&a, json!([]));
+    scenario.extend([Scenario::Event("InvalidSpec"), Scenario::ApplyAppStatus]);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(seen[4].body["note"].as_str().unwrap().contains("spec.sessionDuration"), "{}", seen[4].body);
+    let status = status_of(&seen[5]);
+    let (ready, reason, message) = condition(&status, READY);
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("spec.sessionDuration") && message.contains("forever"), "{message}");
+    assert_eq!(condition(&status, SYNCED).0, "False");
+    assert_eq!(status.config_version, None);
+
+    // The next reconcile finds the same errors: no event, no write.
+    let mut again = a.clone();
+    again.status = Some(status);
+    let (result, seen) = reconcile_with(&again, lists(&again, json!([]))).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_sidecar_is_push_failed() {
+    let a = app("1h");
+    let mut scenario = lists(&a, json!([unreachable_pod()]));
+    scenario.extend([Scenario::Event("PushFailed"), Scenario::ApplyAppStatus]);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY));
+    let status = status_of(&seen[5]);
+    assert_eq!(status.sidecars, Some(SidecarCounts { matched: 1, synced: 0 }));
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("False", "PushFailed"));
+    assert!(message.starts_with("1 of 1 matched") && message.contains("shop/api-0"), "{message}");
+    assert_eq!(condition(&status, READY).0, "True");
+}
+
+#[tokio::test]
+async fn a_selected_pod_not_running_yet_is_pending() {
+    let a = app("1h");
+    let mut starting = unreachable_pod();
+    starting["status"] = json!({"phase": "Pending"});
+    let mut scenario = lists(&a, json!([starting]));
+    scenario.push(Scenario::ApplyAppStatus);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    let status = status_of(&seen[4]);
+    assert_eq!(status.sidecars, Some(SidecarCounts { matched: 0, synced: 0 }));
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("False", "Pending"));
+    assert!(
+        message.starts_with("1 selected sidecar pod(s) not running yet") && message.contains("shop/api-0"),
+        "{message}"
+    );
+}

@@ -1,0 +1,173 @@
+//! What each sidecar should run: AccessApplications, AccessServiceTokens, Secrets and Pods in,
+//! one [`Snapshot`] per sidecar pod and one outcome per application out.
+//!
+//! Pure: no API calls, no clock, no pushing. The controller reads the caches, calls [`desired`]
+//! and acts on the result. Applications are judged only by `portcullis_crds::compile`; this
+//! module decides which pods they apply to, never whether they are valid.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use portcullis_crds::compile::{compile_application, CompileErrors, SecretIndex, TokenIndex};
+use portcullis_crds::snapshot::ResourceId;
+use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
+use portcullis_crds::Snapshot;
+
+/// Name of the container port a Portcullis sidecar serves its admin API on: a pod is a sidecar
+/// pod exactly when one of its containers declares it.
+pub const ADMIN_PORT_NAME: &str = "portcullis-admin";
+
+/// A running pod with a sidecar, and where to reach its admin port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SidecarPod {
+    pub namespace: String,
+    pub name: String,
+    pub ip: String,
+    pub admin_port: u16,
+    /// Pod uid and restarts of the sidecar container: a restarted sidecar (same pod, same IP)
+    /// has lost its pushed config, and this is how the push client tells it apart.
+    pub incarnation: String,
+}
+
+/// The config one sidecar pod should run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodConfig {
+    pub pod: SidecarPod,
+    pub snapshot: Snapshot,
+}
+
+/// How one application came out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppOutcome {
+    /// Compiled: the running sidecar pods it selects (`namespace/name`, sorted), the selected
+    /// sidecar pods not running yet (no push possible), and its own config version (the digest
+    /// of its compiled form alone, the same on every pod whatever else the pod runs).
+    Compiled { pods: Vec<String>, waiting: Vec<String>, version: String },
+    /// Left out of every snapshot; the errors name the fields.
+    Invalid(CompileErrors),
+}
+
+/// Everything the controller needs from one pass.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// One entry per running sidecar pod, sorted by namespace and name. A sidecar pod that no
+    /// valid application selects gets an empty snapshot: it serves 404 rather than a stale config.
+    pub pods: Vec<PodConfig>,
+    pub applications: BTreeMap<ResourceId, AppOutcome>,
+}
+
+/// Compiles every application and assigns the valid ones to the sidecar pods they select.
+pub fn desired(
+    applications: &[AccessApplication],
+    tokens: &[AccessServiceToken],
+    secrets: &[Secret],
+    pods: &[Pod],
+) -> Desired {
+    // Every object from the API server has a namespace; the default is never used in a cluster.
+    let default_namespace = "default";
+    let secret_index = SecretIndex::new(secrets, default_namespace);
+    // Token errors are the token controller's to report (its status); an application that names
+    // an unusable token gets its own error from compile_application.
+    let token_index = TokenIndex::build(tokens, &secret_index, default_namespace).index;
+
+    let sidecars: Vec<(SidecarPod, &Pod)> = pods.iter().filter_map(|p| sidecar_pod(p).map(|s| (s, p))).collect();
+    let mut per_pod: Vec<Vec<portcullis_crds::snapshot::Application>> = vec![Vec::new(); sidecars.len()];
+    let mut outcomes = BTreeMap::new();
+    for app in applications {
+        let mut compiled = compile_application(app, default_namespace, &token_index, &secret_index);
+        let id = ResourceId {
+            namespace: app.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
+            name: app.metadata.name.clone().unwrap_or_default(),
+        };
+        let compiled_app = match compiled.application.take() {
+            Some(a) if !compiled.diagnostics.has_errors() => a,
+            _ => {
+                outcomes.insert(id, AppOutcome::Invalid(CompileErrors(compiled.diagnostics.errors().to_vec())));
+                continue;
+            }
+        };
+        let mut selected = Vec::new();
+        for (i, (sidecar, pod)) in sidecars.iter().enumerate() {
+            if sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
+                per_pod[i].push(compiled_app.clone());
+                selected.push(format!("{}/{}", sidecar.namespace, sidecar.name));
+            }
+        }
+        selected.sort();
+        let mut waiting: Vec<String> = pods
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(id.namespace.as_str()))
+            .filter(|p| admin_port(p).is_some() && sidecar_pod(p).is_none())
+            .filter(|p| selects(app.spec.selector.as_ref(), p))
+            .map(|p| format!("{}/{}", id.namespace, p.metadata.name.as_deref().unwrap_or_default()))
+            .collect();
+        waiting.sort();
+        let version = Snapshot::new(vec![compiled_app]).version;
+        outcomes.insert(id, AppOutcome::Compiled { pods: selected, waiting, version });
+    }
+    let mut pods: Vec<PodConfig> = sidecars
+        .into_iter()
+        .zip(per_pod)
+        .map(|((pod, _), apps)| PodConfig { pod, snapshot: Snapshot::new(apps) })
+        .collect();
+    pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+    Desired { pods, applications: outcomes }
+}
+
+/// The pod as a push target: Running, with an IP and a container port named
+/// [`ADMIN_PORT_NAME`]. A pending pod is skipped; it is pushed once it runs (its Pod changes).
+pub fn sidecar_pod(pod: &Pod) -> Option<SidecarPod> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    let (container, port) = admin_port(pod)?;
+    let restarts =
+        status.container_statuses.iter().flatten().find(|s| s.name == container.name).map_or(0, |s| s.restart_count);
+    Some(SidecarPod {
+        namespace: pod.metadata.namespace.clone()?,
+        name: pod.metadata.name.clone()?,
+        ip,
+        admin_port: u16::try_from(port.container_port).ok()?,
+        incarnation: format!("{}/{restarts}", pod.metadata.uid.as_deref().unwrap_or_default()),
+    })
+}
+
+/// The container declaring the [`ADMIN_PORT_NAME`] port, and that port.
+fn admin_port(pod: &Pod) -> Option<(&Container, &ContainerPort)> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find_map(|c| c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME)).map(|p| (c, p)))
+}
+
+/// Whether `selector` selects `pod`, as Kubernetes label selectors do: the requirements are
+/// ANDed, an empty selector selects every pod, and an absent one selects none (an application
+/// without a selector is for standalone sidecars, not for every pod of its namespace).
+pub fn selects(selector: Option<&LabelSelector>, pod: &Pod) -> bool {
+    let Some(selector) = selector else { return false };
+    let empty = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let labels_match = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    labels_match && selector.match_expressions.iter().flatten().all(|r| requirement_holds(r, labels))
+}
+
+/// One matchExpressions entry. An unknown operator selects nothing: the API server rejects
+/// those, and guessing would push a config to pods nobody chose.
+fn requirement_holds(r: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&r.key);
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
