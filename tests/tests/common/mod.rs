@@ -424,12 +424,16 @@ impl Answer {
 }
 
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    exchange(req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?).await
+}
+
+/// Sends a request over a fresh client and reads the whole answer (15 s at most).
+async fn exchange(req: Request<Full<Bytes>>) -> Result<Answer, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
         .await
         .map_err(|_| "timeout".to_owned())?
@@ -607,22 +611,15 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// Sends a request with a body.
+/// Sends a request with a JSON body.
 pub async fn send_body(method: &str, url: &str, body: &str) -> Result<Answer, String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = Request::builder()
         .method(method)
         .uri(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_owned())))
         .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
-        .await
-        .map_err(|_| "timeout".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+    exchange(req).await
 }
 
 /// A sidecar in cluster mode: no manifests, configured only by signed pushes.
