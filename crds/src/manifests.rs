@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::CustomResourceExt;
 use serde::Deserialize;
 
+use crate::compile::{compile, CompileErrors, Compiled, Inputs};
 use crate::v1alpha1::{AccessApplication, AccessServiceToken, API_VERSION};
 
 /// The resources found in a set of manifests.
@@ -36,6 +37,16 @@ impl Resources {
             self.add_value(source_name, index, value).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Compiles everything read so far; `default_namespace` applies to resources without one.
+    pub fn compile(&self, default_namespace: &str) -> Result<Compiled, CompileErrors> {
+        compile(&Inputs {
+            applications: &self.applications,
+            service_tokens: &self.service_tokens,
+            secrets: &self.secrets,
+            default_namespace,
+        })
     }
 
     fn add_value(&mut self, source: &str, index: usize, value: serde_json::Value) -> Result<(), String> {

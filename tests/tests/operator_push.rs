@@ -17,15 +17,7 @@ use portcullis_operator::push::{PushError, Pushed, Pusher};
 use prometheus::{Encoder, Registry, TextEncoder};
 
 fn seed_snapshot() -> Snapshot {
-    let mut res = portcullis_crds::manifests::Resources::default();
-    res.add_yaml("operator-push", &seed_manifests(&inline_jwks(), SEED_CORS, "")).unwrap();
-    let inputs = portcullis_crds::Inputs {
-        applications: &res.applications,
-        service_tokens: &res.service_tokens,
-        secrets: &res.secrets,
-        default_namespace: "default",
-    };
-    portcullis_crds::compile(&inputs).unwrap().snapshot
+    compile_manifests(&seed_manifests(&inline_jwks(), SEED_CORS, ""))
 }
 
 fn target(sc: &Sidecar, pod: &str, incarnation: &str, snapshot: Snapshot) -> PodConfig {

@@ -8,19 +8,6 @@ use common::*;
 use portcullis_crds::push::{ConfigPush, PushTarget, SigningKey};
 use portcullis_crds::Snapshot;
 
-fn compile(manifests: &str) -> Snapshot {
-    let mut res = portcullis_crds::manifests::Resources::default();
-    res.add_yaml("push-test", manifests).unwrap();
-    portcullis_crds::compile(&portcullis_crds::Inputs {
-        applications: &res.applications,
-        service_tokens: &res.service_tokens,
-        secrets: &res.secrets,
-        default_namespace: "default",
-    })
-    .unwrap()
-    .snapshot
-}
-
 fn signed(key: &SigningKey, sequence: u64, pod: &str, snapshot: Snapshot) -> String {
     let push = ConfigPush {
         sequence,
@@ -47,7 +34,7 @@ async fn a_signed_push_configures_the_sidecar_and_bad_ones_are_refused() {
     let r = get(&sc.url("/"), &[("host", "api.mysite.com")]).await.unwrap();
     assert_eq!(r.status, 503);
 
-    let snapshot = compile(&seed_manifests(&inline_jwks(), SEED_CORS, ""));
+    let snapshot = compile_manifests(&seed_manifests(&inline_jwks(), SEED_CORS, ""));
     let r = put(&sc, &signed(&key, 100, "api-0", snapshot.clone())).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["version"], snapshot.version.as_str());

@@ -64,12 +64,6 @@ fn the_bench_config_compiles() {
         .replace("JWKS_PLACEHOLDER\n", &yaml_block(&jwks, 10));
     let mut res = portcullis_crds::manifests::Resources::default();
     res.add_yaml("bench/access.yaml", &text).unwrap();
-    let compiled = portcullis_crds::compile(&portcullis_crds::Inputs {
-        applications: &res.applications,
-        service_tokens: &res.service_tokens,
-        secrets: &res.secrets,
-        default_namespace: "default",
-    })
-    .unwrap();
+    let compiled = res.compile("default").unwrap();
     assert_eq!(compiled.snapshot.applications.len(), 2);
 }

@@ -207,12 +207,7 @@ mod tests {
     fn compile_yaml(yaml: &str) -> Result<Compiled, CompileErrors> {
         let mut r = Resources::default();
         r.add_yaml("t.yaml", yaml).unwrap();
-        compile(&Inputs {
-            applications: &r.applications,
-            service_tokens: &r.service_tokens,
-            secrets: &r.secrets,
-            default_namespace: "default",
-        })
+        r.compile("default")
     }
 
     const APP: &str = "apiVersion: access.portcullis.dev/v1alpha1

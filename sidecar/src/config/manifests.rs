@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_crds::compile::{compile, CompileErrors, Compiled, Inputs};
+use portcullis_crds::compile::{CompileErrors, Compiled};
 use portcullis_crds::manifests::{ManifestError, Resources};
 use sha2::{Digest, Sha256};
 
+use super::live::Live;
 use super::store::ConfigStore;
 
 /// Why the manifests could not be loaded.
@@ -88,38 +89,33 @@ pub fn compile_sources(sources: &Sources, default_namespace: &str) -> Result<Com
     for (path, text) in &sources.files {
         resources.add_yaml(&path.display().to_string(), text)?;
     }
-    Ok(compile(&Inputs {
-        applications: &resources.applications,
-        service_tokens: &resources.service_tokens,
-        secrets: &resources.secrets,
-        default_namespace,
-    })?)
+    Ok(resources.compile(default_namespace)?)
+}
+
+/// Compiles what was read and installs it, logging compile warnings; counts and stamps a
+/// successful load. The caller counts and reports failures (once, or deduplicated).
+fn apply(store: &ConfigStore, sources: &Sources, default_namespace: &str) -> Result<Arc<Live>, LoadError> {
+    let compiled = compile_sources(sources, default_namespace)?;
+    for w in &compiled.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+    let live = store.install(compiled.snapshot)?;
+    let metrics = store.metrics();
+    metrics.config_reloads.with_label_values(&["ok"]).inc();
+    metrics.config_last_success.set(jiff::Timestamp::now().as_second() as f64);
+    Ok(live)
 }
 
 /// Loads once and installs; logs warnings. Returns the error for the caller to report.
 pub fn load_into(store: &ConfigStore, path: &Path, default_namespace: &str) -> Result<[u8; 32], LoadError> {
-    let result = read_sources(path).and_then(|s| compile_sources(&s, default_namespace).map(|c| (s.digest, c)));
-    let metrics = store.metrics();
+    let result = read_sources(path).and_then(|s| apply(store, &s, default_namespace).map(|live| (s.digest, live)));
     match result {
-        Ok((digest, compiled)) => {
-            for w in &compiled.warnings {
-                tracing::warn!(warning = %w, "configuration warning");
-            }
-            let apps = compiled.snapshot.applications.len();
-            let live = match store.install(compiled.snapshot) {
-                Ok(live) => live,
-                Err(e) => {
-                    metrics.config_reloads.with_label_values(&["error"]).inc();
-                    return Err(e.into());
-                }
-            };
-            metrics.config_reloads.with_label_values(&["ok"]).inc();
-            metrics.config_last_success.set(jiff::Timestamp::now().as_second() as f64);
-            tracing::info!(version = %live.version, applications = apps, path = %path.display(), "configuration loaded");
+        Ok((digest, live)) => {
+            tracing::info!(version = %live.version, applications = live.apps.len(), path = %path.display(), "configuration loaded");
             Ok(digest)
         }
         Err(e) => {
-            metrics.config_reloads.with_label_values(&["error"]).inc();
+            store.metrics().config_reloads.with_label_values(&["error"]).inc();
             Err(e)
         }
     }
@@ -150,16 +146,8 @@ pub async fn watch(
         if Some(sources.digest) == last {
             continue;
         }
-        let installed = compile_sources(&sources, &default_namespace).and_then(|compiled| {
-            for w in &compiled.warnings {
-                tracing::warn!(warning = %w, "configuration warning");
-            }
-            store.install(compiled.snapshot).map_err(LoadError::from)
-        });
-        match installed {
+        match apply(&store, &sources, &default_namespace) {
             Ok(live) => {
-                store.metrics().config_reloads.with_label_values(&["ok"]).inc();
-                store.metrics().config_last_success.set(jiff::Timestamp::now().as_second() as f64);
                 tracing::info!(version = %live.version, path = %path.display(), "configuration reloaded");
                 last_error = None;
             }

@@ -45,13 +45,7 @@ fn harness() -> &'static Harness {
         let mut res = Resources::default();
         // The embedded manifests are part of the build; failing here is a bug in them.
         res.add_yaml("fuzzing.yaml", &text).expect("embedded fuzzing manifests parse");
-        let compiled = portcullis_crds::compile(&portcullis_crds::Inputs {
-            applications: &res.applications,
-            service_tokens: &res.service_tokens,
-            secrets: &res.secrets,
-            default_namespace: "default",
-        })
-        .expect("embedded fuzzing manifests compile");
+        let compiled = res.compile("default").expect("embedded fuzzing manifests compile");
         let apps = compiled.snapshot.applications;
         let router = Router::new(&apps);
         let keys = KeySet::from_jwks_json(JWKS.as_bytes()).ok().map(Arc::new);

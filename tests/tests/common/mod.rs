@@ -650,3 +650,10 @@ pub async fn sidecar_without_manifests(upstream: &str, push_key_b64: &str, names
     .await;
     s
 }
+
+/// Compiles manifests as the operator and the standalone sidecar do.
+pub fn compile_manifests(yaml: &str) -> portcullis_crds::Snapshot {
+    let mut res = portcullis_crds::manifests::Resources::default();
+    res.add_yaml("test manifests", yaml).expect("test manifests parse");
+    res.compile("default").expect("test manifests compile").snapshot
+}
