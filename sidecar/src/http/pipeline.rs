@@ -162,14 +162,15 @@ async fn run(
     let app = &live.apps[app_index];
     let decisions = app.decisions();
     let path = normalized_path.as_deref().unwrap_or_else(|| req.uri().path());
+    // The sidecar's own answers to a routed request carry CORS headers, so the page can read them.
+    let refuse_readable = |outcome: &mut Outcome, r: Refusal, origin: Option<&HeaderValue>| {
+        outcome.reason = r.reason();
+        forward::refusal(app, origin, r, rid)
+    };
 
     // 2. Reserved paths, then preflights, before any authentication: they never carry credentials.
     let origin = match request::front(&app.cors, req.method(), req.headers(), path) {
-        Front::Reserved => {
-            let mut resp = refuse(outcome, Refusal::ReservedPath);
-            app.cors.apply_to_response(req.headers().get(ORIGIN), resp.headers_mut());
-            return resp;
-        }
+        Front::Reserved => return refuse_readable(outcome, Refusal::ReservedPath, req.headers().get(ORIGIN)),
         Front::Preflight(_, PreflightOutcome::Answer(headers)) => {
             app.counters.preflight_answered.inc();
             outcome.decision = "preflight";
@@ -181,7 +182,7 @@ async fn run(
             outcome.decision = "bypass";
             outcome.reason = "preflight_forwarded";
             let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
-            return forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await;
+            return forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await;
         }
         Front::Preflight(_, PreflightOutcome::Refuse(why)) => {
             proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
@@ -204,9 +205,7 @@ async fn run(
         Some(r) if !verdict.audit => {
             proxy.metrics.requests.with_label_values(&[&app.label, "deny", r.reason(), mode_label(&app.spec)]).inc();
             outcome.decision = "deny";
-            let mut resp = refuse(outcome, r);
-            app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
-            return resp;
+            return refuse_readable(outcome, r, origin.as_ref());
         }
         Some(r) => {
             // Audit: count and log what Enforce would do, then forward without identity.
@@ -233,19 +232,13 @@ async fn run(
     // 5. Forward: a forward route, or the app.
     let destination = match request::destination(&app.spec, path) {
         request::Destination::Unavailable(_) => {
-            let mut resp = refuse(outcome, Refusal::RouteUnavailable);
-            app.cors.apply_to_response(origin.as_ref(), resp.headers_mut());
-            return resp;
+            return refuse_readable(outcome, Refusal::RouteUnavailable, origin.as_ref());
         }
         request::Destination::Route(route) => Destination::Route(route),
         request::Destination::App => Destination::App,
     };
     let fwd = Forward { app, destination, identity, origin };
-    forward::forward(proxy, fwd, req, normalized_path, peer, outcome_upstream(outcome), rid).await
-}
-
-fn outcome_upstream(outcome: &mut Outcome) -> &mut Duration {
-    &mut outcome.upstream
+    forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await
 }
 
 /// Step 3 with its one asynchronous part: an unknown `kid` triggers one (rate-limited) JWKS
