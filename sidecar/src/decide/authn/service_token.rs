@@ -190,8 +190,9 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
+    /// The digest `compile` stores, computed by `compile`'s own function.
     fn sha(secret: &str) -> String {
-        hex::encode(Sha256::digest(secret.as_bytes()))
+        portcullis_crds::compile::sha256_hex(secret)
     }
 
     fn tokens() -> ServiceTokens {
