@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Reconcile counters and timings.
 #[derive(Clone)]
@@ -23,6 +23,8 @@ pub struct Metrics {
     /// `portcullis_operator_sidecars_synced{namespace, application}` and `..._matched`.
     synced: IntGaugeVec,
     matched: IntGaugeVec,
+    /// `portcullis_operator_leader`: 1 while this replica holds the leader Lease.
+    leader: IntGauge,
 }
 
 // === impl Metrics ===
@@ -58,13 +60,15 @@ impl Metrics {
             Opts::new("portcullis_operator_sidecars_matched", "Running sidecars an application selects"),
             &["namespace", "application"],
         )?;
+        let leader = IntGauge::new("portcullis_operator_leader", "1 while this replica is the elected leader")?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(pushes.clone()))?;
         registry.register(Box::new(push_duration.clone()))?;
         registry.register(Box::new(synced.clone()))?;
         registry.register(Box::new(matched.clone()))?;
-        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched })
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, leader })
     }
 
     /// Counts one finished reconcile and its duration.
@@ -83,6 +87,11 @@ impl Metrics {
     pub fn sidecars(&self, namespace: &str, application: &str, matched: u32, synced: u32) {
         self.matched.with_label_values(&[namespace, application]).set(i64::from(matched));
         self.synced.with_label_values(&[namespace, application]).set(i64::from(synced));
+    }
+
+    /// Records whether this replica leads.
+    pub fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Drops the gauges of a deleted application.
