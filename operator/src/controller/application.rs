@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -24,8 +25,8 @@ use serde::de::DeserializeOwned;
 
 use super::{apply_status, backoff, instrumented};
 use crate::controller::service_token::MANAGED_BY;
-use crate::desired::{desired, AppOutcome};
-use crate::push::Pusher;
+use crate::desired::{desired, AppOutcome, Desired};
+use crate::push::{PodOutcome, Pusher};
 use crate::status::{self, Want, READY};
 use crate::{events, Context, Error, Result};
 
@@ -35,6 +36,8 @@ pub const CONTROLLER: &str = "accessapplication";
 pub const SYNCED: &str = "Synced";
 /// Synced=False reason while selected sidecar pods are not running yet.
 const PENDING: &str = "Pending";
+/// The finalizer that keeps a deleted application until its sidecars stopped enforcing it.
+pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
 /// Retry of an application whose sidecars did not all take the push.
 const PUSH_RETRY: Duration = Duration::from_secs(30);
 /// Periodic re-check: Secrets an application names (an OIDC client secret) are not watched
@@ -89,9 +92,28 @@ fn in_namespace<K: Resource>(
     }
 }
 
-/// Compiles, pushes and reports one application.
+/// Compiles, pushes and reports one application. The finalizer holds a deleted application
+/// until its sidecars have been pushed a config without it: without it the delete would leave
+/// nothing to reconcile, and the last application of a namespace would stay enforced.
 pub async fn reconcile(app: Arc<AccessApplication>, app_ctx: Arc<AppContext>) -> Result<Action> {
-    instrumented(&app_ctx.ctx, CONTROLLER, app.as_ref(), reconcile_inner(&app, &app_ctx)).await
+    let ctx = &app_ctx.ctx;
+    let work = async {
+        let namespace =
+            app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+        let api = Api::<AccessApplication>::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, FINALIZER, app.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(app) => reconcile_inner(&app, &app_ctx).await,
+                FinalizerEvent::Cleanup(app) => cleanup(&app, &app_ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+    };
+    instrumented(ctx, CONTROLLER, app.as_ref(), work).await
 }
 
 /// Retries a failed reconcile with per-object exponential backoff.
@@ -99,20 +121,54 @@ pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<App
     backoff(&app_ctx.ctx, CONTROLLER, app.as_ref(), error)
 }
 
+/// Reads the namespace, works out what each of its sidecars should run, and pushes it. An
+/// application being deleted is left out of every snapshot, whichever application's reconcile
+/// this is, so that no push puts it back while its finalizer is pending.
+async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desired, Vec<PodOutcome>)> {
+    let ctx = &app_ctx.ctx;
+    let applications = live_applications(list::<AccessApplication>(ctx, namespace).await?);
+    let tokens = list::<AccessServiceToken>(ctx, namespace).await?;
+    // Every Secret of the namespace: token credentials and the OIDC client secrets applications
+    // name. Their values go into the compiled snapshot only.
+    let secrets = list::<Secret>(ctx, namespace).await?;
+    let pods = list::<Pod>(ctx, namespace).await?;
+
+    let plan = desired(&applications, &tokens, &secrets, &pods);
+    let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
+    app_ctx.pusher.forget_gone(namespace, &plan.pods);
+    Ok((plan, outcomes))
+}
+
+/// The applications not being deleted.
+fn live_applications(mut applications: Vec<AccessApplication>) -> Vec<AccessApplication> {
+    applications.retain(|a| a.metadata.deletion_timestamp.is_none());
+    applications
+}
+
+/// A deleted application: its sidecars get their config without it (an empty one when it was
+/// the last: they then answer 404 for its domains). The finalizer is removed only once every
+/// running sidecar of the namespace took that push, so enforcement never outlives the object
+/// silently; a sidecar that cannot be reached keeps the deletion pending and is retried.
+async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
+    let ctx = &app_ctx.ctx;
+    let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+    let name = app.name_any();
+    let (_, outcomes) = push_namespace(&namespace, app_ctx).await?;
+    let failures: Vec<String> =
+        outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+    if !failures.is_empty() {
+        return Err(Error::CleanupPush { application: format!("{namespace}/{name}"), failures: named(&failures) });
+    }
+    ctx.metrics.forget_application(&namespace, &name);
+    tracing::info!(application = %format!("{namespace}/{name}"), sidecars = outcomes.len(), "deleted application removed from its sidecars");
+    Ok(Action::await_change())
+}
+
 async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let applications = list::<AccessApplication>(ctx, &namespace).await?;
-    let tokens = list::<AccessServiceToken>(ctx, &namespace).await?;
-    // Every Secret of the namespace: token credentials and the OIDC client secrets applications
-    // name. Their values go into the compiled snapshot only.
-    let secrets = list::<Secret>(ctx, &namespace).await?;
-    let pods = list::<Pod>(ctx, &namespace).await?;
-
-    let plan = desired(&applications, &tokens, &secrets, &pods);
-    let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
-    app_ctx.pusher.forget_gone(&namespace, &plan.pods);
+    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
 
     let old = app.status.clone().unwrap_or_default();

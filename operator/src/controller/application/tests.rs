@@ -21,7 +21,7 @@ fn now() -> Timestamp {
 fn app(session_duration: &str) -> AccessApplication {
     serde_json::from_value(json!({
         "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessApplication",
-        "metadata": {"name": "api", "namespace": NS, "generation": 3, "uid": "uid-api"},
+        "metadata": {"name": "api", "namespace": NS, "generation": 3, "uid": "uid-api", "finalizers": [FINALIZER]},
         "spec": {
             "selector": {"matchLabels": {"app": "api"}},
             "domains": ["api.example.com"],
@@ -143,4 +143,60 @@ async fn a_selected_pod_not_running_yet_is_pending() {
         message.starts_with("1 selected sidecar pod(s) not running yet") && message.contains("shop/api-0"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_new_application_gets_the_finalizer_before_anything_is_pushed() {
+    let mut a = app("1h");
+    a.metadata.finalizers = None;
+    let (result, seen) = reconcile_with(&a, vec![Scenario::PatchApp]).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let patch = seen[0].body.to_string();
+    assert!(patch.contains(FINALIZER) && patch.contains("/metadata/finalizers"), "{patch}");
+}
+
+/// The application as the API server shows it after `kubectl delete`: still there, with a
+/// deletion timestamp, held by the finalizer.
+fn deleted(a: &AccessApplication) -> AccessApplication {
+    let mut a = a.clone();
+    a.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    a
+}
+
+#[tokio::test]
+async fn a_deleted_application_is_released_once_its_sidecars_dropped_it() {
+    let a = deleted(&app("1h"));
+    let mut scenario = lists(&a, json!([]));
+    scenario.push(Scenario::PatchApp);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let patch = seen[4].body.to_string();
+    assert!(patch.contains("remove") && patch.contains("/metadata/finalizers"), "{patch}");
+}
+
+#[tokio::test]
+async fn a_deleted_application_waits_while_a_sidecar_cannot_be_told() {
+    let a = deleted(&app("1h"));
+    // Only the four lists: no finalizer removal, no status write.
+    let (result, seen) = reconcile_with(&a, lists(&a, json!([unreachable_pod()]))).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "CleanupPushFailed");
+    let message = error.to_string();
+    assert!(message.contains("shop/api") && message.contains("api-0"), "{message}");
+    assert_eq!(seen.len(), 4);
+}
+
+#[test]
+fn a_deleted_application_is_left_out_of_the_snapshots() {
+    // What push_namespace hands to desired(): the deleted application is filtered first, so the
+    // pod it selected gets an empty snapshot (404 for its domains) rather than its rules.
+    let live = app("1h");
+    let gone = deleted(&app("1h"));
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(unreachable_pod()).unwrap();
+    let kept = live_applications(vec![live.clone()]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    assert_eq!(plan.pods[0].snapshot.applications.len(), 1);
+    let kept = live_applications(vec![gone]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    assert!(plan.pods[0].snapshot.applications.is_empty());
 }
