@@ -153,9 +153,11 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let (_, outcomes) = push_namespace(&namespace, app_ctx).await?;
-    let failures: Vec<String> =
+    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
+    let mut failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+    // A held pod was not pushed, so it may still enforce this application.
+    failures.extend(plan.held.iter().map(|pod| format!("{pod}: held by an invalid application of the namespace")));
     if !failures.is_empty() {
         return Err(Error::CleanupPush { application: format!("{namespace}/{name}"), failures: named(&failures) });
     }
@@ -186,7 +188,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 type_: SYNCED,
                 status: false,
                 reason: errors.reason(),
-                message: "no sidecar runs this application until its spec compiles (see Ready)".to_owned(),
+                message: "its sidecars keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
             };
             new.config_version = None;
             (ready, synced, Action::await_change())
@@ -218,7 +220,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 (ready, synced, Action::requeue(RESYNC))
             } else if failures.is_empty() {
                 let message = if matched == 0 {
-                    "no running pod with a portcullis-admin port matches spec.selector".to_owned()
+                    "no running pod with a portcullis-adm port matches spec.selector".to_owned()
                 } else {
                     format!("all {matched} matched sidecar(s) run this configuration")
                 };
