@@ -165,6 +165,9 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let ready = condition(&status, "Ready");
     assert!(ready["message"].as_str().unwrap().contains("spec.cors.allowedOrigins[0]"), "{ready}");
     every_sidecar_answers(&sidecars, "www.mysite.com", &token, 200, "the last good config is kept").await;
+    let metrics = first.metrics().await;
+    let rejected = format!("portcullis_operator_compile_errors{{application=\"api\",namespace=\"{ns}\"}} 1");
+    assert!(metrics.contains(&rejected), "{metrics}");
 
     // The leader stops mid-way: the standby takes the Lease over and converges the next edit.
     first.stop();

@@ -40,8 +40,7 @@ const PENDING: &str = "Pending";
 pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
 /// Retry of an application whose sidecars did not all take the push.
 const PUSH_RETRY: Duration = Duration::from_secs(30);
-/// Periodic re-check: Secrets an application names (an OIDC client secret) are not watched
-/// (only the operator's labelled ones are), so a change to one is picked up by this requeue.
+/// Periodic re-check, a safety net behind the watches.
 const RESYNC: Duration = Duration::from_secs(300);
 /// Pods named in a PushFailed or Pending message; the rest are counted.
 const NAMED: usize = 3;
@@ -57,12 +56,11 @@ pub struct AppContext {
 /// namespace's sidecars should run.
 pub async fn run(app_ctx: Arc<AppContext>) {
     let client = app_ctx.ctx.client.clone();
-    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default());
     let store = controller.store();
     let controller = controller
         .watches(Api::<AccessServiceToken>::all(client.clone()), watcher::Config::default(), in_namespace(&store))
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed), in_namespace(&store))
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
         .watches(Api::<Pod>::all(client), watcher::Config::default(), in_namespace(&store))
         .shutdown_on_signal();
     controller
@@ -90,6 +88,37 @@ fn in_namespace<K: Resource>(
             .map(|app| ObjectRef::from_obj(app.as_ref()))
             .collect()
     }
+}
+
+/// Maps a Secret to the applications that use it: every application of its namespace for the
+/// credentials this operator manages (any of them may name the token), else the ones whose
+/// `login` names it (the OIDC client secret, the session key). Other Secrets trigger nothing.
+fn secret_users(
+    store: &Store<AccessApplication>,
+) -> impl Fn(Secret) -> Vec<ObjectRef<AccessApplication>> + Send + Sync {
+    let store = store.clone();
+    let all_of_namespace = in_namespace::<Secret>(&store);
+    move |secret: Secret| {
+        let managed = secret.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+        if managed {
+            return all_of_namespace(secret);
+        }
+        let name = secret.name_any();
+        store
+            .state()
+            .iter()
+            .filter(|app| app.metadata.namespace == secret.metadata.namespace && names_secret(app, &name))
+            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .collect()
+    }
+}
+
+/// Whether `app` reads the Secret `name` of its namespace.
+fn names_secret(app: &AccessApplication, name: &str) -> bool {
+    let Some(login) = &app.spec.login else { return false };
+    let client_secret = login.oidc.client_secret_ref.as_ref().map(|r| r.name.as_str());
+    let session_key = login.session_key_ref.as_ref().map(|r| r.name.as_str());
+    client_secret == Some(name) || session_key == Some(name)
 }
 
 /// Compiles, pushes and reports one application. The finalizer holds a deleted application
@@ -183,6 +212,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
             return Ok(Action::await_change());
         }
         Some(AppOutcome::Invalid(errors)) => {
+            ctx.metrics.compile_errors(&namespace, &name, errors.0.len());
             let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
             let synced = Want {
                 type_: SYNCED,
@@ -194,6 +224,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
             (ready, synced, Action::await_change())
         }
         Some(AppOutcome::Compiled { pods, waiting, version }) => {
+            ctx.metrics.compile_errors(&namespace, &name, 0);
             let failures: Vec<String> = outcomes
                 .iter()
                 .filter(|o| pods.contains(&o.pod))

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use portcullis_crds::push::SigningKey;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus};
+use prometheus::Encoder;
 use serde_json::{json, Value};
 
 use super::*;
@@ -53,12 +54,23 @@ fn lists(app: &AccessApplication, pods: Value) -> Vec<Scenario> {
 }
 
 async fn reconcile_with(app: &AccessApplication, scenario: Vec<Scenario>) -> (Result<Action>, Vec<Seen>) {
-    let (ctx, verifier, _registry) = Context::test(now());
+    let (result, seen, _) = reconcile_with_metrics(app, scenario).await;
+    (result, seen)
+}
+
+/// [`reconcile_with`], and the metrics it left, in the text format.
+async fn reconcile_with_metrics(
+    app: &AccessApplication,
+    scenario: Vec<Scenario>,
+) -> (Result<Action>, Vec<Seen>, String) {
+    let (ctx, verifier, registry) = Context::test(now());
     let mock = verifier.run(NS, scenario);
     let (key, _) = SigningKey::generate().unwrap();
     let pusher = Pusher::new(key, ctx.metrics.clone());
     let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext { ctx, pusher })).await;
-    (result, mock.await.expect("mock API server"))
+    let mut metrics = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut metrics).unwrap();
+    (result, mock.await.expect("mock API server"), String::from_utf8(metrics).unwrap())
 }
 
 fn status_of(seen: &Seen) -> AccessApplicationStatus {
@@ -93,7 +105,7 @@ async fn an_invalid_application_reports_its_fields_once() {
     let a = app("forever");
     let mut scenario = lists(&a, json!([]));
     scenario.extend([Scenario::Event("InvalidSpec"), Scenario::ApplyAppStatus]);
-    let (result, seen) = reconcile_with(&a, scenario).await;
+    let (result, seen, metrics) = reconcile_with_metrics(&a, scenario).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert!(seen[4].body["note"].as_str().unwrap().contains("spec.sessionDuration"), "{}", seen[4].body);
     let status = status_of(&seen[5]);
@@ -102,6 +114,10 @@ async fn an_invalid_application_reports_its_fields_once() {
     assert!(message.contains("spec.sessionDuration") && message.contains("forever"), "{message}");
     assert_eq!(condition(&status, SYNCED).0, "False");
     assert_eq!(status.config_version, None);
+    assert!(
+        metrics.contains("portcullis_operator_compile_errors{application=\"api\",namespace=\"shop\"} 1"),
+        "{metrics}"
+    );
 
     // The next reconcile finds the same errors: no event, no write.
     let mut again = a.clone();
@@ -199,4 +215,20 @@ fn a_deleted_application_is_left_out_of_the_snapshots() {
     let kept = live_applications(vec![gone]);
     let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
     assert!(plan.pods[0].snapshot.applications.is_empty());
+}
+
+#[test]
+fn an_application_names_the_secrets_of_its_login() {
+    let mut a = app("1h");
+    assert!(!names_secret(&a, "oidc"));
+    a.spec.login = Some(
+        serde_json::from_value(json!({
+            "oidc": {"issuer": "https://idp.example", "clientId": "c", "clientSecretRef": {"name": "oidc", "key": "secret"}},
+            "sessionKeyRef": {"name": "session", "key": "key.pem"},
+        }))
+        .unwrap(),
+    );
+    assert!(names_secret(&a, "oidc"));
+    assert!(names_secret(&a, "session"));
+    assert!(!names_secret(&a, "ci-token-credentials"));
 }
