@@ -111,7 +111,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(key_id = key.verifying_key().key_id(), "push signing key loaded");
     let pusher = Pusher::new(key, metrics.clone());
     let ctx = Arc::new(Context::new(client.clone(), Arc::new(SystemClock), metrics.clone(), reporter));
-    let applications = Arc::new(application::AppContext { ctx: ctx.clone(), pusher });
+    let applications = Arc::new(application::AppContext::new(ctx.clone(), pusher));
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener =

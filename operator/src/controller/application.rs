@@ -6,8 +6,9 @@
 //! module reads the namespace, calls them and writes status and events. It must not put a Secret
 //! value anywhere: compile errors name fields, push errors name pods and reasons.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -38,17 +39,47 @@ pub const SYNCED: &str = "Synced";
 const PENDING: &str = "Pending";
 /// The finalizer that keeps a deleted application until its sidecars stopped enforcing it.
 pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
-/// Retry of an application whose sidecars did not all take the push.
-const PUSH_RETRY: Duration = Duration::from_secs(30);
+/// First retry of an application whose sidecars did not all take the push: short, because the
+/// usual cause is a sidecar whose pod is Running before its admin port answers, and it should
+/// get its config within a second of answering. Doubles per consecutive failure.
+const PUSH_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between retries of a push that keeps failing (a dead pod still listed).
+const PUSH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Periodic re-check, a safety net behind the watches.
 const RESYNC: Duration = Duration::from_secs(300);
 /// Pods named in a PushFailed or Pending message; the rest are counted.
 const NAMED: usize = 3;
 
-/// The controller's state: the shared context and the push client.
+/// The controller's state: the shared context, the push client, and how many reconciles in a
+/// row each application's push failed (`namespace/name`).
 pub struct AppContext {
     pub ctx: Arc<Context>,
     pub pusher: Pusher,
+    push_failures: Mutex<HashMap<String, u32>>,
+}
+
+impl AppContext {
+    pub fn new(ctx: Arc<Context>, pusher: Pusher) -> Self {
+        Self { ctx, pusher, push_failures: Mutex::default() }
+    }
+
+    /// Counts a failed push of `key` and says when to try again.
+    fn push_failed(&self, key: &str) -> Duration {
+        let mut failures = self.push_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        let wait = push_retry_after(*n);
+        *n = n.saturating_add(1);
+        wait
+    }
+
+    fn push_succeeded(&self, key: &str) {
+        self.push_failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// The wait before retry `n` (0-based) of a failed push.
+fn push_retry_after(n: u32) -> Duration {
+    PUSH_RETRY_FIRST.saturating_mul(2u32.saturating_pow(n)).min(PUSH_RETRY_MAX)
 }
 
 /// Runs the controller until the process is asked to stop. Tokens, the operator's Secrets and
@@ -230,6 +261,9 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 .filter(|o| pods.contains(&o.pod))
                 .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
                 .collect();
+            if failures.is_empty() {
+                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
+            }
             let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
             let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
             new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
@@ -263,7 +297,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                     named(&failures)
                 );
                 let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message };
-                (ready, synced, Action::requeue(PUSH_RETRY))
+                (ready, synced, Action::requeue(app_ctx.push_failed(&format!("{namespace}/{name}"))))
             }
         }
     };

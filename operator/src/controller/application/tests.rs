@@ -67,7 +67,7 @@ async fn reconcile_with_metrics(
     let mock = verifier.run(NS, scenario);
     let (key, _) = SigningKey::generate().unwrap();
     let pusher = Pusher::new(key, ctx.metrics.clone());
-    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext { ctx, pusher })).await;
+    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher))).await;
     let mut metrics = Vec::new();
     prometheus::TextEncoder::new().encode(&registry.gather(), &mut metrics).unwrap();
     (result, mock.await.expect("mock API server"), String::from_utf8(metrics).unwrap())
@@ -133,7 +133,7 @@ async fn an_unreachable_sidecar_is_push_failed() {
     let mut scenario = lists(&a, json!([unreachable_pod()]));
     scenario.extend([Scenario::Event("PushFailed"), Scenario::ApplyAppStatus]);
     let (result, seen) = reconcile_with(&a, scenario).await;
-    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY));
+    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY_FIRST));
     let status = status_of(&seen[5]);
     assert_eq!(status.sidecars, Some(SidecarCounts { matched: 1, synced: 0 }));
     let (synced, reason, message) = condition(&status, SYNCED);
@@ -231,4 +231,11 @@ fn an_application_names_the_secrets_of_its_login() {
     assert!(names_secret(&a, "oidc"));
     assert!(names_secret(&a, "session"));
     assert!(!names_secret(&a, "ci-token-credentials"));
+}
+
+#[test]
+fn failed_pushes_are_retried_soon_then_less_often() {
+    let waits: Vec<u64> = (0..8).map(|n| push_retry_after(n).as_millis() as u64).collect();
+    assert_eq!(waits, [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+    assert_eq!(push_retry_after(u32::MAX), PUSH_RETRY_MAX);
 }
