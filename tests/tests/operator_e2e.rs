@@ -188,6 +188,17 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     cluster::set_running(&pods, "api-0", 1).await;
     every_sidecar_answers(&sidecars[..1], "shop.mysite.com", &token, 200, "the restarted sidecar").await;
 
+    // A pod that is Running before its sidecar answers (a slow start) gets its config once it
+    // does: the failed pushes are retried, soon.
+    let (traffic, admin) = (free_port(), free_port());
+    let late = cluster::sidecar_pod("api-late", json!({"app": "api"}), traffic, admin);
+    pods.create(&PostParams::default(), &serde_json::from_value(late).unwrap()).await.expect("create pod");
+    cluster::set_running(&pods, "api-late", 0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late = sidecar_without_manifests_on(&up.url(), &push_key, &ns, "api-late", traffic, admin).await;
+    every_sidecar_answers(std::slice::from_ref(&late), "shop.mysite.com", &token, 200, "the late sidecar").await;
+    sidecars.push(late);
+
     // A replica restarted: the old leader comes back as a standby; nothing changes hands.
     first = Operator::start(&op_ns, &user, "operator-a").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
