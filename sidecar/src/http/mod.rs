@@ -3,6 +3,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod login;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
