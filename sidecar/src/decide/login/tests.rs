@@ -61,7 +61,7 @@ fn return_urls() {
         Case { rd: "https:evil.test", want: Ok("https://api.mysite.com/evil.test") },
         Case { rd: "http:evil.test", want: Err(ReturnUrlError::OffDomain) },
         Case { rd: "https://api.mysite.com.evil.test/", want: Err(ReturnUrlError::OffDomain) },
-        Case { rd: "https://api.mysite.com@evil.test/", want: Err(ReturnUrlError::OffDomain) },
+        Case { rd: "https://api.mysite.com@evil.test/", want: Err(ReturnUrlError::Credentials) },
         Case { rd: "https://user@api.mysite.com/", want: Err(ReturnUrlError::Credentials) },
         Case { rd: "javascript:alert(1)", want: Err(ReturnUrlError::NotAbsolute) },
         Case { rd: "data:text/html,x", want: Err(ReturnUrlError::NotAbsolute) },
