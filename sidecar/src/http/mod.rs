@@ -7,6 +7,7 @@ pub mod login;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
+pub mod tls;
 
 pub use pipeline::{Proxy, ProxySettings};
 pub use server::serve;
