@@ -243,6 +243,8 @@ impl Drop for JwksServer {
     }
 }
 
+pub mod signin;
+
 // === Sidecar process ===
 
 /// A running `portcullis-sidecar` process; killed (by its own PID) on drop.
@@ -290,14 +292,35 @@ pub struct SidecarBuilder {
     manifests: String,
     upstream: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
+    port: Option<u16>,
     wait_ready: bool,
 }
 
 pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
-    SidecarBuilder { manifests: manifests.to_owned(), upstream: upstream.to_owned(), extra: vec![], wait_ready: true }
+    SidecarBuilder {
+        manifests: manifests.to_owned(),
+        upstream: upstream.to_owned(),
+        extra: vec![],
+        env: vec![],
+        port: None,
+        wait_ready: true,
+    }
 }
 
 impl SidecarBuilder {
+    /// An environment variable of the process (e.g. `SSL_CERT_FILE`).
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Listen on this port (when the manifests must name it) instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_owned());
         self
@@ -314,7 +337,7 @@ impl SidecarBuilder {
         let manifests = dir.path().join("access.yaml");
         std::fs::write(&manifests, &self.manifests).expect("write manifests");
         let log = dir.path().join("sidecar.log");
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
         let child = Command::new(sidecar_bin())
             .arg("--manifests")
             .arg(&manifests)
@@ -323,6 +346,7 @@ impl SidecarBuilder {
             .args(["--upstream", &self.upstream])
             .args(["--worker-threads", "2", "--log", "debug"])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
