@@ -2,12 +2,19 @@
 // playwright-core. Prints one JSON line with what the browser saw; the Rust test asserts.
 // Usage: node scenario.mjs <name> <config JSON>
 // config: { api, site, nocors, bypass, hosts: [..], userDataDir }  (origins with ports)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [name, configJson] = process.argv.slice(2);
 const cfg = JSON.parse(configJson);
 
-const PAGE = '<!doctype html><title>example.com</title><p>calling page</p>';
+if (cfg.allowThirdPartyCookies) {
+  // What a user gets by allowing third-party cookies in chrome://settings/cookies.
+  mkdirSync(join(cfg.userDataDir, 'Default'), { recursive: true });
+  writeFileSync(join(cfg.userDataDir, 'Default', 'Preferences'),
+    JSON.stringify({ profile: { cookie_controls_mode: 0, block_third_party_cookies: false } }));
+}
 
 const context = await chromium.launchPersistentContext(cfg.userDataDir, {
   executablePath: '/usr/bin/chromium',
@@ -20,9 +27,6 @@ const context = await chromium.launchPersistentContext(cfg.userDataDir, {
   ],
 });
 const page = context.pages()[0] ?? await context.newPage();
-// The calling page on https://example.com is served by the browser itself (route), so its
-// origin is real while everything it calls goes over the network to the sidecar.
-await page.route('**/page.html', (route) => route.fulfill({ status: 200, contentType: 'text/html', body: PAGE }));
 
 const out = { scenario: name, steps: [] };
 const step = (what, data) => out.steps.push({ what, ...data });
@@ -85,8 +89,14 @@ try {
       await page.goto(`${cfg.api}/`);
       await signInAtIdp('alice@mysite.com');
       step('cookies', { cookies: await cookiesOf(cfg.api) });
-      await page.goto(`${cfg.site}/page.html`);
+      await page.goto(`${cfg.pageOrigin ?? cfg.site}/page.html`);
+      // The response headers as the network saw them (a page cannot read Vary itself).
+      const seen = [];
+      page.on('response', async (r) => {
+        if (r.url() === `${cfg.api}/data`) seen.push(await r.allHeaders());
+      });
       step('fetch', await pageFetch(`${cfg.api}/data`, credentialed));
+      step('response_headers', { headers: seen });
       break;
     }
     case 'unauthenticated': {

@@ -68,13 +68,8 @@ impl Pki {
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Portcullis test CA");
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-        let pki = Pki {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            ca_params,
-            ca_key,
-        };
+        let pki =
+            Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem"), ca_params, ca_key };
         std::fs::write(&pki.ca, ca_cert.pem()).expect("write CA");
         pki.issue(hosts, "server-1");
         pki
@@ -133,7 +128,8 @@ impl Idp {
                 sink.clear();
             }
         });
-        let issuer = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("idp did not start: {line:?}")).to_owned();
+        let issuer =
+            line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("idp did not start: {line:?}")).to_owned();
         Idp { child, issuer }
     }
 }
@@ -193,6 +189,8 @@ impl Drop for App {
     }
 }
 
+const PAGE: &str = "<!doctype html><title>example.com</title><p>calling page</p>";
+
 fn app_answer(req: Request<Incoming>, rec: &Mutex<Vec<Recorded>>) -> Response<Full<Bytes>> {
     rec.lock().expect("lock").push(Recorded {
         method: req.method().clone(),
@@ -210,6 +208,13 @@ fn app_answer(req: Request<Incoming>, rec: &Mutex<Vec<Recorded>>) -> Response<Fu
         "assertion": h.contains_key("cf-access-jwt-assertion"),
         "session_cookie_reached_app": cookie.contains("CF_Authorization"),
     });
+    if req.uri().path() == "/page.html" {
+        // The calling page of https://example.com (served through the sidecar, so the browser
+        // sees both origins in the same address space and Local Network Access stays quiet).
+        let mut page = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+        page.headers_mut().insert("content-type", "text/html".parse().unwrap());
+        return page;
+    }
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     let out = resp.headers_mut();
     out.insert("content-type", "application/json".parse().unwrap());
@@ -244,7 +249,11 @@ pub fn run_scenario(name: &str, config: &serde_json::Value) -> serde_json::Value
         .expect("run node scenario.mjs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("scenario {name} printed no JSON; status {}\nstdout:\n{stdout}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "scenario {name} printed no JSON; status {}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     let v: serde_json::Value = serde_json::from_str(line).expect("scenario JSON");
     assert!(v.get("error").is_none(), "scenario {name} failed in the browser: {v:#}");
