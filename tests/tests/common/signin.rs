@@ -144,8 +144,8 @@ impl Drop for Idp {
 // === The app ===
 
 /// The protected app: answers JSON naming what it received (method, path, the identity header,
-/// whether a session cookie reached it); answers CORS itself for any origin (for
-/// `bypassOptionsToOrigin`); `/set-cookie` sets a cookie.
+/// whether a session cookie reached it); answers CORS itself for any origin on `bypass.*` (for
+/// `bypassOptionsToOrigin`); `/set-cookie` sets a cookie; `/page.html` is the calling page.
 pub struct App {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -218,8 +218,10 @@ fn app_answer(req: Request<Incoming>, rec: &Mutex<Vec<Recorded>>) -> Response<Fu
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     let out = resp.headers_mut();
     out.insert("content-type", "application/json".parse().unwrap());
-    if let Some(origin) = h.get("origin").cloned() {
-        // The app's own CORS (used only where the sidecar leaves CORS to the app).
+    let bypass_host = text("host").is_some_and(|h| h.starts_with("bypass."));
+    if let Some(origin) = h.get("origin").cloned().filter(|_| bypass_host) {
+        // The app's own CORS, only on the host whose CORS the sidecar leaves to the app (so
+        // elsewhere every CORS header the browser sees, Vary included, is the sidecar's).
         out.insert("access-control-allow-origin", origin);
         out.insert("access-control-allow-credentials", "true".parse().unwrap());
         out.insert("vary", "Origin".parse().unwrap());
