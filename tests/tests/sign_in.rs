@@ -106,7 +106,8 @@ async fn login_sends_the_browser_to_the_provider_with_pkce_and_a_bound_state() {
     assert_eq!(r.status, 302, "{}", r.text());
     assert!(r.header("location").unwrap().starts_with(&format!("{}/auth?", s.idp.issuer)));
     let cookie = r.header("set-cookie").unwrap();
-    for attr in ["portcullis_login=", "Path=/.portcullis/callback", "Max-Age=600", "SameSite=Lax", "Secure", "HttpOnly"] {
+    for attr in ["portcullis_login=", "Path=/.portcullis/callback", "Max-Age=600", "SameSite=Lax", "Secure", "HttpOnly"]
+    {
         assert!(cookie.contains(attr), "{attr} missing from {cookie}");
     }
     assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -125,7 +126,13 @@ async fn login_sends_the_browser_to_the_provider_with_pkce_and_a_bound_state() {
 #[tokio::test]
 async fn return_urls_off_the_applications_domains_are_refused() {
     let s = setup().await;
-    for rd in ["https://evil.test/", "/%5Cevil.test/", "//evil.test/", "https://api.mysite.com.evil.test/", "javascript:alert(1)"] {
+    for rd in [
+        "https://evil.test/",
+        "/%5Cevil.test/",
+        "//evil.test/",
+        "https://api.mysite.com.evil.test/",
+        "javascript:alert(1)",
+    ] {
         let r = get(&s.sidecar.url(&format!("/.portcullis/login?rd={rd}")), &[HOST]).await.unwrap();
         assert_eq!(r.status, 400, "rd {rd}: {}", r.text());
         assert!(r.json()["error"].as_str().unwrap().starts_with("rd_"), "{}", r.text());
@@ -164,7 +171,10 @@ async fn callbacks_without_the_browsers_state_or_replayed_are_refused() {
     let r = get(&s.sidecar.url("/.portcullis/callback?error=access_denied&state=x"), &[HOST]).await.unwrap();
     assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("login_provider_error")));
     let metrics = s.sidecar.metrics().await;
-    assert!(metrics.contains(r#"portcullis_logins_total{app="shop/api",result="login_state_replayed"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"portcullis_logins_total{app="shop/api",result="login_state_replayed"} 1"#),
+        "{metrics}"
+    );
     let logs = s.sidecar.logs();
     assert!(!logs.contains(state) && !logs.contains("not-a-real-code") && !logs.contains(CLIENT_SECRET), "{logs}");
 }
@@ -186,14 +196,20 @@ async fn sessions_are_accepted_until_they_expire_and_navigations_go_to_sign_in()
     let id = get(&s.sidecar.url("/.portcullis/identity"), &[HOST, ("cookie", &live)]).await.unwrap();
     assert_eq!(id.status, 200);
     let j = id.json();
-    assert_eq!((j["email"].as_str(), j["name"].as_str(), j["iss"].as_str()), (Some("alice@mysite.com"), Some("Alice"), Some(SESSION_ISSUER)));
+    assert_eq!(
+        (j["email"].as_str(), j["name"].as_str(), j["iss"].as_str()),
+        (Some("alice@mysite.com"), Some("Alice"), Some(SESSION_ISSUER))
+    );
     assert_eq!(j["groups"], serde_json::json!(["staff"]));
 
     let expired = format!("CF_Authorization={}", session(-120));
     let origin = ("origin", "https://example.com");
     let r = get(&s.sidecar.url("/data?q=1"), &[HOST, origin, ("cookie", &expired)]).await.unwrap();
     assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("jwt_expired")));
-    assert_eq!(r.json()["login"], "https://api.mysite.com/.portcullis/login?rd=https%3A%2F%2Fapi.mysite.com%2Fdata%3Fq%3D1");
+    assert_eq!(
+        r.json()["login"],
+        "https://api.mysite.com/.portcullis/login?rd=https%3A%2F%2Fapi.mysite.com%2Fdata%3Fq%3D1"
+    );
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "a page can read the 401");
     let r = get(&s.sidecar.url("/.portcullis/identity"), &[HOST, ("cookie", &expired)]).await.unwrap();
     assert_eq!(r.status, 401, "identity never redirects");
@@ -214,7 +230,10 @@ async fn logout_clears_the_session_cookie() {
     let r = get(&s.sidecar.url("/.portcullis/logout"), &[HOST]).await.unwrap();
     assert_eq!(r.status, 200);
     let cookie = r.header("set-cookie").unwrap();
-    assert!(cookie.starts_with("CF_Authorization=;") && cookie.contains("Max-Age=0") && cookie.contains("SameSite=None"), "{cookie}");
+    assert!(
+        cookie.starts_with("CF_Authorization=;") && cookie.contains("Max-Age=0") && cookie.contains("SameSite=None"),
+        "{cookie}"
+    );
     let r = get(&s.sidecar.url("/.portcullis/logout?rd=https://api.mysite.com/bye"), &[HOST]).await.unwrap();
     assert_eq!((r.status, r.header("location")), (302, Some("https://api.mysite.com/bye")));
     let r = get(&s.sidecar.url("/.portcullis/logout?rd=https://evil.test/"), &[HOST]).await.unwrap();

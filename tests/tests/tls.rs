@@ -29,7 +29,11 @@ spec:
 
 /// Connects with `alpn`, returns the served leaf certificate, the negotiated protocol, and the
 /// answer to one HTTP/1.1 request when HTTP/1.1 was chosen.
-async fn handshake(addr: std::net::SocketAddr, ca: &std::path::Path, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>, String) {
+async fn handshake(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    alpn: &[&[u8]],
+) -> (Vec<u8>, Option<Vec<u8>>, String) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(ca).expect("CA pem")).expect("CA");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
