@@ -95,21 +95,7 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let rec = rec.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let rec = rec.clone();
-                        async move { Ok::<_, std::convert::Infallible>(upstream_answer(req, rec).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = serve_loop(listener, move |req| upstream_answer(req, rec.clone()));
         Self { addr, requests, task }
     }
 
@@ -124,6 +110,30 @@ impl Upstream {
     pub fn last(&self) -> Recorded {
         self.requests.lock().expect("lock").last().cloned().expect("the upstream received a request")
     }
+}
+
+/// Accepts connections on `listener` and answers every request with `answer` (HTTP/1.1 and
+/// h2c, upgrades allowed), until the returned task is aborted.
+pub fn serve_loop<F, Fut>(listener: TcpListener, answer: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let fut = answer(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
 }
 
 impl Drop for Upstream {
