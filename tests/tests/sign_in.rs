@@ -242,3 +242,12 @@ async fn logout_clears_the_session_cookie() {
     assert_eq!(r.status, 404);
     assert_eq!(s.upstream.count(), 0);
 }
+
+#[test]
+fn the_sign_in_example_compiles() {
+    let yaml = std::fs::read_to_string(common::repo_root().join("examples/sign-in/access.yaml")).unwrap();
+    let snapshot = common::compile_manifests(&yaml);
+    let login = snapshot.applications[0].login.as_ref().expect("login compiled");
+    assert_eq!(login.client_id, CLIENT_ID);
+    assert!(login.client_secret.is_some());
+}
