@@ -80,11 +80,7 @@ async fn setup() -> Setup {
 
 /// Starts a sign-in; returns the state cookie's value and the authorization URL's query.
 async fn start_login(s: &Setup) -> (String, Vec<(String, String)>) {
-    let r = get(&s.sidecar.url("/.portcullis/login?rd=https://api.mysite.com/x"), &[HOST]).await.unwrap();
-    assert_eq!(r.status, 302, "{}", r.text());
-    let location = url::Url::parse(r.header("location").unwrap()).unwrap();
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
-    (cookie, location.query_pairs().into_owned().collect())
+    start_login_via(&s.sidecar).await
 }
 
 fn param<'a>(q: &'a [(String, String)], name: &str) -> &'a str {
@@ -250,4 +246,149 @@ fn the_sign_in_example_compiles() {
     let login = snapshot.applications[0].login.as_ref().expect("login compiled");
     assert_eq!(login.client_id, CLIENT_ID);
     assert!(login.client_secret.is_some());
+}
+
+/// A scripted provider on loopback: discovery, the fixture JWKS, and a token endpoint that
+/// answers whatever ID token the test put in `id_token` (recording what it was sent).
+struct FakeProvider {
+    issuer: String,
+    id_token: std::sync::Arc<std::sync::Mutex<String>>,
+    token_requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProvider {
+    async fn start() -> FakeProvider {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let id_token: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let token_requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+        let (iss, tok, reqs) = (issuer.clone(), id_token.clone(), token_requests.clone());
+        let task = common::serve_loop(listener, move |req: http::Request<hyper::body::Incoming>| {
+            let (iss, tok, reqs) = (iss.clone(), tok.clone(), reqs.clone());
+            async move {
+                let path = req.uri().path().to_owned();
+                let auth =
+                    req.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let text = match path.as_str() {
+                    "/.well-known/openid-configuration" => serde_json::json!({
+                        "issuer": iss, "authorization_endpoint": format!("{iss}/auth"),
+                        "token_endpoint": format!("{iss}/token"), "jwks_uri": format!("{iss}/jwks"),
+                    })
+                    .to_string(),
+                    "/jwks" => common::jwks_json(),
+                    "/token" => {
+                        reqs.lock().unwrap().push((auth, String::from_utf8_lossy(&body).into_owned()));
+                        serde_json::json!({ "id_token": *tok.lock().unwrap(), "token_type": "Bearer" }).to_string()
+                    }
+                    _ => String::new(),
+                };
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)))
+            }
+        });
+        FakeProvider { issuer, id_token, token_requests, _task: task }
+    }
+}
+
+/// The provider's answer is checked: signature, issuer, audience, expiry and nonce; the
+/// policies decide before a session is minted; a good answer signs the user in.
+#[tokio::test]
+async fn id_tokens_are_verified_before_a_session_is_minted() {
+    let idp = FakeProvider::start().await;
+    let upstream = Upstream::start().await;
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let s = sidecar(&manifests(&idp.issuer, &down), &upstream.url()).start().await;
+    let id_token = |key: &str, kid: &str, f: &dyn Fn(&mut serde_json::Value), nonce: &str| {
+        let mut claims = serde_json::json!({
+            "iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice", "email": "alice@mysite.com",
+            "name": "Alice", "nonce": nonce, "iat": now(), "exp": now() + 300,
+        });
+        f(&mut claims);
+        mint(key, jsonwebtoken::Algorithm::RS256, Some(kid), claims)
+    };
+    let keep = |_: &mut serde_json::Value| {};
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, &str, &str, Edit, bool, u16, &str)> = vec![
+        ("forged (another key)", "rsa2.pem", "rsa-1", Box::new(keep), true, 401, "id_token_invalid"),
+        ("wrong nonce", "rsa.pem", "rsa-1", Box::new(keep), false, 401, "id_token_nonce_mismatch"),
+        ("expired", "rsa.pem", "rsa-1", Box::new(|c| c["exp"] = (now() - 600).into()), true, 401, "id_token_invalid"),
+        (
+            "other audience",
+            "rsa.pem",
+            "rsa-1",
+            Box::new(|c| c["aud"] = "someone-else".into()),
+            true,
+            401,
+            "id_token_invalid",
+        ),
+        (
+            "other issuer",
+            "rsa.pem",
+            "rsa-1",
+            Box::new(|c| c["iss"] = "https://evil.test".into()),
+            true,
+            401,
+            "id_token_invalid",
+        ),
+        (
+            "refused by policy",
+            "rsa.pem",
+            "rsa-1",
+            Box::new(|c| c["email"] = "eve@elsewhere.test".into()),
+            true,
+            403,
+            "no_policy_matched",
+        ),
+    ];
+    for (what, key, kid, edit, right_nonce, status, reason) in cases {
+        let (cookie, q) = start_login_via(&s).await;
+        let nonce = if right_nonce { param(&q, "nonce").to_owned() } else { "another-nonce".to_owned() };
+        *idp.id_token.lock().unwrap() = id_token(key, kid, &*edit, &nonce);
+        let url = s.sidecar_url_callback(param(&q, "state"));
+        let r = get(&url, &[HOST, ("cookie", &cookie)]).await.unwrap();
+        assert_eq!((r.status, r.json()["error"].as_str()), (status, Some(reason)), "{what}: {}", r.text());
+        assert!(r.all("set-cookie").iter().all(|c| !c.starts_with("CF_Authorization=")), "{what}: no session");
+    }
+
+    // A good answer: a session for the user, back to rd.
+    let (cookie, q) = start_login_via(&s).await;
+    *idp.id_token.lock().unwrap() = id_token("rsa.pem", "rsa-1", &keep, param(&q, "nonce"));
+    let r = get(&s.sidecar_url_callback(param(&q, "state")), &[HOST, ("cookie", &cookie)]).await.unwrap();
+    assert_eq!((r.status, r.header("location")), (302, Some("https://api.mysite.com/x")), "{}", r.text());
+    let session = r.all("set-cookie").into_iter().find(|c| c.starts_with("CF_Authorization=")).expect("session");
+    for attr in ["Path=/", "Max-Age=3600", "SameSite=None", "Secure", "HttpOnly"] {
+        assert!(session.contains(attr), "{attr} missing from {session}");
+    }
+    let token = session.split(';').next().unwrap().to_owned();
+    let r = get(&s.url("/.portcullis/identity"), &[HOST, ("cookie", &token)]).await.unwrap();
+    assert_eq!((r.status, r.json()["email"].as_str()), (200, Some("alice@mysite.com")));
+
+    // What the token endpoint received: the code, the verifier, the redirect URI, and the
+    // client's credentials in Basic auth (RFC 6749 §2.3.1).
+    let (auth, body) = idp.token_requests.lock().unwrap().last().cloned().unwrap();
+    assert!(auth.starts_with("Basic "), "{auth}");
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    assert_eq!(param(&form, "grant_type"), "authorization_code");
+    assert_eq!(param(&form, "redirect_uri"), "https://api.mysite.com/.portcullis/callback");
+    assert_eq!(param(&form, "code_verifier").len(), 43);
+}
+
+async fn start_login_via(s: &Sidecar) -> (String, Vec<(String, String)>) {
+    let r = get(&s.url("/.portcullis/login?rd=https://api.mysite.com/x"), &[HOST]).await.unwrap();
+    assert_eq!(r.status, 302, "{}", r.text());
+    let location = url::Url::parse(r.header("location").unwrap()).unwrap();
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    (cookie, location.query_pairs().into_owned().collect())
+}
+
+trait CallbackUrl {
+    fn sidecar_url_callback(&self, state: &str) -> String;
+}
+
+impl CallbackUrl for Sidecar {
+    fn sidecar_url_callback(&self, state: &str) -> String {
+        self.url(&format!("/.portcullis/callback?code=the-code&state={state}"))
+    }
 }
