@@ -392,3 +392,23 @@ impl CallbackUrl for Sidecar {
         self.url(&format!("/.portcullis/callback?code=the-code&state={state}"))
     }
 }
+
+/// `explain` names the sign-in URL in the 401 and shows the redirect of a navigation, as the
+/// proxy answers them.
+#[test]
+fn explain_shows_the_sign_in_answers() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(common::sidecar_bin())
+            .args(["explain", "--manifests", "examples/sign-in/access.yaml", "--url", "https://api.mysite.com/data"])
+            .args(extra)
+            .current_dir(common::repo_root())
+            .output()
+            .expect("run explain");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let login = "https://api.mysite.com/.portcullis/login?rd=https%3A%2F%2Fapi.mysite.com%2Fdata";
+    let api = run(&["--header", "Origin: https://www.mysite.com"]);
+    assert!(api.contains(&format!(r#""login":"{login}""#)) && api.contains("status 401"), "{api}");
+    let nav = run(&["--header", "Sec-Fetch-Mode: navigate"]);
+    assert!(nav.contains("status 302") && nav.contains(&format!("location: {login}")), "{nav}");
+}

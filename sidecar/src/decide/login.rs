@@ -175,6 +175,24 @@ pub fn request_base(scheme: &str, authority: &str) -> Option<Url> {
     Url::parse(&format!("{scheme}://{authority}/")).ok()
 }
 
+/// The scheme the browser uses to reach the application: `https` on the TLS listener, or when
+/// the session cookie is `Secure` (such a cookie only works over https, so a TLS-terminating
+/// proxy is in front); `http` only for a plain listener with a non-`Secure` cookie.
+pub fn public_scheme(tls_listener: bool, secure_cookie: bool) -> &'static str {
+    if tls_listener || secure_cookie {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The sign-in URL of an unauthenticated request for `path_and_query` (api.md: the 401's
+/// `"login"`, and where a navigation is redirected): it returns the user to that very URL.
+pub fn login_url_for(base: &Url, path_and_query: &str) -> String {
+    let here = base.join(path_and_query).unwrap_or_else(|_| base.clone());
+    login_url(base, here.as_str())
+}
+
 /// `<origin>/.portcullis/login?rd=<return url>`: the sign-in URL a 401 names and a navigation
 /// is redirected to.
 pub fn login_url(base: &Url, rd: &str) -> String {

@@ -49,12 +49,10 @@ impl Ctx<'_> {
         self.uri.authority().map(|a| a.as_str()).or_else(|| self.headers.get(HOST).and_then(|h| h.to_str().ok()))
     }
 
-    /// The origin the browser addressed: `https` on the TLS listener or when the session
-    /// cookie is `Secure` (such a cookie only works over https, so a TLS-terminating proxy is
-    /// in front), else `http`.
+    /// The origin the browser addressed (see `decide::login::public_scheme`).
     fn base(&self) -> Option<Url> {
         let secure = self.app().login.as_ref().is_none_or(|l| l.attrs.secure);
-        let scheme = if self.proxy.settings.client_scheme == "https" || secure { "https" } else { "http" };
+        let scheme = rules::public_scheme(self.proxy.settings.client_scheme == "https", secure);
         rules::request_base(scheme, self.authority()?)
     }
 
@@ -99,10 +97,7 @@ pub async fn handle(cx: &Ctx<'_>, endpoint: Option<Endpoint>) -> (Response<OutBo
 
 /// The 401 of an unauthenticated request with the sign-in URL, or the redirect to it.
 pub fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Response<OutBody> {
-    let login = cx.base().map(|base| {
-        let here = base.join(cx.uri.path_and_query().map_or("/", |p| p.as_str())).unwrap_or(base.clone());
-        rules::login_url(&base, here.as_str())
-    });
+    let login = cx.base().map(|base| rules::login_url_for(&base, cx.uri.path_and_query().map_or("/", |p| p.as_str())));
     match login {
         Some(url) if redirect => cx.finish(redirect_to(&url)),
         login => cx.refuse(Refusal::Unauthenticated { reason, login }),

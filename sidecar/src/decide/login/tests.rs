@@ -154,6 +154,14 @@ fn urls_of_the_flow() {
         login_url(&base(), "https://api.mysite.com/a b?c=d&e"),
         "https://api.mysite.com/.portcullis/login?rd=https%3A%2F%2Fapi.mysite.com%2Fa+b%3Fc%3Dd%26e"
     );
+    assert_eq!(
+        login_url_for(&base(), "/data?q=1"),
+        "https://api.mysite.com/.portcullis/login?rd=https%3A%2F%2Fapi.mysite.com%2Fdata%3Fq%3D1"
+    );
+    assert_eq!(
+        (public_scheme(true, false), public_scheme(false, true), public_scheme(false, false)),
+        ("https", "https", "http")
+    );
     assert_eq!(redirect_uri("https", "api.mysite.com:8443"), "https://api.mysite.com:8443/.portcullis/callback");
     // RFC 7636 Appendix B.
     assert_eq!(
