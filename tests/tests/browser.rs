@@ -272,10 +272,12 @@ async fn without_cors_the_preflight_fails_and_bypass_uses_the_apps_answer() {
     assert!(nocors["error"].as_str().unwrap().contains("Failed to fetch"), "{out:#}");
     let metrics = s.sidecar.metrics().await;
     assert!(
-        metrics.contains(r#"portcullis_preflights_total{app="shop/nocors",result="cors_not_configured"}"#)
-            || metrics.contains(r#"app="shop/nocors""#),
-        "{metrics}"
+        metrics.contains(r#"portcullis_preflights_total{app="shop/nocors",result="cors_not_configured"} 1"#),
+        "the browser's preflight was refused by the sidecar: {metrics}"
     );
+    let nocors_host =
+        |r: &common::Recorded| r.headers.get("host").is_some_and(|h| h.as_bytes().starts_with(b"nocors."));
+    assert!(!s.app.received().iter().any(nocors_host), "nothing reached the app for nocors");
     let bypass = step(&out, "fetch_bypass");
     assert_eq!((bypass["ok"].as_bool(), bypass["status"].as_u64()), (Some(true), Some(200)), "{out:#}");
     assert_eq!(bypass["json"]["app"], "protected");
