@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod push;
 pub mod push_key;
+pub mod session_key;
 pub mod status;
 
 #[cfg(test)]
@@ -55,6 +56,9 @@ pub enum Error {
     /// A deleted application could not be removed from every sidecar; its deletion waits.
     #[error("deleting AccessApplication {application} waits until its sidecars drop it; not pushed: {failures}")]
     CleanupPush { application: String, failures: String },
+    /// Generating an application's session key failed.
+    #[error("generating the session key for {secret}: {detail}")]
+    SessionKey { secret: String, detail: String },
     /// The operating system's CSPRNG failed; no credentials are generated without it.
     #[error("no randomness from the operating system: {0}")]
     Entropy(getrandom::Error),
@@ -70,6 +74,7 @@ impl Error {
             Error::PushKey { .. } => "PushKeyUnusable",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::CleanupPush { .. } => "CleanupPushFailed",
+            Error::SessionKey { .. } => "SessionKeyFailed",
             Error::Entropy(_) => "EntropyUnavailable",
         }
     }

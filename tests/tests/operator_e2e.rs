@@ -131,6 +131,37 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let finalizers = apps.get("api").await.unwrap().metadata.finalizers.unwrap_or_default();
     assert!(finalizers.iter().any(|f| f == "access.portcullis.dev/sidecar-cleanup"), "{finalizers:?}");
 
+    // Browser sign-in without a session key of its own: the operator makes one, and every
+    // sidecar accepts a session signed with it (so a session works on every replica).
+    let portal = json!({
+        "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessApplication",
+        "metadata": {"name": "portal", "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": "api"}},
+            "domains": ["portal.mysite.com"],
+            "login": {"oidc": {"issuer": "https://idp.example.test", "clientId": "portal"}},
+            "policies": [{"name": "staff", "action": "Allow", "include": [{"emailDomain": "mysite.com"}]}],
+        },
+    });
+    cluster::apply(&apps, portal).await;
+    let session_pem = cluster::secret_value(&secrets, "portal-portcullis-session", "session-key.pem").await;
+    let issuer = format!("portcullis-session:{ns}/portal");
+    let claims = json!({"iss": issuer, "aud": issuer, "email": "ada@mysite.com", "exp": now() + 600});
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(session_pem.as_bytes()).expect("an Ed25519 PEM");
+    let session =
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA), &claims, &key).unwrap();
+    let cookie = format!("CF_Authorization={session}");
+    every_sidecar_answers(
+        &sidecars,
+        "portal.mysite.com",
+        &[("cookie", cookie.as_str())],
+        200,
+        "the operator's session key",
+    )
+    .await;
+    apps.delete("portal", &DeleteParams::default()).await.expect("delete portal");
+    every_sidecar_answers(&sidecars, "portal.mysite.com", &[("cookie", cookie.as_str())], 404, "portal deleted").await;
+
     // An edit reaches every sidecar.
     cluster::apply(&apps, application(&ns, &["api.mysite.com", "www.mysite.com"], json!({}))).await;
     every_sidecar_answers(&sidecars, "www.mysite.com", &token, 200, "the added domain").await;

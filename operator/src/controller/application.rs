@@ -30,7 +30,7 @@ use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, AppOutcome, Desired};
 use crate::push::{PodOutcome, Pusher};
 use crate::status::{self, Want, READY};
-use crate::{events, Context, Error, Result};
+use crate::{events, session_key, Context, Error, Result};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "accessapplication";
@@ -215,6 +215,7 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desire
     // name. Their values go into the compiled snapshot only.
     let secrets = list::<Secret>(ctx, namespace).await?;
     let pods = list::<Pod>(ctx, namespace).await?;
+    let applications = session_key::with_provided_keys(applications, &secrets);
 
     let plan = {
         let mut cache = app_ctx.compiles.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,6 +242,7 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
+    session_key::ensure(ctx, app).await?;
     let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let mut failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
@@ -258,6 +260,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
+    session_key::ensure(ctx, app).await?;
     let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
 
