@@ -56,24 +56,18 @@ async fn main() {
     let sidecar_count = args.first().copied().unwrap_or(100);
     let rounds = args.get(1).copied().unwrap_or(20);
     let app_count = args.get(2).copied().unwrap_or(1000);
-    let Some(client) = cluster::connect("propagation bench").await else { return };
-    cluster::install_crds(&client).await;
-    let op_ns = cluster::unique("portcullis-bench-system");
-    let ns = cluster::unique("portcullis-bench");
-    cluster::create_namespace(&client, &op_ns).await;
-    cluster::create_namespace(&client, &ns).await;
-    let user = cluster::operator_identity(&client, &op_ns).await;
-    let mut operator = Operator::start(&op_ns, &user, "operator-bench").await;
-    let key =
-        cluster::secret_value(&Api::namespaced(client.clone(), &op_ns), "portcullis-push-key", "public-key").await;
+    let Some(setup) = cluster::setup("propagation bench", "portcullis-bench").await else { return };
+    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let mut operator = Operator::start(op_ns, user, "operator-bench").await;
+    let key = setup.push_public_key().await;
     let rss_idle = operator.rss_kib();
 
     let up = Upstream::start().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut sidecars = Vec::new();
     for i in 0..sidecar_count {
         let name = format!("web-{i}");
-        let sc = sidecar_without_manifests(&up.url(), &key, &ns, &name).await;
+        let sc = sidecar_without_manifests(&up.url(), &key, ns, &name).await;
         let pod = cluster::sidecar_pod(&name, json!({"app": "web"}), sc.addr.port(), sc.admin.port());
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
         cluster::set_running(&pods, &name, 0).await;
@@ -81,8 +75,8 @@ async fn main() {
     }
     eprintln!("{sidecar_count} sidecars running behind Pod objects");
 
-    let apps: Api<AccessApplication> = Api::namespaced(client.clone(), &ns);
-    cluster::apply(&apps, application(&ns, "web", "v0.mysite.com", "web")).await;
+    let apps: Api<AccessApplication> = Api::namespaced(client.clone(), ns);
+    cluster::apply(&apps, application(ns, "web", "v0.mysite.com", "web")).await;
     for sc in &sidecars {
         eventually(Duration::from_secs(60), "first config", || async {
             enforces(sc, "v0.mysite.com").await.then_some(())
@@ -95,7 +89,7 @@ async fn main() {
     for round in 1..=rounds {
         let host = format!("v{round}.mysite.com");
         let started = Instant::now();
-        cluster::apply(&apps, application(&ns, "web", &host, "web")).await;
+        cluster::apply(&apps, application(ns, "web", &host, "web")).await;
         let waits = sidecars.iter().map(|sc| {
             let host = host.clone();
             async move {
@@ -123,7 +117,7 @@ async fn main() {
     let mut namespaces = Vec::new();
     for n in 0..app_count.div_ceil(per_namespace) {
         let name = format!("{ns}-{n}");
-        cluster::create_namespace(&client, &name).await;
+        cluster::create_namespace(client, &name).await;
         let api: Api<AccessApplication> = Api::namespaced(client.clone(), &name);
         for i in 0..per_namespace.min(app_count - n * per_namespace) {
             let app = application(&name, &format!("app-{i}"), &format!("app-{i}.ns-{n}.mysite.com"), "none");

@@ -65,29 +65,24 @@ async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_configures_sidecars_through_a_real_api_server() {
-    let Some(client) = cluster::connect("operator_e2e").await else { return };
-    cluster::install_crds(&client).await;
-    let op_ns = cluster::unique("portcullis-e2e-system");
-    let ns = cluster::unique("portcullis-e2e-shop");
-    cluster::create_namespace(&client, &op_ns).await;
-    cluster::create_namespace(&client, &ns).await;
-    let user = cluster::operator_identity(&client, &op_ns).await;
+    let Some(setup) = cluster::setup("operator_e2e", "portcullis-e2e-shop").await else { return };
+    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let (client, op_ns, ns, user) = (client.clone(), op_ns.as_str(), ns.as_str(), user.as_str());
 
     // Two replicas: one leads, the other stands by.
-    let mut first = Operator::start(&op_ns, &user, "operator-a").await;
-    let push_key =
-        cluster::secret_value(&Api::namespaced(client.clone(), &op_ns), "portcullis-push-key", "public-key").await;
-    let mut second = Operator::start(&op_ns, &user, "operator-b").await;
-    let leader = eventually(WAIT, "a leader", || lease_holder(&client, &op_ns)).await;
+    let mut first = Operator::start(op_ns, user, "operator-a").await;
+    let push_key = setup.push_public_key().await;
+    let mut second = Operator::start(op_ns, user, "operator-b").await;
+    let leader = eventually(WAIT, "a leader", || lease_holder(&client, op_ns)).await;
     assert_eq!(leader, "operator-a", "the first replica took the Lease");
 
     // Three sidecars, each behind a Pod object whose ports point at it.
     let up = Upstream::start().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut sidecars = Vec::new();
     for i in 0..PODS {
         let name = format!("api-{i}");
-        let sc = sidecar_without_manifests(&up.url(), &push_key, &ns, &name).await;
+        let sc = sidecar_without_manifests(&up.url(), &push_key, ns, &name).await;
         let pod = cluster::sidecar_pod(&name, json!({"app": "api"}), sc.addr.port(), sc.admin.port());
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
         cluster::set_running(&pods, &name, 0).await;
@@ -95,7 +90,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     }
 
     // The token's Secret appears; the application reaches every sidecar.
-    let tokens: Api<AccessServiceToken> = Api::namespaced(client.clone(), &ns);
+    let tokens: Api<AccessServiceToken> = Api::namespaced(client.clone(), ns);
     cluster::apply(
         &tokens,
         json!({
@@ -105,14 +100,14 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
         }),
     )
     .await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let id = cluster::secret_value(&secrets, "ci-token-credentials", "client-id").await;
     let secret = cluster::secret_value(&secrets, "ci-token-credentials", "client-secret").await;
     assert!(secret.len() >= 43, "at least 256 bits of secret");
     let token = [("cf-access-client-id", id.as_str()), ("cf-access-client-secret", secret.as_str())];
 
-    let apps: Api<AccessApplication> = Api::namespaced(client.clone(), &ns);
-    let created = cluster::apply(&apps, application(&ns, &["api.mysite.com"], json!({}))).await;
+    let apps: Api<AccessApplication> = Api::namespaced(client.clone(), ns);
+    let created = cluster::apply(&apps, application(ns, &["api.mysite.com"], json!({}))).await;
     every_sidecar_answers(&sidecars, "api.mysite.com", &token, 200, "the token is accepted").await;
     every_sidecar_answers(&sidecars, "api.mysite.com", &[], 401, "no credentials").await;
     let bad_secret = [("cf-access-client-id", id.as_str()), ("cf-access-client-secret", "wrong")];
@@ -163,7 +158,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     every_sidecar_answers(&sidecars, "portal.mysite.com", &[("cookie", cookie.as_str())], 404, "portal deleted").await;
 
     // An edit reaches every sidecar.
-    cluster::apply(&apps, application(&ns, &["api.mysite.com", "www.mysite.com"], json!({}))).await;
+    cluster::apply(&apps, application(ns, &["api.mysite.com", "www.mysite.com"], json!({}))).await;
     every_sidecar_answers(&sidecars, "www.mysite.com", &token, 200, "the added domain").await;
 
     // A bad edit CEL can express is refused by the API server, naming the fields.
@@ -172,7 +167,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
             "api",
             &kube::api::PatchParams::apply("portcullis-e2e").force(),
             &kube::api::Patch::Apply(application(
-                &ns,
+                ns,
                 &["api.mysite.com"],
                 json!({"cors": {"allowAllOrigins": true, "allowCredentials": true}}),
             )),
@@ -183,11 +178,8 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     assert!(message.contains("allowCredentials") && message.contains("allowAllOrigins"), "{message}");
 
     // One it cannot (a malformed origin) is reported in status; the sidecars keep the old config.
-    cluster::apply(
-        &apps,
-        application(&ns, &["api.mysite.com"], json!({"cors": {"allowedOrigins": ["https://*.com"]}})),
-    )
-    .await;
+    cluster::apply(&apps, application(ns, &["api.mysite.com"], json!({"cors": {"allowedOrigins": ["https://*.com"]}})))
+        .await;
     let status = eventually(WAIT, "Ready=False for the bad origin", || async {
         let status = status_of(&apps).await;
         (condition(&status, "Ready")["status"] == "False").then_some(status)
@@ -203,10 +195,10 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     // The leader stops mid-way: the standby takes the Lease over and converges the next edit.
     first.stop();
     eventually(WAIT, "the standby leads", || async {
-        (lease_holder(&client, &op_ns).await.as_deref() == Some("operator-b")).then_some(())
+        (lease_holder(&client, op_ns).await.as_deref() == Some("operator-b")).then_some(())
     })
     .await;
-    cluster::apply(&apps, application(&ns, &["api.mysite.com", "shop.mysite.com"], json!({}))).await;
+    cluster::apply(&apps, application(ns, &["api.mysite.com", "shop.mysite.com"], json!({}))).await;
     every_sidecar_answers(&sidecars, "shop.mysite.com", &token, 200, "an edit after the hand-over").await;
     every_sidecar_answers(&sidecars, "www.mysite.com", &token, 404, "the removed domain").await;
 
@@ -214,7 +206,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let restarted_at = sidecars[0].admin.port();
     let traffic = sidecars[0].addr.port();
     drop(sidecars.remove(0));
-    let again = sidecar_without_manifests_on(&up.url(), &push_key, &ns, "api-0", traffic, restarted_at).await;
+    let again = sidecar_without_manifests_on(&up.url(), &push_key, ns, "api-0", traffic, restarted_at).await;
     sidecars.insert(0, again);
     cluster::set_running(&pods, "api-0", 1).await;
     every_sidecar_answers(&sidecars[..1], "shop.mysite.com", &token, 200, "the restarted sidecar").await;
@@ -226,14 +218,14 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     pods.create(&PostParams::default(), &serde_json::from_value(late).unwrap()).await.expect("create pod");
     cluster::set_running(&pods, "api-late", 0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let late = sidecar_without_manifests_on(&up.url(), &push_key, &ns, "api-late", traffic, admin).await;
+    let late = sidecar_without_manifests_on(&up.url(), &push_key, ns, "api-late", traffic, admin).await;
     every_sidecar_answers(std::slice::from_ref(&late), "shop.mysite.com", &token, 200, "the late sidecar").await;
     sidecars.push(late);
 
     // A replica restarted: the old leader comes back as a standby; nothing changes hands.
-    first = Operator::start(&op_ns, &user, "operator-a").await;
+    first = Operator::start(op_ns, user, "operator-a").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(lease_holder(&client, &op_ns).await.as_deref(), Some("operator-b"));
+    assert_eq!(lease_holder(&client, op_ns).await.as_deref(), Some("operator-b"));
 
     // Deleting the application stops its enforcement: its domains are unknown (404) everywhere,
     // and the finalizer lets the object go.

@@ -40,6 +40,38 @@ pub async fn connect(suite: &str) -> Option<Client> {
     Some(Client::try_from(config).expect("a client for KUBECONFIG"))
 }
 
+/// A fresh place to run the operator: the CRDs installed, the operator's namespace with its
+/// ServiceAccount and RBAC, and an application namespace.
+pub struct Setup {
+    pub client: Client,
+    /// The operator's namespace.
+    pub op_ns: String,
+    /// The namespace of the applications and Pods.
+    pub ns: String,
+    /// The user the operator impersonates (its ServiceAccount).
+    pub user: String,
+}
+
+/// Prepares a [`Setup`] with namespaces named after `prefix`, or `None` (with a message) when
+/// `KUBECONFIG` is unset.
+pub async fn setup(suite: &str, prefix: &str) -> Option<Setup> {
+    let client = connect(suite).await?;
+    install_crds(&client).await;
+    let op_ns = unique(&format!("{prefix}-system"));
+    let ns = unique(prefix);
+    create_namespace(&client, &op_ns).await;
+    create_namespace(&client, &ns).await;
+    let user = operator_identity(&client, &op_ns).await;
+    Some(Setup { client, op_ns, ns, user })
+}
+
+impl Setup {
+    /// The push public key (base64) the operator keeps in its namespace, once it made it.
+    pub async fn push_public_key(&self) -> String {
+        secret_value(&Api::namespaced(self.client.clone(), &self.op_ns), "portcullis-push-key", "public-key").await
+    }
+}
+
 /// A name unique to this run, for namespaces (without a namespace controller, as on a bare API
 /// server, deleted namespaces linger, so runs never reuse one).
 pub fn unique(prefix: &str) -> String {
