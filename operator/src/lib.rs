@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod push;
 pub mod push_key;
 pub mod status;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

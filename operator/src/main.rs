@@ -13,6 +13,7 @@ use portcullis_operator::controller::{application, service_token};
 use portcullis_operator::metrics::Metrics;
 use portcullis_operator::push::Pusher;
 use portcullis_operator::push_key;
+use portcullis_operator::webhook::{self, WebhookArgs};
 use portcullis_operator::{Context, SystemClock};
 use prometheus::Registry;
 
@@ -42,6 +43,9 @@ enum Command {
         /// Secret (in --namespace) holding the push signing key; created on first start.
         #[arg(long, default_value = push_key::SECRET_NAME)]
         push_key_secret: String,
+        /// Boxed: the webhook flags make this variant much larger than `Crd`.
+        #[command(flatten)]
+        webhook: Box<WebhookArgs>,
     },
     /// Print the CustomResourceDefinitions (multi-document YAML) and exit.
     Crd,
@@ -54,8 +58,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", portcullis_crds::manifests::crd_yaml().context("rendering the CRDs")?);
             Ok(())
         }
-        Command::Run { admin_listen, instance, log_json, namespace, push_key_secret } => {
-            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret }).await
+        Command::Run { admin_listen, instance, log_json, namespace, push_key_secret, webhook } => {
+            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, webhook }).await
         }
     }
 }
@@ -66,10 +70,11 @@ struct Settings {
     log_json: bool,
     namespace: String,
     push_key_secret: String,
+    webhook: Box<WebhookArgs>,
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { admin_listen, instance, log_json, namespace, push_key_secret } = settings;
+    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, webhook } = settings;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -88,6 +93,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the push signing key from Secret {namespace}/{push_key_secret}"))?;
     tracing::info!(key_id = key.verifying_key().key_id(), "push signing key loaded");
+    let webhooks = webhook::start(*webhook, client.clone(), &namespace, key.verifying_key().to_base64())
+        .await
+        .context("binding the admission webhook address")?;
     let pusher = Pusher::new(key, metrics.clone());
     let ctx = Arc::new(Context::new(client, Arc::new(SystemClock), metrics, reporter));
     let applications = Arc::new(application::AppContext { ctx: ctx.clone(), pusher });
@@ -101,5 +109,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::join!(service_token::run(ctx, move || ready.store(true, Ordering::Release)), application::run(applications),);
     tracing::info!("controllers stopped");
     admin.abort();
+    webhooks.into_iter().flatten().for_each(|task| task.abort());
     Ok(())
 }

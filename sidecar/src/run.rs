@@ -27,6 +27,8 @@ pub enum StartError {
     Outbound(#[from] OutboundError),
     #[error("--push-public-key {path}: {reason}")]
     PushKey { path: std::path::PathBuf, reason: String },
+    #[error("--push-public-key-value (key {index}, counting from 0): {reason}")]
+    PushKeyValue { index: usize, reason: String },
     #[error(
         "--push-public-key needs --pod-name and --pod-namespace (or POD_NAME and POD_NAMESPACE from the downward API)"
     )]
@@ -98,7 +100,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
 
 /// The push receiver of a sidecar in cluster mode, from the flags.
 fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
-    if args.push_public_key.is_empty() {
+    if args.push_public_key.is_empty() && args.push_public_key_value.is_empty() {
         tracing::warn!("no --push-public-key: configuration pushes are refused");
         return Ok(None);
     }
@@ -107,6 +109,10 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
         let err = |reason: String| StartError::PushKey { path: path.clone(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         trusted.push(VerifyingKey::parse(&text).map_err(|e| err(e.to_string()))?);
+    }
+    for (i, text) in args.push_public_key_value.iter().enumerate() {
+        trusted
+            .push(VerifyingKey::parse(text).map_err(|e| StartError::PushKeyValue { index: i, reason: e.to_string() })?);
     }
     let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
         return Err(StartError::PushTarget);
