@@ -23,6 +23,10 @@ pub struct Metrics {
     /// `portcullis_operator_sidecars_synced{namespace, application}` and `..._matched`.
     synced: IntGaugeVec,
     matched: IntGaugeVec,
+    /// `portcullis_operator_service_token_expiry_timestamp_seconds{namespace, token}`: when the
+    /// current credentials expire (Unix seconds); absent for tokens that do not expire. The
+    /// "token expiring soon" alert reads it.
+    token_expiry: IntGaugeVec,
 }
 
 // === impl Metrics ===
@@ -58,13 +62,21 @@ impl Metrics {
             Opts::new("portcullis_operator_sidecars_matched", "Running sidecars an application selects"),
             &["namespace", "application"],
         )?;
+        let token_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_operator_service_token_expiry_timestamp_seconds",
+                "Unix time the current credentials of an AccessServiceToken expire",
+            ),
+            &["namespace", "token"],
+        )?;
+        registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(pushes.clone()))?;
         registry.register(Box::new(push_duration.clone()))?;
         registry.register(Box::new(synced.clone()))?;
         registry.register(Box::new(matched.clone()))?;
-        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched })
+        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, token_expiry })
     }
 
     /// Counts one finished reconcile and its duration.
@@ -83,6 +95,15 @@ impl Metrics {
     pub fn sidecars(&self, namespace: &str, application: &str, matched: u32, synced: u32) {
         self.matched.with_label_values(&[namespace, application]).set(i64::from(matched));
         self.synced.with_label_values(&[namespace, application]).set(i64::from(synced));
+    }
+
+    /// Sets (or, for credentials that do not expire, removes) a token's expiry.
+    pub fn token_expiry(&self, namespace: &str, token: &str, expires_at: Option<i64>) {
+        match expires_at {
+            Some(at) => self.token_expiry.with_label_values(&[namespace, token]).set(at),
+            // An error only means the series did not exist.
+            None => drop(self.token_expiry.remove_label_values(&[namespace, token])),
+        }
     }
 
     /// Drops the gauges of a deleted application.

@@ -30,6 +30,8 @@ pub const UPSTREAM_PORT_ANNOTATION: &str = "access.portcullis.dev/upstream-port"
 pub const CONTAINER_NAME: &str = "portcullis-sidecar";
 /// Name of the sidecar's traffic port; Services send traffic to it (`targetPort: portcullis`).
 pub const TRAFFIC_PORT_NAME: &str = "portcullis";
+/// Label put on injected pods (value `injected`), for a PodMonitor to scrape the sidecars.
+pub const SIDECAR_LABEL: &str = "access.portcullis.dev/sidecar";
 /// Namespaces never injected, whatever their labels.
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system"];
 
@@ -87,7 +89,7 @@ pub enum InjectError {
 pub enum Decision {
     /// Admit unchanged; the reason is for logs.
     Skip(&'static str),
-    /// Admit with this container added.
+    /// Admit with this container added (and [`SIDECAR_LABEL`] set).
     Inject(Box<Container>),
     Refuse(InjectError),
 }
@@ -109,7 +111,7 @@ pub fn review(injection: &Injection, scope: Scope, req: &AdmissionRequest<Pod>) 
         }
         Decision::Refuse(e) => allowed.deny(e),
         Decision::Inject(container) => {
-            let patch = patch(&container);
+            let patch = patch(&container, pod.metadata.labels.is_some());
             match serde_json::from_value(patch).map_err(|e| e.to_string()).and_then(|p| {
                 // The response carries the patch as JSON bytes; encoding a Value cannot fail.
                 allowed.clone().with_patch(p).map_err(|e| e.to_string())
@@ -246,8 +248,15 @@ pub fn container(injection: &Injection, upstream: u16) -> Container {
     }
 }
 
-/// The RFC 6902 patch appending `container` to the pod's containers. Every pod has at least one
-/// container (the API server refuses a pod without), so `/spec/containers/-` exists.
-pub fn patch(container: &Container) -> Value {
-    json!([{ "op": "add", "path": "/spec/containers/-", "value": container }])
+/// The RFC 6902 patch appending `container` to the pod's containers and labelling the pod. Every
+/// pod has at least one container (the API server refuses a pod without), so
+/// `/spec/containers/-` exists; `/metadata/labels` is created when the pod has none.
+pub fn patch(container: &Container, has_labels: bool) -> Value {
+    let label = if has_labels {
+        // RFC 6901: `/` in a key is written `~1`.
+        json!({ "op": "add", "path": format!("/metadata/labels/{}", SIDECAR_LABEL.replace('/', "~1")), "value": "injected" })
+    } else {
+        json!({ "op": "add", "path": "/metadata/labels", "value": { SIDECAR_LABEL: "injected" } })
+    };
+    json!([{ "op": "add", "path": "/spec/containers/-", "value": container }, label])
 }

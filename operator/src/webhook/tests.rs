@@ -126,6 +126,12 @@ fn a_pod_of_a_labelled_namespace_gets_the_sidecar() {
     assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
     assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
     assert_eq!(serde_json::to_value(c.resources.unwrap()).unwrap()["limits"]["memory"], "64Mi");
+    assert_eq!(pod["metadata"]["labels"][inject::SIDECAR_LABEL], "injected");
+    // A pod with labels keeps them.
+    let mut labelled = object.clone();
+    labelled["metadata"]["labels"] = json!({ "app": "web" });
+    let (_, labelled) = inject_call("/inject/namespace", "shop", &labelled);
+    assert_eq!(labelled["metadata"]["labels"], json!({ "app": "web", inject::SIDECAR_LABEL: "injected" }));
     // The app container is untouched.
     assert_eq!(pod["spec"]["containers"][0], object["spec"]["containers"][0]);
 }
