@@ -69,6 +69,8 @@ pub struct Managed {
     pub secret: String,
     /// The webhook Service's name (the certificate's DNS names).
     pub service: String,
+    /// More certificate names (DNS or IP) besides the Service's.
+    pub extra_names: Vec<String>,
     /// MutatingWebhookConfiguration whose caBundle is kept.
     pub mutating: Option<String>,
     /// ValidatingWebhookConfiguration whose caBundle is kept.
@@ -138,7 +140,7 @@ impl Managed {
             .as_ref()
             .and_then(|s| s.data.as_ref()?.get(tls::CA_CRT))
             .and_then(|ca| String::from_utf8(ca.0.clone()).ok());
-        let bundle = Bundle::generate(&self.service, &self.namespace, now, previous_ca.as_deref())?;
+        let bundle = Bundle::generate(&self.service, &self.namespace, &self.extra_names, now, previous_ca.as_deref())?;
         let (data, annotations) = bundle.secret_data();
         let mut secret = Secret {
             metadata: ObjectMeta {
@@ -258,7 +260,7 @@ mod tests {
         assert!(!slot.is_loaded());
 
         let now = jiff::Timestamp::now();
-        let bundle = Bundle::generate("svc", "ns", now, None).unwrap();
+        let bundle = Bundle::generate("svc", "ns", &[], now, None).unwrap();
         std::fs::write(dir.join(tls::TLS_CRT), &bundle.cert_pem).unwrap();
         std::fs::write(dir.join(tls::TLS_KEY), &bundle.key_pem).unwrap();
         refresh_files(&dir, &slot, &mut last).unwrap();

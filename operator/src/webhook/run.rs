@@ -33,6 +33,11 @@ pub struct WebhookArgs {
     /// The webhook Service: the certificate is made for <service>.<namespace>.svc.
     #[arg(long, default_value = "portcullis-webhook")]
     pub webhook_service: String,
+    /// More names (DNS or IP) for the operator-made certificate, for an API server that calls
+    /// the webhooks by URL (e.g. https://127.0.0.1:9443 when the operator runs outside the
+    /// cluster in tests); repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    pub webhook_extra_san: Vec<String>,
     /// MutatingWebhookConfiguration whose caBundle the operator keeps (operator-made certificate).
     #[arg(long)]
     pub mutating_webhook_configuration: Option<String>,
@@ -82,6 +87,7 @@ pub async fn start(
             namespace: namespace.to_owned(),
             secret: args.webhook_secret,
             service: args.webhook_service,
+            extra_names: args.webhook_extra_san,
             mutating: args.mutating_webhook_configuration,
             validating: args.validating_webhook_configuration,
         }),

@@ -460,7 +460,9 @@ async fn the_server_answers_over_tls_with_a_generated_certificate() {
     use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-    let bundle = tls::Bundle::generate("portcullis-webhook", OPERATOR_NS, jiff::Timestamp::now(), None).unwrap();
+    let extra = ["127.0.0.1".to_owned()];
+    let bundle =
+        tls::Bundle::generate("portcullis-webhook", OPERATOR_NS, &extra, jiff::Timestamp::now(), None).unwrap();
     let slot = Arc::new(server::CertSlot::default());
     slot.store(bundle.certified_key("test").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -478,11 +480,12 @@ async fn the_server_answers_over_tls_with_a_generated_certificate() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let call = |path: &'static str, body: Vec<u8>| {
+    // By the Service's name, or by an extra name (the API server calling a URL).
+    let call = |host: &'static str, path: &'static str, body: Vec<u8>| {
         let connector = connector.clone();
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let name = ServerName::try_from(format!("portcullis-webhook.{OPERATOR_NS}.svc")).unwrap();
+            let name = ServerName::try_from(host).unwrap();
             let mut tls = connector.connect(name, tcp).await.unwrap();
             let head = format!(
                 "POST {path} HTTP/1.1\r\nHost: portcullis-webhook\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -496,15 +499,20 @@ async fn the_server_answers_over_tls_with_a_generated_certificate() {
         }
     };
     let object = pod(json!({}), json!([{ "containerPort": 3000 }]));
-    let answer = call("/inject/namespace", review("CREATE", "shop", ("", "v1", "Pod"), object)).await;
+    let answer = call(
+        "portcullis-webhook.portcullis-system.svc",
+        "/inject/namespace",
+        review("CREATE", "shop", ("", "v1", "Pod"), object),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"patchType\":\"JSONPatch\""), "{answer}");
-    let answer = call("/validate", b"garbage".to_vec()).await;
+    let answer = call("127.0.0.1", "/validate", b"garbage".to_vec()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("not an admission.k8s.io/v1 AdmissionReview"), "{answer}");
 
     // A client that does not trust the CA is refused at the handshake.
-    let other = tls::Bundle::generate("portcullis-webhook", OPERATOR_NS, jiff::Timestamp::now(), None).unwrap();
+    let other = tls::Bundle::generate("portcullis-webhook", OPERATOR_NS, &[], jiff::Timestamp::now(), None).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(other.ca_pem.as_bytes()).unwrap()).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());

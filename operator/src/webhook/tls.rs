@@ -68,10 +68,12 @@ impl std::fmt::Debug for Bundle {
 
 impl Bundle {
     /// A new CA and a serving certificate for the webhook Service, valid from `now` for
-    /// [`VALIDITY`]. `previous_ca` (PEM) stays in the bundle after the new CA.
+    /// [`VALIDITY`], for the Service's names and `extra_names` (DNS names or IP addresses).
+    /// `previous_ca` (PEM) stays in the bundle after the new CA.
     pub fn generate(
         service: &str,
         namespace: &str,
+        extra_names: &[String],
         now: Timestamp,
         previous_ca: Option<&str>,
     ) -> Result<Self, TlsError> {
@@ -90,7 +92,9 @@ impl Bundle {
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca, ca_key);
 
-        let mut leaf = CertificateParams::new(dns_names(service, namespace))?;
+        let mut names = dns_names(service, namespace);
+        names.extend(extra_names.iter().cloned());
+        let mut leaf = CertificateParams::new(names)?;
         leaf.distinguished_name = rcgen::DistinguishedName::new();
         leaf.distinguished_name.push(DnType::CommonName, format!("{service}.{namespace}.svc"));
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -187,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_generated_bundle_serves_and_round_trips_through_its_secret() {
-        let bundle = Bundle::generate("portcullis-webhook", "portcullis", now(), None).unwrap();
+        let bundle = Bundle::generate("portcullis-webhook", "portcullis", &[], now(), None).unwrap();
         assert!(bundle.certified_key("generated").is_ok());
         assert_eq!(bundle.ca_pem.matches("BEGIN CERTIFICATE").count(), 1);
         let (data, annotations) = bundle.secret_data();
@@ -202,22 +206,22 @@ mod tests {
 
     #[test]
     fn renewal_comes_a_third_before_expiry_and_keeps_the_previous_ca() {
-        let first = Bundle::generate("svc", "ns", now(), None).unwrap();
+        let first = Bundle::generate("svc", "ns", &[], now(), None).unwrap();
         assert!(!first.needs_renewal(now()));
         assert!(!first.needs_renewal(now() + SignedDuration::from_hours(240 * 24)));
         assert!(first.needs_renewal(now() + SignedDuration::from_hours(250 * 24)));
-        let second = Bundle::generate("svc", "ns", now(), Some(&first.ca_pem)).unwrap();
+        let second = Bundle::generate("svc", "ns", &[], now(), Some(&first.ca_pem)).unwrap();
         assert_eq!(second.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
         assert!(second.ca_pem.ends_with(&first.ca_pem), "the previous CA follows the new one");
         // A third renewal drops the oldest CA.
-        let third = Bundle::generate("svc", "ns", now(), Some(&second.ca_pem)).unwrap();
+        let third = Bundle::generate("svc", "ns", &[], now(), Some(&second.ca_pem)).unwrap();
         assert_eq!(third.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
         assert!(!third.ca_pem.contains(first.ca_pem.trim()));
     }
 
     #[test]
     fn unusable_pem_is_an_error_that_does_not_quote_the_key() {
-        let bundle = Bundle::generate("svc", "ns", now(), None).unwrap();
+        let bundle = Bundle::generate("svc", "ns", &[], now(), None).unwrap();
         let e = certified_key(b"nothing", bundle.key_pem.as_bytes(), "files").unwrap_err();
         assert!(e.to_string().contains("certificate"), "{e}");
         let bad_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n";
