@@ -127,3 +127,26 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use portcullis_crds::push::SigningKey;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = ["portcullis-sidecar", "--pod-name", "web", "--pod-namespace", "shop"];
+        Args::try_parse_from(base.iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn push_keys_can_be_given_inline_as_the_injection_webhook_does() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let b64 = key.verifying_key().to_base64();
+        assert!(push_receiver(&args(&["--push-public-key-value", &b64])).unwrap().is_some());
+        assert!(push_receiver(&args(&[])).unwrap().is_none(), "no key: pushes refused");
+        let e = push_receiver(&args(&["--push-public-key-value", "not-a-key"])).err().unwrap();
+        assert!(e.to_string().starts_with("--push-public-key-value (key 0"), "{e}");
+    }
+}
