@@ -56,7 +56,8 @@ fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> CertError {
 
 /// Where the certificate comes from.
 pub enum CertSource {
-    Managed(Managed),
+    /// Boxed: much larger than a path, and made once.
+    Managed(Box<Managed>),
     Files(PathBuf),
 }
 

@@ -82,7 +82,7 @@ pub async fn start(
     tracing::info!(listen = %args.webhook_listen, "admission webhooks listening");
     let source = match args.webhook_cert_dir {
         Some(dir) => CertSource::Files(dir),
-        None => CertSource::Managed(Managed {
+        None => CertSource::Managed(Box::new(Managed {
             client,
             namespace: namespace.to_owned(),
             secret: args.webhook_secret,
@@ -90,7 +90,7 @@ pub async fn start(
             extra_names: args.webhook_extra_san,
             mutating: args.mutating_webhook_configuration,
             validating: args.validating_webhook_configuration,
-        }),
+        })),
     };
     let webhooks = Arc::new(Webhooks {
         injection: Injection {
