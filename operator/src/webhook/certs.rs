@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::server::CertSlot;
@@ -187,30 +188,41 @@ impl Managed {
     async fn write_ca_bundle(&self, ca_pem: &str) -> Result<(), CertError> {
         let want = ca_pem.as_bytes();
         if let Some(name) = &self.mutating {
-            let api = Api::<MutatingWebhookConfiguration>::all(self.client.clone());
-            let config =
-                api.get(name).await.map_err(kube_err(format!("reading MutatingWebhookConfiguration {name}")))?;
-            let current =
-                config.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref()));
-            if let Some(patch) = ca_bundle_patch(current, want) {
-                api.patch(name, &patch_params(), &Patch::Strategic(patch))
-                    .await
-                    .map_err(kube_err(format!("patching caBundle of MutatingWebhookConfiguration {name}")))?;
-                tracing::info!(configuration = %name, "caBundle updated");
-            }
+            self.keep_ca_bundle::<MutatingWebhookConfiguration>(name, want, |c| {
+                c.webhooks.iter().flatten().map(|w| (w.name.clone(), w.client_config.ca_bundle.clone())).collect()
+            })
+            .await?;
         }
         if let Some(name) = &self.validating {
-            let api = Api::<ValidatingWebhookConfiguration>::all(self.client.clone());
-            let config =
-                api.get(name).await.map_err(kube_err(format!("reading ValidatingWebhookConfiguration {name}")))?;
-            let current =
-                config.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref()));
-            if let Some(patch) = ca_bundle_patch(current, want) {
-                api.patch(name, &patch_params(), &Patch::Strategic(patch))
-                    .await
-                    .map_err(kube_err(format!("patching caBundle of ValidatingWebhookConfiguration {name}")))?;
-                tracing::info!(configuration = %name, "caBundle updated");
-            }
+            self.keep_ca_bundle::<ValidatingWebhookConfiguration>(name, want, |c| {
+                c.webhooks.iter().flatten().map(|w| (w.name.clone(), w.client_config.ca_bundle.clone())).collect()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Patches the webhooks of configuration `name` whose `caBundle` (as `bundles` reads them)
+    /// is not `want`.
+    async fn keep_ca_bundle<K>(
+        &self,
+        name: &str,
+        want: &[u8],
+        bundles: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
+    ) -> Result<(), CertError>
+    where
+        K: kube::Resource<Scope = kube::core::ClusterResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let kind = K::kind(&K::DynamicType::default()).into_owned();
+        let api = Api::<K>::all(self.client.clone());
+        let config = api.get(name).await.map_err(kube_err(format!("reading {kind} {name}")))?;
+        let current = bundles(&config);
+        if let Some(patch) = ca_bundle_patch(current.iter().map(|(n, b)| (n.as_str(), b.as_ref())), want) {
+            api.patch(name, &patch_params(), &Patch::Strategic(patch))
+                .await
+                .map_err(kube_err(format!("patching caBundle of {kind} {name}")))?;
+            tracing::info!(%kind, configuration = %name, "caBundle updated");
         }
         Ok(())
     }

@@ -436,10 +436,17 @@ fn deletes_status_writes_and_other_kinds() {
     bad["sessionDuration"] = json!("forever");
     let response = call("/validate", &review("DELETE", "shop", APP, app(bad.clone())));
     assert_eq!(response["allowed"], true);
-    let mut body: Value = serde_json::from_slice(&review("UPDATE", "shop", APP, app(bad))).unwrap();
+    let mut body: Value = serde_json::from_slice(&review("UPDATE", "shop", APP, app(bad.clone()))).unwrap();
     body["request"]["subResource"] = json!("status");
     let response = call("/validate", &serde_json::to_vec(&body).unwrap());
     assert_eq!(response["allowed"], true, "status writes are the operator's");
+    // Metadata-only updates (the operator's finalizer) of an invalid object pass; spec edits don't.
+    let mut body: Value = serde_json::from_slice(&review("UPDATE", "shop", APP, app(bad.clone()))).unwrap();
+    body["request"]["oldObject"] = app(bad.clone());
+    body["request"]["object"]["metadata"]["finalizers"] = json!(["access.portcullis.dev/cleanup"]);
+    assert_eq!(call("/validate", &serde_json::to_vec(&body).unwrap())["allowed"], true);
+    body["request"]["oldObject"] = app(valid_spec());
+    assert_eq!(call("/validate", &serde_json::to_vec(&body).unwrap())["allowed"], false);
     let response =
         call("/validate", &review("CREATE", "shop", ("", "v1", "ConfigMap"), json!({ "metadata": { "name": "x" } })));
     assert_eq!(response["allowed"], false, "fail closed on kinds it does not know");

@@ -32,6 +32,14 @@ pub fn review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let Some(object) = req.object.as_ref() else {
         return allowed.deny(format!("{} {:?} without an object: nothing to validate", req.kind.kind, req.operation));
     };
+    // An update that leaves the spec as it was (a label, the operator's finalizer, its removal
+    // during deletion) is not judged: refusing it would block cleanup of an object that was
+    // invalid before this webhook existed, and it changes nothing the sidecars run.
+    if req.operation == Operation::Update
+        && req.old_object.as_ref().is_some_and(|old| old.data.get("spec") == object.data.get("spec"))
+    {
+        return allowed;
+    }
     let namespace = req.namespace.as_deref().or(object.metadata.namespace.as_deref()).unwrap_or("default");
     let problem = match req.kind.kind.as_str() {
         "AccessApplication" => typed::<AccessApplication>(object).and_then(|app| application(&app, namespace)),
