@@ -15,8 +15,9 @@ use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use portcullis_crds::Snapshot;
 
 /// Name of the container port a Portcullis sidecar serves its admin API on: a pod is a sidecar
-/// pod exactly when one of its containers declares it.
-pub const ADMIN_PORT_NAME: &str = "portcullis-admin";
+/// pod exactly when one of its containers declares it. Not `portcullis-admin`: the API server
+/// refuses port names longer than 15 characters (IANA service names).
+pub const ADMIN_PORT_NAME: &str = "portcullis-adm";
 
 /// A running pod with a sidecar, and where to reach its admin port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,7 +45,8 @@ pub enum AppOutcome {
     /// sidecar pods not running yet (no push possible), and its own config version (the digest
     /// of its compiled form alone, the same on every pod whatever else the pod runs).
     Compiled { pods: Vec<String>, waiting: Vec<String>, version: String },
-    /// Left out of every snapshot; the errors name the fields.
+    /// Not compiled; the errors name the fields. The sidecars it selects are held (see
+    /// [`Desired::held`]) so they keep serving its last good version.
     Invalid(CompileErrors),
 }
 
@@ -55,6 +57,11 @@ pub struct Desired {
     /// valid application selects gets an empty snapshot: it serves 404 rather than a stale config.
     pub pods: Vec<PodConfig>,
     pub applications: BTreeMap<ResourceId, AppOutcome>,
+    /// Running sidecar pods (`namespace/name`, sorted) that an invalid application selects. They
+    /// are not pushed at all: what they run includes the application's last good version, and
+    /// a push without it would stop enforcing it (an edit with a typo must not open or close
+    /// a site). They catch up once the spec compiles or the application is deleted.
+    pub held: Vec<String>,
 }
 
 /// Compiles every application and assigns the valid ones to the sidecar pods they select.
@@ -73,6 +80,7 @@ pub fn desired(
 
     let sidecars: Vec<(SidecarPod, &Pod)> = pods.iter().filter_map(|p| sidecar_pod(p).map(|s| (s, p))).collect();
     let mut per_pod: Vec<Vec<portcullis_crds::snapshot::Application>> = vec![Vec::new(); sidecars.len()];
+    let mut held = vec![false; sidecars.len()];
     let mut outcomes = BTreeMap::new();
     for app in applications {
         let mut compiled = compile_application(app, default_namespace, &token_index, &secret_index);
@@ -83,6 +91,11 @@ pub fn desired(
         let compiled_app = match compiled.application.take() {
             Some(a) if !compiled.diagnostics.has_errors() => a,
             _ => {
+                for (i, (sidecar, pod)) in sidecars.iter().enumerate() {
+                    if sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
+                        held[i] = true;
+                    }
+                }
                 outcomes.insert(id, AppOutcome::Invalid(CompileErrors(compiled.diagnostics.errors().to_vec())));
                 continue;
             }
@@ -106,13 +119,18 @@ pub fn desired(
         let version = Snapshot::new(vec![compiled_app]).version;
         outcomes.insert(id, AppOutcome::Compiled { pods: selected, waiting, version });
     }
-    let mut pods: Vec<PodConfig> = sidecars
-        .into_iter()
-        .zip(per_pod)
-        .map(|((pod, _), apps)| PodConfig { pod, snapshot: Snapshot::new(apps) })
-        .collect();
+    let mut pods = Vec::new();
+    let mut held_pods = Vec::new();
+    for (((pod, _), apps), held) in sidecars.into_iter().zip(per_pod).zip(held) {
+        if held {
+            held_pods.push(format!("{}/{}", pod.namespace, pod.name));
+        } else {
+            pods.push(PodConfig { pod, snapshot: Snapshot::new(apps) });
+        }
+    }
     pods.sort_by(|a, b| a.pod.cmp(&b.pod));
-    Desired { pods, applications: outcomes }
+    held_pods.sort();
+    Desired { pods, applications: outcomes, held: held_pods }
 }
 
 /// The pod as a push target: Running, with an IP and a container port named

@@ -47,6 +47,8 @@ pub enum Scenario {
     ApplyStatus,
     /// Server-side apply of an AccessApplication's status: echoes the body.
     ApplyAppStatus,
+    /// A JSON patch of an AccessApplication's metadata (the finalizer): answers a minimal object.
+    PatchApp,
     /// `GET` a list of this resource (plural) in the namespace: answers these items.
     List(&'static str, Value),
 }
@@ -154,6 +156,18 @@ fn answer(ns: &str, expected: &Scenario, method: &http::Method, uri: &str, body:
                 "metadata": {"name": name, "namespace": ns},
                 "spec": spec,
                 "status": body["status"],
+            });
+            (StatusCode::OK, stored)
+        }
+        Scenario::PatchApp => {
+            let path = format!("/apis/access.portcullis.dev/v1alpha1/namespaces/{ns}/accessapplications/");
+            assert_eq!(method.as_str(), "PATCH", "{uri}");
+            assert!(uri.starts_with(&path) && !uri.contains("/status"), "{uri}");
+            let name = uri.trim_start_matches(&path).split(['/', '?']).next().unwrap_or_default();
+            let stored = json!({
+                "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessApplication",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"domains": ["unused-by-the-mock.example"]},
             });
             (StatusCode::OK, stored)
         }

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod credentials;
 pub mod desired;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod push;
 pub mod push_key;
@@ -48,6 +49,12 @@ pub enum Error {
     /// the sidecars trust its public key. `detail` never quotes the key.
     #[error("the push signing key in {secret} is unusable: {detail}; delete that Secret to have a new key generated, then give the sidecars its new public-key")]
     PushKey { secret: String, detail: String },
+    /// Adding or removing the application finalizer failed (kube's finalizer helper).
+    #[error("managing the finalizer: {0}; check the operator's RBAC (accessapplications patch)")]
+    Finalizer(String),
+    /// A deleted application could not be removed from every sidecar; its deletion waits.
+    #[error("deleting AccessApplication {application} waits until its sidecars drop it; not pushed: {failures}")]
+    CleanupPush { application: String, failures: String },
     /// The operating system's CSPRNG failed; no credentials are generated without it.
     #[error("no randomness from the operating system: {0}")]
     Entropy(getrandom::Error),
@@ -61,6 +68,8 @@ impl Error {
             Error::WriteSecret { .. } => "SecretWriteFailed",
             Error::MissingObjectKey { .. } => "MissingObjectKey",
             Error::PushKey { .. } => "PushKeyUnusable",
+            Error::Finalizer(_) => "FinalizerFailed",
+            Error::CleanupPush { .. } => "CleanupPushFailed",
             Error::Entropy(_) => "EntropyUnavailable",
         }
     }

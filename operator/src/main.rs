@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
 use portcullis_operator::admin::Admin;
 use portcullis_operator::controller::{application, service_token};
+use portcullis_operator::leader::{self, Elector, Timing};
 use portcullis_operator::metrics::Metrics;
 use portcullis_operator::push::Pusher;
 use portcullis_operator::push_key;
@@ -43,6 +44,13 @@ enum Command {
         /// Secret (in --namespace) holding the push signing key; created on first start.
         #[arg(long, default_value = push_key::SECRET_NAME)]
         push_key_secret: String,
+        /// Elect one leader among the replicas through a Lease in --namespace; only the leader
+        /// reconciles. `false` only for a single replica (two unelected replicas fight).
+        #[arg(long, env = "PORTCULLIS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Name of the leader election Lease (in --namespace).
+        #[arg(long, default_value = leader::LEASE_NAME)]
+        leader_election_lease: String,
         /// Boxed: the webhook flags make this variant much larger than `Crd`.
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
@@ -58,8 +66,18 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", portcullis_crds::manifests::crd_yaml().context("rendering the CRDs")?);
             Ok(())
         }
-        Command::Run { admin_listen, instance, log_json, namespace, push_key_secret, webhook } => {
-            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, webhook }).await
+        Command::Run {
+            admin_listen,
+            instance,
+            log_json,
+            namespace,
+            push_key_secret,
+            leader_election,
+            leader_election_lease,
+            webhook,
+        } => {
+            let lease = leader_election.then_some(leader_election_lease);
+            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook }).await
         }
     }
 }
@@ -70,11 +88,13 @@ struct Settings {
     log_json: bool,
     namespace: String,
     push_key_secret: String,
+    /// The leader election Lease's name; `None`: no election.
+    lease: Option<String>,
     webhook: Box<WebhookArgs>,
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, webhook } = settings;
+    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -88,7 +108,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).context("registering metrics")?);
-    let reporter = Reporter { controller: "portcullis-operator".into(), instance };
+    // Unique per replica: the Lease holder and the events' reportingInstance.
+    let identity = instance.unwrap_or_else(fallback_identity);
+    let reporter = Reporter { controller: "portcullis-operator".into(), instance: Some(identity.clone()) };
     let key = push_key::ensure(client.clone(), &namespace, &push_key_secret)
         .await
         .with_context(|| format!("loading the push signing key from Secret {namespace}/{push_key_secret}"))?;
@@ -97,8 +119,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("binding the admission webhook address")?;
     let pusher = Pusher::new(key, metrics.clone());
-    let ctx = Arc::new(Context::new(client, Arc::new(SystemClock), metrics, reporter));
-    let applications = Arc::new(application::AppContext { ctx: ctx.clone(), pusher });
+    let ctx = Arc::new(Context::new(client.clone(), Arc::new(SystemClock), metrics.clone(), reporter));
+    let applications = Arc::new(application::AppContext::new(ctx.clone(), pusher));
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener =
@@ -106,9 +128,74 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%admin_listen, "admin server listening");
     let admin = tokio::spawn(Admin { registry, ready: ready.clone() }.serve(listener));
 
-    tokio::join!(service_token::run(ctx, move || ready.store(true, Ordering::Release)), application::run(applications),);
+    let controllers = {
+        let ready = ready.clone();
+        async move {
+            tokio::join!(
+                service_token::run(ctx, move || ready.store(true, Ordering::Release)),
+                application::run(applications),
+            );
+        }
+    };
+    let result = match lease {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some(lease) => {
+            let elector = Elector::new(client, &namespace, &lease, &identity, Timing::default());
+            // A standby is ready: it serves metrics and health, and waits to lead.
+            ready.store(true, Ordering::Release);
+            tokio::select! {
+                () = elector.acquire() => {}
+                () = shutdown_signal() => {
+                    tracing::info!("stopping before becoming the leader");
+                    admin.abort();
+                    return Ok(());
+                }
+            }
+            metrics.leader(true);
+            // The controllers stop on SIGTERM/SIGINT by themselves (shutdown_on_signal); the
+            // Lease is then handed over. Losing it first ends the process: a restart makes this
+            // replica a standby, and no reconcile of a deposed leader can still be running.
+            let outcome = tokio::select! {
+                () = controllers => {
+                    elector.release().await;
+                    Ok(())
+                }
+                lost = elector.hold() => Err(anyhow::Error::new(lost).context("lost leadership; exiting so that only the new leader reconciles")),
+            };
+            metrics.leader(false);
+            outcome
+        }
+    };
     tracing::info!("controllers stopped");
     admin.abort();
     webhooks.into_iter().flatten().for_each(|task| task.abort());
-    Ok(())
+    result
+}
+
+/// A replica identity when no pod name is given: the host name (a pod's, outside the downward
+/// API) or, failing that, the process id.
+fn fallback_identity() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("portcullis-operator-{}", std::process::id()))
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

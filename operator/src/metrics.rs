@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Reconcile counters and timings.
 #[derive(Clone)]
@@ -23,6 +23,11 @@ pub struct Metrics {
     /// `portcullis_operator_sidecars_synced{namespace, application}` and `..._matched`.
     synced: IntGaugeVec,
     matched: IntGaugeVec,
+    /// `portcullis_operator_compile_errors{namespace, application}`: errors in the spec as
+    /// compiled last (0 when it compiles), for "config rejected" alerts.
+    compile_errors: IntGaugeVec,
+    /// `portcullis_operator_leader`: 1 while this replica holds the leader Lease.
+    leader: IntGauge,
     /// `portcullis_operator_service_token_expiry_timestamp_seconds{namespace, token}`: when the
     /// current credentials expire (Unix seconds); absent for tokens that do not expire. The
     /// "token expiring soon" alert reads it.
@@ -62,6 +67,14 @@ impl Metrics {
             Opts::new("portcullis_operator_sidecars_matched", "Running sidecars an application selects"),
             &["namespace", "application"],
         )?;
+        let compile_errors = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_operator_compile_errors",
+                "Errors in an application's spec as last compiled (0: it compiles and is pushed)",
+            ),
+            &["namespace", "application"],
+        )?;
+        let leader = IntGauge::new("portcullis_operator_leader", "1 while this replica is the elected leader")?;
         let token_expiry = IntGaugeVec::new(
             Opts::new(
                 "portcullis_operator_service_token_expiry_timestamp_seconds",
@@ -76,7 +89,9 @@ impl Metrics {
         registry.register(Box::new(push_duration.clone()))?;
         registry.register(Box::new(synced.clone()))?;
         registry.register(Box::new(matched.clone()))?;
-        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, token_expiry })
+        registry.register(Box::new(compile_errors.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, compile_errors, leader, token_expiry })
     }
 
     /// Counts one finished reconcile and its duration.
@@ -97,6 +112,16 @@ impl Metrics {
         self.synced.with_label_values(&[namespace, application]).set(i64::from(synced));
     }
 
+    /// Sets how many errors an application's spec has.
+    pub fn compile_errors(&self, namespace: &str, application: &str, errors: usize) {
+        self.compile_errors.with_label_values(&[namespace, application]).set(i64::try_from(errors).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether this replica leads.
+    pub fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     /// Sets (or, for credentials that do not expire, removes) a token's expiry.
     pub fn token_expiry(&self, namespace: &str, token: &str, expires_at: Option<i64>) {
         match expires_at {
@@ -111,5 +136,6 @@ impl Metrics {
         // An error only means the series did not exist.
         let _ = self.matched.remove_label_values(&[namespace, application]);
         let _ = self.synced.remove_label_values(&[namespace, application]);
+        let _ = self.compile_errors.remove_label_values(&[namespace, application]);
     }
 }

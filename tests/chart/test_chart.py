@@ -256,7 +256,7 @@ def test_the_operator_binary_accepts_the_rendered_flags(chart):
     binary = Path(os.environ.get("PORTCULLIS_OPERATOR_BIN", ROOT / "target" / "debug" / "portcullis-operator"))
     if not binary.exists():
         pytest.skip(f"{binary} not built (cargo build -p portcullis-operator, or set PORTCULLIS_OPERATOR_BIN)")
-    for values in ({}, {"webhook": {"certManager": {"enabled": True}}}):
+    for values in ({}, {"webhook": {"certManager": {"enabled": True}}}, {"operator": {"leaderElection": {"enabled": False}}}):
         args = operator_container(render(chart, values))["args"]
         with tempfile.TemporaryDirectory() as home:
             env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "KUBECONFIG": str(Path(home) / "none"), "POD_NAMESPACE": NAMESPACE}
@@ -340,6 +340,7 @@ def test_alerts_and_dashboard_use_real_metric_names(chart):
     docs = render(chart, {"metrics": {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}})
     rules = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert sorted(r["alert"] for r in rules) == [
+        "PortcullisApplicationInvalid",
         "PortcullisConfigRejected",
         "PortcullisJwksRefreshFailing",
         "PortcullisServiceTokenExpiringSoon",

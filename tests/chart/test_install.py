@@ -147,7 +147,7 @@ def test_a_pod_in_a_labelled_namespace_gets_the_sidecar(cluster, app_namespaces)
     pod = create_pod(cluster, labelled, "web")
     sidecar = sidecar_of(pod)
     assert sidecar is not None, [c.name for c in pod.spec.containers]
-    assert {p.name: p.container_port for p in sidecar.ports} == {"portcullis": 14080, "portcullis-admin": 14090}
+    assert {p.name: p.container_port for p in sidecar.ports} == {"portcullis": 14080, "portcullis-adm": 14090}
     env = {e.name: e for e in sidecar.env}
     assert env["PORTCULLIS_UPSTREAM"].value == "http://127.0.0.1:8000"
     assert env["PORTCULLIS_PUSH_PUBLIC_KEY_VALUE"].value

@@ -6,8 +6,9 @@
 //! module reads the namespace, calls them and writes status and events. It must not put a Secret
 //! value anywhere: compile errors name fields, push errors name pods and reasons.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -24,8 +26,8 @@ use serde::de::DeserializeOwned;
 
 use super::{apply_status, backoff, instrumented};
 use crate::controller::service_token::MANAGED_BY;
-use crate::desired::{desired, AppOutcome};
-use crate::push::Pusher;
+use crate::desired::{desired, AppOutcome, Desired};
+use crate::push::{PodOutcome, Pusher};
 use crate::status::{self, Want, READY};
 use crate::{events, Context, Error, Result};
 
@@ -35,18 +37,49 @@ pub const CONTROLLER: &str = "accessapplication";
 pub const SYNCED: &str = "Synced";
 /// Synced=False reason while selected sidecar pods are not running yet.
 const PENDING: &str = "Pending";
-/// Retry of an application whose sidecars did not all take the push.
-const PUSH_RETRY: Duration = Duration::from_secs(30);
-/// Periodic re-check: Secrets an application names (an OIDC client secret) are not watched
-/// (only the operator's labelled ones are), so a change to one is picked up by this requeue.
+/// The finalizer that keeps a deleted application until its sidecars stopped enforcing it.
+pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
+/// First retry of an application whose sidecars did not all take the push: short, because the
+/// usual cause is a sidecar whose pod is Running before its admin port answers, and it should
+/// get its config within a second of answering. Doubles per consecutive failure.
+const PUSH_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between retries of a push that keeps failing (a dead pod still listed).
+const PUSH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Periodic re-check, a safety net behind the watches.
 const RESYNC: Duration = Duration::from_secs(300);
 /// Pods named in a PushFailed or Pending message; the rest are counted.
 const NAMED: usize = 3;
 
-/// The controller's state: the shared context and the push client.
+/// The controller's state: the shared context, the push client, and how many reconciles in a
+/// row each application's push failed (`namespace/name`).
 pub struct AppContext {
     pub ctx: Arc<Context>,
     pub pusher: Pusher,
+    push_failures: Mutex<HashMap<String, u32>>,
+}
+
+impl AppContext {
+    pub fn new(ctx: Arc<Context>, pusher: Pusher) -> Self {
+        Self { ctx, pusher, push_failures: Mutex::default() }
+    }
+
+    /// Counts a failed push of `key` and says when to try again.
+    fn push_failed(&self, key: &str) -> Duration {
+        let mut failures = self.push_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        let wait = push_retry_after(*n);
+        *n = n.saturating_add(1);
+        wait
+    }
+
+    fn push_succeeded(&self, key: &str) {
+        self.push_failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// The wait before retry `n` (0-based) of a failed push.
+fn push_retry_after(n: u32) -> Duration {
+    PUSH_RETRY_FIRST.saturating_mul(2u32.saturating_pow(n)).min(PUSH_RETRY_MAX)
 }
 
 /// Runs the controller until the process is asked to stop. Tokens, the operator's Secrets and
@@ -54,12 +87,11 @@ pub struct AppContext {
 /// namespace's sidecars should run.
 pub async fn run(app_ctx: Arc<AppContext>) {
     let client = app_ctx.ctx.client.clone();
-    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default());
     let store = controller.store();
     let controller = controller
         .watches(Api::<AccessServiceToken>::all(client.clone()), watcher::Config::default(), in_namespace(&store))
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed), in_namespace(&store))
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
         .watches(Api::<Pod>::all(client), watcher::Config::default(), in_namespace(&store))
         .shutdown_on_signal();
     controller
@@ -89,9 +121,59 @@ fn in_namespace<K: Resource>(
     }
 }
 
-/// Compiles, pushes and reports one application.
+/// Maps a Secret to the applications that use it: every application of its namespace for the
+/// credentials this operator manages (any of them may name the token), else the ones whose
+/// `login` names it (the OIDC client secret, the session key). Other Secrets trigger nothing.
+fn secret_users(
+    store: &Store<AccessApplication>,
+) -> impl Fn(Secret) -> Vec<ObjectRef<AccessApplication>> + Send + Sync {
+    let store = store.clone();
+    let all_of_namespace = in_namespace::<Secret>(&store);
+    move |secret: Secret| {
+        let managed = secret.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+        if managed {
+            return all_of_namespace(secret);
+        }
+        let name = secret.name_any();
+        store
+            .state()
+            .iter()
+            .filter(|app| app.metadata.namespace == secret.metadata.namespace && names_secret(app, &name))
+            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .collect()
+    }
+}
+
+/// Whether `app` reads the Secret `name` of its namespace.
+fn names_secret(app: &AccessApplication, name: &str) -> bool {
+    let Some(login) = &app.spec.login else { return false };
+    let client_secret = login.oidc.client_secret_ref.as_ref().map(|r| r.name.as_str());
+    let session_key = login.session_key_ref.as_ref().map(|r| r.name.as_str());
+    client_secret == Some(name) || session_key == Some(name)
+}
+
+/// Compiles, pushes and reports one application. The finalizer holds a deleted application
+/// until its sidecars have been pushed a config without it: without it the delete would leave
+/// nothing to reconcile, and the last application of a namespace would stay enforced.
 pub async fn reconcile(app: Arc<AccessApplication>, app_ctx: Arc<AppContext>) -> Result<Action> {
-    instrumented(&app_ctx.ctx, CONTROLLER, app.as_ref(), reconcile_inner(&app, &app_ctx)).await
+    let ctx = &app_ctx.ctx;
+    let work = async {
+        let namespace =
+            app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+        let api = Api::<AccessApplication>::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, FINALIZER, app.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(app) => reconcile_inner(&app, &app_ctx).await,
+                FinalizerEvent::Cleanup(app) => cleanup(&app, &app_ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+    };
+    instrumented(ctx, CONTROLLER, app.as_ref(), work).await
 }
 
 /// Retries a failed reconcile with per-object exponential backoff.
@@ -99,20 +181,56 @@ pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<App
     backoff(&app_ctx.ctx, CONTROLLER, app.as_ref(), error)
 }
 
+/// Reads the namespace, works out what each of its sidecars should run, and pushes it. An
+/// application being deleted is left out of every snapshot, whichever application's reconcile
+/// this is, so that no push puts it back while its finalizer is pending.
+async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desired, Vec<PodOutcome>)> {
+    let ctx = &app_ctx.ctx;
+    let applications = live_applications(list::<AccessApplication>(ctx, namespace).await?);
+    let tokens = list::<AccessServiceToken>(ctx, namespace).await?;
+    // Every Secret of the namespace: token credentials and the OIDC client secrets applications
+    // name. Their values go into the compiled snapshot only.
+    let secrets = list::<Secret>(ctx, namespace).await?;
+    let pods = list::<Pod>(ctx, namespace).await?;
+
+    let plan = desired(&applications, &tokens, &secrets, &pods);
+    let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
+    app_ctx.pusher.forget_gone(namespace, &plan.pods);
+    Ok((plan, outcomes))
+}
+
+/// The applications not being deleted.
+fn live_applications(mut applications: Vec<AccessApplication>) -> Vec<AccessApplication> {
+    applications.retain(|a| a.metadata.deletion_timestamp.is_none());
+    applications
+}
+
+/// A deleted application: its sidecars get their config without it (an empty one when it was
+/// the last: they then answer 404 for its domains). The finalizer is removed only once every
+/// running sidecar of the namespace took that push, so enforcement never outlives the object
+/// silently; a sidecar that cannot be reached keeps the deletion pending and is retried.
+async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
+    let ctx = &app_ctx.ctx;
+    let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+    let name = app.name_any();
+    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
+    let mut failures: Vec<String> =
+        outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+    // A held pod was not pushed, so it may still enforce this application.
+    failures.extend(plan.held.iter().map(|pod| format!("{pod}: held by an invalid application of the namespace")));
+    if !failures.is_empty() {
+        return Err(Error::CleanupPush { application: format!("{namespace}/{name}"), failures: named(&failures) });
+    }
+    ctx.metrics.forget_application(&namespace, &name);
+    tracing::info!(application = %format!("{namespace}/{name}"), sidecars = outcomes.len(), "deleted application removed from its sidecars");
+    Ok(Action::await_change())
+}
+
 async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let applications = list::<AccessApplication>(ctx, &namespace).await?;
-    let tokens = list::<AccessServiceToken>(ctx, &namespace).await?;
-    // Every Secret of the namespace: token credentials and the OIDC client secrets applications
-    // name. Their values go into the compiled snapshot only.
-    let secrets = list::<Secret>(ctx, &namespace).await?;
-    let pods = list::<Pod>(ctx, &namespace).await?;
-
-    let plan = desired(&applications, &tokens, &secrets, &pods);
-    let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
-    app_ctx.pusher.forget_gone(&namespace, &plan.pods);
+    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
 
     let old = app.status.clone().unwrap_or_default();
@@ -125,22 +243,27 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
             return Ok(Action::await_change());
         }
         Some(AppOutcome::Invalid(errors)) => {
+            ctx.metrics.compile_errors(&namespace, &name, errors.0.len());
             let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
             let synced = Want {
                 type_: SYNCED,
                 status: false,
                 reason: errors.reason(),
-                message: "no sidecar runs this application until its spec compiles (see Ready)".to_owned(),
+                message: "its sidecars keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
             };
             new.config_version = None;
             (ready, synced, Action::await_change())
         }
         Some(AppOutcome::Compiled { pods, waiting, version }) => {
+            ctx.metrics.compile_errors(&namespace, &name, 0);
             let failures: Vec<String> = outcomes
                 .iter()
                 .filter(|o| pods.contains(&o.pod))
                 .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
                 .collect();
+            if failures.is_empty() {
+                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
+            }
             let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
             let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
             new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
@@ -162,7 +285,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 (ready, synced, Action::requeue(RESYNC))
             } else if failures.is_empty() {
                 let message = if matched == 0 {
-                    "no running pod with a portcullis-admin port matches spec.selector".to_owned()
+                    "no running pod with a portcullis-adm port matches spec.selector".to_owned()
                 } else {
                     format!("all {matched} matched sidecar(s) run this configuration")
                 };
@@ -174,7 +297,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                     named(&failures)
                 );
                 let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message };
-                (ready, synced, Action::requeue(PUSH_RETRY))
+                (ready, synced, Action::requeue(app_ctx.push_failed(&format!("{namespace}/{name}"))))
             }
         }
     };

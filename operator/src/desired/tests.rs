@@ -16,8 +16,8 @@ fn app(namespace: &str, name: &str, selector: Value, domain: &str) -> AccessAppl
     .unwrap()
 }
 
-fn invalid_app(namespace: &str, name: &str) -> AccessApplication {
-    let mut a = app(namespace, name, json!({}), "bad.example.com");
+fn invalid_app(namespace: &str, name: &str, selector: Value) -> AccessApplication {
+    let mut a = app(namespace, name, selector, "bad.example.com");
     a.spec.session_duration = Some("forever".into());
     a
 }
@@ -98,7 +98,7 @@ fn pods_get_the_valid_applications_of_their_namespace_that_select_them() {
         app("shop", "api", json!({"matchLabels": {"app": "api"}}), "api.example.com"),
         app("shop", "all", json!({}), "all.example.com"),
         app("other", "api", json!({"matchLabels": {"app": "api"}}), "other.example.com"),
-        invalid_app("shop", "broken"),
+        invalid_app("shop", "broken", json!({"matchLabels": {"app": "none"}})),
     ];
     let pods = [
         pod("shop", "api-0", json!({"app": "api"}), "Running", Some(9901)),
@@ -155,4 +155,21 @@ fn an_application_version_does_not_depend_on_its_neighbours() {
     let together = desired(&[api, other], &[], &[], &p);
     assert_eq!(alone.applications[&id("shop", "api")], together.applications[&id("shop", "api")]);
     assert_ne!(alone.pods[0].snapshot.version, together.pods[0].snapshot.version);
+}
+
+#[test]
+fn the_sidecars_of_an_invalid_application_are_held_on_their_last_config() {
+    let apps = [
+        invalid_app("shop", "api", json!({"matchLabels": {"app": "api"}})),
+        app("shop", "all", json!({}), "all.example.com"),
+    ];
+    let pods = [
+        pod("shop", "api-0", json!({"app": "api"}), "Running", Some(9901)),
+        pod("shop", "web-0", json!({"app": "web"}), "Running", Some(9901)),
+    ];
+    let d = desired(&apps, &[], &[], &pods);
+    assert_eq!(d.held, vec!["shop/api-0".to_owned()], "not pushed: it keeps the last good version of shop/api");
+    let pushed: Vec<&str> = d.pods.iter().map(|p| p.pod.name.as_str()).collect();
+    assert_eq!(pushed, vec!["web-0"], "a pod the invalid application does not select is still pushed");
+    assert!(matches!(d.applications[&id("shop", "api")], AppOutcome::Invalid(_)));
 }

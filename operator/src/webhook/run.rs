@@ -56,7 +56,7 @@ pub struct WebhookArgs {
     /// Container port of the sidecar's traffic listener (named `portcullis`).
     #[arg(long, default_value_t = 14080)]
     pub sidecar_port: u16,
-    /// Container port of the sidecar's admin listener (named `portcullis-admin`).
+    /// Container port of the sidecar's admin listener (named `portcullis-adm`).
     #[arg(long, default_value_t = 14090)]
     pub sidecar_admin_port: u16,
 }

@@ -103,7 +103,7 @@ fn a_pod_of_a_labelled_namespace_gets_the_sidecar() {
     let c = sidecar(&pod).expect("sidecar injected");
     assert_eq!(c.image.as_deref(), Some("registry.example/portcullis-sidecar:test"));
     let ports: Vec<_> = c.ports.iter().flatten().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
-    assert_eq!(ports, [("portcullis".to_owned(), 14080), ("portcullis-admin".to_owned(), 14090)]);
+    assert_eq!(ports, [("portcullis".to_owned(), 14080), ("portcullis-adm".to_owned(), 14090)]);
     let env: std::collections::BTreeMap<_, _> = c.env.iter().flatten().map(|e| (e.name.clone(), e.clone())).collect();
     assert_eq!(env["PORTCULLIS_UPSTREAM"].value.as_deref(), Some("http://127.0.0.1:3000"));
     assert_eq!(env["PORTCULLIS_LISTEN"].value.as_deref(), Some("0.0.0.0:14080"));
@@ -116,7 +116,7 @@ fn a_pod_of_a_labelled_namespace_gets_the_sidecar() {
         let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
         (get.path.clone().unwrap(), get.port.clone())
     };
-    let admin = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("portcullis-admin".into());
+    let admin = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("portcullis-adm".into());
     assert_eq!(probe_path(&c.liveness_probe), ("/healthz".to_owned(), admin.clone()));
     assert_eq!(probe_path(&c.readiness_probe), ("/readyz".to_owned(), admin));
     let sc = c.security_context.unwrap();

@@ -68,6 +68,8 @@ where
     }
 }
 
+pub mod cluster;
+
 // === Upstream ===
 
 /// What the upstream app received.
@@ -624,11 +626,22 @@ pub async fn send_body(method: &str, url: &str, body: &str) -> Result<Answer, St
 
 /// A sidecar in cluster mode: no manifests, configured only by signed pushes.
 pub async fn sidecar_without_manifests(upstream: &str, push_key_b64: &str, namespace: &str, pod: &str) -> Sidecar {
+    sidecar_without_manifests_on(upstream, push_key_b64, namespace, pod, free_port(), free_port()).await
+}
+
+/// [`sidecar_without_manifests`] on given ports (a restarted container keeps its ports).
+pub async fn sidecar_without_manifests_on(
+    upstream: &str,
+    push_key_b64: &str,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    admin_port: u16,
+) -> Sidecar {
     let dir = tempdir::TempDir::new("sidecar-push");
     let key_file = dir.path().join("push.pub");
     std::fs::write(&key_file, push_key_b64).expect("write key");
     let log = dir.path().join("sidecar.log");
-    let (port, admin_port) = (free_port(), free_port());
     let child = Command::new(sidecar_bin())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])

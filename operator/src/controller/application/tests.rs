@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use portcullis_crds::push::SigningKey;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus};
+use prometheus::Encoder;
 use serde_json::{json, Value};
 
 use super::*;
@@ -21,7 +22,7 @@ fn now() -> Timestamp {
 fn app(session_duration: &str) -> AccessApplication {
     serde_json::from_value(json!({
         "apiVersion": "access.portcullis.dev/v1alpha1", "kind": "AccessApplication",
-        "metadata": {"name": "api", "namespace": NS, "generation": 3, "uid": "uid-api"},
+        "metadata": {"name": "api", "namespace": NS, "generation": 3, "uid": "uid-api", "finalizers": [FINALIZER]},
         "spec": {
             "selector": {"matchLabels": {"app": "api"}},
             "domains": ["api.example.com"],
@@ -53,12 +54,23 @@ fn lists(app: &AccessApplication, pods: Value) -> Vec<Scenario> {
 }
 
 async fn reconcile_with(app: &AccessApplication, scenario: Vec<Scenario>) -> (Result<Action>, Vec<Seen>) {
-    let (ctx, verifier, _registry) = Context::test(now());
+    let (result, seen, _) = reconcile_with_metrics(app, scenario).await;
+    (result, seen)
+}
+
+/// [`reconcile_with`], and the metrics it left, in the text format.
+async fn reconcile_with_metrics(
+    app: &AccessApplication,
+    scenario: Vec<Scenario>,
+) -> (Result<Action>, Vec<Seen>, String) {
+    let (ctx, verifier, registry) = Context::test(now());
     let mock = verifier.run(NS, scenario);
     let (key, _) = SigningKey::generate().unwrap();
     let pusher = Pusher::new(key, ctx.metrics.clone());
-    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext { ctx, pusher })).await;
-    (result, mock.await.expect("mock API server"))
+    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher))).await;
+    let mut metrics = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut metrics).unwrap();
+    (result, mock.await.expect("mock API server"), String::from_utf8(metrics).unwrap())
 }
 
 fn status_of(seen: &Seen) -> AccessApplicationStatus {
@@ -93,7 +105,7 @@ async fn an_invalid_application_reports_its_fields_once() {
     let a = app("forever");
     let mut scenario = lists(&a, json!([]));
     scenario.extend([Scenario::Event("InvalidSpec"), Scenario::ApplyAppStatus]);
-    let (result, seen) = reconcile_with(&a, scenario).await;
+    let (result, seen, metrics) = reconcile_with_metrics(&a, scenario).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert!(seen[4].body["note"].as_str().unwrap().contains("spec.sessionDuration"), "{}", seen[4].body);
     let status = status_of(&seen[5]);
@@ -102,6 +114,10 @@ async fn an_invalid_application_reports_its_fields_once() {
     assert!(message.contains("spec.sessionDuration") && message.contains("forever"), "{message}");
     assert_eq!(condition(&status, SYNCED).0, "False");
     assert_eq!(status.config_version, None);
+    assert!(
+        metrics.contains("portcullis_operator_compile_errors{application=\"api\",namespace=\"shop\"} 1"),
+        "{metrics}"
+    );
 
     // The next reconcile finds the same errors: no event, no write.
     let mut again = a.clone();
@@ -117,7 +133,7 @@ async fn an_unreachable_sidecar_is_push_failed() {
     let mut scenario = lists(&a, json!([unreachable_pod()]));
     scenario.extend([Scenario::Event("PushFailed"), Scenario::ApplyAppStatus]);
     let (result, seen) = reconcile_with(&a, scenario).await;
-    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY));
+    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY_FIRST));
     let status = status_of(&seen[5]);
     assert_eq!(status.sidecars, Some(SidecarCounts { matched: 1, synced: 0 }));
     let (synced, reason, message) = condition(&status, SYNCED);
@@ -143,4 +159,83 @@ async fn a_selected_pod_not_running_yet_is_pending() {
         message.starts_with("1 selected sidecar pod(s) not running yet") && message.contains("shop/api-0"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_new_application_gets_the_finalizer_before_anything_is_pushed() {
+    let mut a = app("1h");
+    a.metadata.finalizers = None;
+    let (result, seen) = reconcile_with(&a, vec![Scenario::PatchApp]).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let patch = seen[0].body.to_string();
+    assert!(patch.contains(FINALIZER) && patch.contains("/metadata/finalizers"), "{patch}");
+}
+
+/// The application as the API server shows it after `kubectl delete`: still there, with a
+/// deletion timestamp, held by the finalizer.
+fn deleted(a: &AccessApplication) -> AccessApplication {
+    let mut a = a.clone();
+    a.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    a
+}
+
+#[tokio::test]
+async fn a_deleted_application_is_released_once_its_sidecars_dropped_it() {
+    let a = deleted(&app("1h"));
+    let mut scenario = lists(&a, json!([]));
+    scenario.push(Scenario::PatchApp);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let patch = seen[4].body.to_string();
+    assert!(patch.contains("remove") && patch.contains("/metadata/finalizers"), "{patch}");
+}
+
+#[tokio::test]
+async fn a_deleted_application_waits_while_a_sidecar_cannot_be_told() {
+    let a = deleted(&app("1h"));
+    // Only the four lists: no finalizer removal, no status write.
+    let (result, seen) = reconcile_with(&a, lists(&a, json!([unreachable_pod()]))).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "CleanupPushFailed");
+    let message = error.to_string();
+    assert!(message.contains("shop/api") && message.contains("api-0"), "{message}");
+    assert_eq!(seen.len(), 4);
+}
+
+#[test]
+fn a_deleted_application_is_left_out_of_the_snapshots() {
+    // What push_namespace hands to desired(): the deleted application is filtered first, so the
+    // pod it selected gets an empty snapshot (404 for its domains) rather than its rules.
+    let live = app("1h");
+    let gone = deleted(&app("1h"));
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(unreachable_pod()).unwrap();
+    let kept = live_applications(vec![live.clone()]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    assert_eq!(plan.pods[0].snapshot.applications.len(), 1);
+    let kept = live_applications(vec![gone]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    assert!(plan.pods[0].snapshot.applications.is_empty());
+}
+
+#[test]
+fn an_application_names_the_secrets_of_its_login() {
+    let mut a = app("1h");
+    assert!(!names_secret(&a, "oidc"));
+    a.spec.login = Some(
+        serde_json::from_value(json!({
+            "oidc": {"issuer": "https://idp.example", "clientId": "c", "clientSecretRef": {"name": "oidc", "key": "secret"}},
+            "sessionKeyRef": {"name": "session", "key": "key.pem"},
+        }))
+        .unwrap(),
+    );
+    assert!(names_secret(&a, "oidc"));
+    assert!(names_secret(&a, "session"));
+    assert!(!names_secret(&a, "ci-token-credentials"));
+}
+
+#[test]
+fn failed_pushes_are_retried_soon_then_less_often() {
+    let waits: Vec<u64> = (0..8).map(|n| push_retry_after(n).as_millis() as u64).collect();
+    assert_eq!(waits, [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+    assert_eq!(push_retry_after(u32::MAX), PUSH_RETRY_MAX);
 }

@@ -1,0 +1,297 @@
+//! End-to-end harness against a real Kubernetes API server: whatever cluster `KUBECONFIG`
+//! names. No kubelet is needed: Pod objects are created with a `status` the test writes itself
+//! (`Running`, `podIP: 127.0.0.1`) and container ports that point at sidecar processes the test
+//! starts on loopback, so the operator pushes to real sidecars as it would to real pods.
+//!
+//! The operator runs as its own binary with the least RBAC of `operator/rbac.yaml`: the test
+//! binds those rules to a ServiceAccount and gives the operator a kubeconfig that impersonates
+//! it, so a missing permission fails the suite as it would fail in a cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+use super::{eventually, free_port, get, repo_root, tempdir::TempDir};
+
+/// Field manager of everything the tests write.
+const MANAGER: &str = "portcullis-e2e";
+
+/// The cluster `KUBECONFIG` names, or `None` with a message saying how to run the suite.
+pub async fn connect(suite: &str) -> Option<Client> {
+    let Some(path) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) else {
+        eprintln!(
+            "SKIPPED {suite}: KUBECONFIG is not set. Point it at a cluster where you may create \
+             CRDs, namespaces and RBAC (any API server will do: no kubelet is needed) to run it."
+        );
+        return None;
+    };
+    let kubeconfig = Kubeconfig::read_from(&path).expect("KUBECONFIG is readable");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("KUBECONFIG has a usable current context");
+    Some(Client::try_from(config).expect("a client for KUBECONFIG"))
+}
+
+/// A name unique to this run, for namespaces (without a namespace controller, as on a bare API
+/// server, deleted namespaces linger, so runs never reuse one).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos)
+}
+
+/// Applies the generated CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let text = std::fs::read_to_string(repo_root().join("crds/generated/crds.yaml")).expect("crds.yaml");
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(doc).expect("a CRD document");
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+        eventually(Duration::from_secs(30), &format!("CRD {name} established"), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    // Pods need the namespace's `default` ServiceAccount; a bare API server (no controller
+    // manager) does not create it. Applying it is a no-op where it exists.
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}});
+    apply(&Api::<ServiceAccount>::namespaced(client.clone(), name), sa).await;
+}
+
+/// Applies a typed object with server-side apply.
+pub async fn apply<K>(api: &Api<K>, object: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object["metadata"]["name"].as_str().expect("metadata.name").to_owned();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"))
+}
+
+/// Creates the operator's ServiceAccount in `namespace` and binds `operator/rbac.yaml`'s rules
+/// to it (the ClusterRole under a run-unique name, the Lease Role in `namespace`). Returns the
+/// user name to impersonate.
+pub async fn operator_identity(client: &Client, namespace: &str) -> String {
+    let sa = "portcullis-operator";
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": namespace}}),
+    )
+    .await;
+    let subject = json!([{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]);
+    let text = std::fs::read_to_string(repo_root().join("operator/rbac.yaml")).expect("operator/rbac.yaml");
+    for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
+        let mut object: serde_json::Value = serde_yaml_ng::from_str(doc).expect("an RBAC document");
+        match object["kind"].as_str() {
+            Some("ClusterRole") => {
+                let name = format!("{}-{namespace}", object["metadata"]["name"].as_str().unwrap());
+                object["metadata"]["name"] = json!(name);
+                apply(&Api::<ClusterRole>::all(client.clone()), object).await;
+                let binding = json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": subject,
+                });
+                apply(&Api::<ClusterRoleBinding>::all(client.clone()), binding).await;
+            }
+            Some("Role") => {
+                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                object["metadata"]["namespace"] = json!(namespace);
+                apply(&Api::<Role>::namespaced(client.clone(), namespace), object).await;
+                let binding = json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": subject,
+                });
+                apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), binding).await;
+            }
+            other => panic!("operator/rbac.yaml: unexpected kind {other:?}"),
+        }
+    }
+    format!("system:serviceaccount:{namespace}:{sa}")
+}
+
+/// Writes a copy of `KUBECONFIG` whose current user impersonates `user`.
+fn impersonating_kubeconfig(dir: &Path, user: &str) -> PathBuf {
+    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
+    let mut config = Kubeconfig::read_from(&path).expect("KUBECONFIG");
+    let context = config.current_context.clone().expect("a current-context");
+    let auth_name = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+        .expect("the current context names a user");
+    let auth = config
+        .auth_infos
+        .iter_mut()
+        .find(|a| a.name == auth_name)
+        .and_then(|a| a.auth_info.as_mut())
+        .expect("the current user");
+    auth.impersonate = Some(user.to_owned());
+    auth.impersonate_groups = Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]);
+    let out = dir.join("kubeconfig");
+    std::fs::write(&out, serde_yaml_ng::to_string(&config).expect("kubeconfig YAML")).expect("write kubeconfig");
+    out
+}
+
+/// The operator binary next to this test executable.
+pub fn operator_bin() -> PathBuf {
+    let bin = super::sidecar_bin().with_file_name("portcullis-operator");
+    assert!(bin.exists(), "{} not found: run `cargo build --workspace --bins`", bin.display());
+    bin
+}
+
+/// A running `portcullis-operator run` process, killed (by its PID) on drop.
+pub struct Operator {
+    pub child: Child,
+    pub admin: std::net::SocketAddr,
+    pub name: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Operator {
+    /// Starts a replica named `name` in `namespace`, impersonating `user`.
+    pub async fn start(namespace: &str, user: &str, name: &str) -> Self {
+        let dir = TempDir::new("operator");
+        let kubeconfig = impersonating_kubeconfig(dir.path(), user);
+        let log = dir.path().join("operator.log");
+        let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(operator_bin())
+            .args(["run", "--namespace", namespace, "--admin-listen", &admin.to_string()])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,portcullis_operator=debug")
+            // tracing's fmt layer writes to stdout; errors from main go to stderr.
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).expect("log file"))
+            .spawn()
+            .expect("start the operator");
+        let op = Self { child, admin, name: name.to_owned(), log, _dir: dir };
+        let url = format!("http://{admin}/healthz");
+        let logs = op.log.clone();
+        eventually(Duration::from_secs(30), "the operator's admin port", || {
+            let url = url.clone();
+            let logs = logs.clone();
+            async move {
+                let up = get(&url, &[]).await.ok().map(|_| ());
+                if up.is_none() && std::fs::read_to_string(&logs).unwrap_or_default().contains("Error:") {
+                    panic!("the operator failed:\n{}", std::fs::read_to_string(&logs).unwrap_or_default());
+                }
+                up
+            }
+        })
+        .await;
+        op
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&format!("http://{}/metrics", self.admin), &[]).await.map(|a| a.text()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the process to end (a graceful stop hands the Lease over).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident set size in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of operator replica {} ---\n{}", self.name, self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Pod object for a sidecar the test runs: its `portcullis` and `portcullis-adm` container
+/// ports are the sidecar process's loopback ports.
+pub fn sidecar_pod(name: &str, labels: serde_json::Value, traffic: u16, admin: u16) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [
+            {"name": "app", "image": "registry.invalid/app:test"},
+            {"name": "portcullis-sidecar", "image": "registry.invalid/portcullis-sidecar:test", "ports": [
+                {"name": "portcullis", "containerPort": traffic},
+                {"name": "portcullis-adm", "containerPort": admin},
+            ]},
+        ]},
+    })
+}
+
+/// Writes the status a kubelet would: Running on 127.0.0.1, the sidecar container restarted
+/// `restarts` times (a restart is what makes the operator push a pod again).
+pub async fn set_running(pods: &Api<Pod>, name: &str, restarts: i32) {
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "containerStatuses": [{
+            "name": "portcullis-sidecar", "image": "registry.invalid/portcullis-sidecar:test", "imageID": "",
+            "ready": true, "restartCount": restarts, "state": {"running": {}},
+        }],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("writing the status of pod {name}: {e}"));
+}
+
+/// The value of `key` in Secret `name`, once it exists.
+pub async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> String {
+    eventually(Duration::from_secs(30), &format!("Secret {name} with {key}"), || async {
+        let secret = secrets.get_opt(name).await.ok()??;
+        let bytes = secret.data?.get(key)?.0.clone();
+        String::from_utf8(bytes).ok()
+    })
+    .await
+}
