@@ -6,12 +6,24 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus) # `promtool check metrics`
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)       # the browser tests (tests/tests/browser.rs)
+command -v node >/dev/null || need_apt+=(nodejs)          # the identity provider and playwright-core
+command -v npm >/dev/null || need_apt+=(npm)
 # The chart tests run in a Python venv (Debian's system Python refuses pip installs, PEP 668).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 if ((${#need_apt[@]})); then
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+  echo "tests/run.sh: node $(node --version) is too old: playwright-core needs Node 20 or later (Debian 12's nodejs is 18; install Node 20, e.g. from NodeSource)" >&2
+  exit 1
+fi
+if [[ ! -d tests/browser/node_modules ]]; then
+  echo "==> npm ci (tests/browser: oidc-provider, playwright-core)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # helm-python-sdk: Helm v4's own Go SDK (lint, render, values schema, releases) as a Python

@@ -5,14 +5,17 @@
 //! and acts on the result. Applications are judged only by `portcullis_crds::compile`; this
 //! module decides which pods they apply to, never whether they are valid.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-use portcullis_crds::compile::{compile_application, CompileErrors, SecretIndex, TokenIndex};
+use portcullis_crds::compile::{CompileErrors, SecretIndex, TokenIndex};
 use portcullis_crds::snapshot::ResourceId;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use portcullis_crds::Snapshot;
+
+use crate::compile_cache::{inputs_version, CompileCache};
 
 /// Name of the container port a Portcullis sidecar serves its admin API on: a pod is a sidecar
 /// pod exactly when one of its containers declares it. Not `portcullis-admin`: the API server
@@ -64,12 +67,15 @@ pub struct Desired {
     pub held: Vec<String>,
 }
 
-/// Compiles every application and assigns the valid ones to the sidecar pods they select.
-pub fn desired(
-    applications: &[AccessApplication],
+/// Compiles every application (through `cache`: an unchanged application against unchanged
+/// tokens and Secrets is not compiled again) and assigns the valid ones to the sidecar pods they
+/// select.
+pub fn desired<A: Borrow<AccessApplication>>(
+    applications: &[A],
     tokens: &[AccessServiceToken],
     secrets: &[Secret],
     pods: &[Pod],
+    cache: &mut CompileCache,
 ) -> Desired {
     // Every object from the API server has a namespace; the default is never used in a cluster.
     let default_namespace = "default";
@@ -82,21 +88,21 @@ pub fn desired(
     let mut per_pod: Vec<Vec<portcullis_crds::snapshot::Application>> = vec![Vec::new(); sidecars.len()];
     let mut held = vec![false; sidecars.len()];
     let mut outcomes = BTreeMap::new();
-    for app in applications {
-        let mut compiled = compile_application(app, default_namespace, &token_index, &secret_index);
+    let inputs = inputs_version(tokens, secrets);
+    for app in applications.iter().map(Borrow::borrow) {
         let id = ResourceId {
             namespace: app.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
             name: app.metadata.name.clone().unwrap_or_default(),
         };
-        let compiled_app = match compiled.application.take() {
-            Some(a) if !compiled.diagnostics.has_errors() => a,
-            _ => {
+        let compiled_app = match cache.compile(app, default_namespace, inputs, &token_index, &secret_index) {
+            Ok(a) => a,
+            Err(errors) => {
                 for (i, (sidecar, pod)) in sidecars.iter().enumerate() {
                     if sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
                         held[i] = true;
                     }
                 }
-                outcomes.insert(id, AppOutcome::Invalid(CompileErrors(compiled.diagnostics.errors().to_vec())));
+                outcomes.insert(id, AppOutcome::Invalid(errors));
                 continue;
             }
         };

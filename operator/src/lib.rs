@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod compile_cache;
 pub mod context;
 pub mod controller;
 pub mod credentials;

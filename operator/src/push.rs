@@ -107,6 +107,9 @@ struct Acked {
     version: String,
 }
 
+/// How long an idle connection to a sidecar is kept for the next push.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Pusher {
     key: SigningKey,
     http: Client<HttpConnector, Full<Bytes>>,
@@ -124,7 +127,12 @@ impl Pusher {
     pub fn new(key: SigningKey, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+        // Pushes come in bursts minutes apart: an idle connection to each of thousands of
+        // sidecars would hold its buffers for nothing, so idle ones close after 30 s.
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(1)
+            .build(connector);
         Self { key, http, metrics, sequence: AtomicU64::new(0), acked: Mutex::default() }
     }
 

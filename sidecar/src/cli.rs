@@ -93,6 +93,14 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_PUSH_MAX_AGE", default_value = "24h", value_parser = duration)]
     pub push_max_age: Duration,
 
+    /// Serve HTTPS on --listen with this certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM PKCS#8, RSA or ECDSA); reloaded when it changes.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -16,7 +16,7 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{ACCEPT, USER_AGENT};
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use portcullis_crds::snapshot::{self, JwksSource};
 use prometheus::IntCounterVec;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::decide::authn::jwt::{JwksError, KeySet, KeySource};
 use crate::metrics::Metrics;
-use crate::outbound::{error_chain, HttpClient, OutBody};
+use crate::outbound::{exchange, ExchangeError, HttpClient, OutBody};
 
 /// Timings and limits of JWKS fetching. [`Default`] is what api.md decides; tests shorten them.
 #[derive(Clone, Debug)]
@@ -140,6 +140,11 @@ impl JwksRegistry {
         keys.start();
         remote.insert(uri.clone(), Arc::downgrade(&keys));
         keys
+    }
+
+    /// The outbound client the stores fetch with (shared with sign-in's provider requests).
+    pub fn client(&self) -> &HttpClient {
+        &self.shared.client
     }
 
     /// The stores of every issuer of `identity`, in issuer order: the [`KeySource`] for
@@ -380,23 +385,18 @@ async fn fetch(shared: &Shared, uri: &Uri) -> Result<KeySet, FetchError> {
         .header(USER_AGENT, concat!("portcullis-sidecar/", env!("CARGO_PKG_VERSION")))
         .body(body)
         .map_err(|_| FetchError::InvalidUri)?;
-    let exchange = async {
-        let response = shared.client.request(request).await.map_err(|e| FetchError::Request(error_chain(&e)))?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::Status(response.status().as_u16()));
-        }
-        let collected = Limited::new(response.into_body(), settings.max_body_bytes).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                FetchError::TooLarge(settings.max_body_bytes)
-            } else {
-                FetchError::Body(error_chain(e.as_ref()))
-            }
-        })?;
-        Ok(KeySet::from_jwks_json(&collected.to_bytes())?)
-    };
-    tokio::time::timeout(settings.fetch_timeout, exchange)
+    let (status, body) = exchange(&shared.client, request, settings.fetch_timeout, settings.max_body_bytes)
         .await
-        .map_err(|_| FetchError::Timeout(settings.fetch_timeout))?
+        .map_err(|e| match e {
+            ExchangeError::Request(m) => FetchError::Request(m),
+            ExchangeError::Timeout(t) => FetchError::Timeout(t),
+            ExchangeError::TooLarge(n) => FetchError::TooLarge(n),
+            ExchangeError::Body(m) => FetchError::Body(m),
+        })?;
+    if status != StatusCode::OK {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    Ok(KeySet::from_jwks_json(&body)?)
 }
 
 #[cfg(test)]

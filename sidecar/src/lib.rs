@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod explain;
 pub mod http;
 pub mod jwks;
+pub mod login;
 pub mod metrics;
 pub mod outbound;
 pub mod run;

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `portcullis_config_pushes_total{result}`: pushes from the operator, `ok` or the reason.
     pub config_pushes: IntCounterVec,
+    /// `portcullis_logins_total{app,result}`: browser sign-ins, `ok` or why one failed.
+    pub logins: IntCounterVec,
+    /// `portcullis_tls_reloads_total{result}`: certificate reloads of the TLS listener.
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,6 +92,16 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition is valid");
+        let logins = IntCounterVec::new(
+            Opts::new("portcullis_logins_total", "Browser sign-ins by application and result (ok, or the reason)."),
+            &["app", "result"],
+        )
+        .expect("static metric definition is valid");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new("portcullis_tls_reloads_total", "Reloads of --tls-cert/--tls-key by result (ok, error)."),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(preflights.clone()),
@@ -99,6 +113,8 @@ impl Metrics {
             Box::new(token_last_used.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(config_pushes.clone()),
+            Box::new(logins.clone()),
+            Box::new(tls_reloads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -117,6 +133,8 @@ impl Metrics {
             token_last_used,
             upstream_errors,
             config_pushes,
+            logins,
+            tls_reloads,
         }
     }
 

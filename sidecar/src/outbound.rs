@@ -85,6 +85,45 @@ pub fn client(connect_timeout: Duration) -> Result<HttpClient, OutboundError> {
         .build(https))
 }
 
+/// Why one bounded exchange failed. Messages name the failure, never a body.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("reading the body failed: {0}")]
+    Body(String),
+}
+
+/// Sends `request` and reads the whole answer, bounded in time (`timeout` for all of it) and
+/// size (`max_body_bytes`): what control-plane fetches (JWKS, OIDC discovery, token requests)
+/// need, never the proxied traffic.
+pub async fn exchange(
+    client: &HttpClient,
+    request: http::Request<OutBody>,
+    timeout: Duration,
+    max_body_bytes: usize,
+) -> Result<(http::StatusCode, Bytes), ExchangeError> {
+    use http_body_util::BodyExt;
+    let run = async {
+        let response = client.request(request).await.map_err(|e| ExchangeError::Request(error_chain(&e)))?;
+        let status = response.status();
+        let collected =
+            http_body_util::Limited::new(response.into_body(), max_body_bytes).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    ExchangeError::TooLarge(max_body_bytes)
+                } else {
+                    ExchangeError::Body(error_chain(e.as_ref()))
+                }
+            })?;
+        Ok((status, collected.to_bytes()))
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| ExchangeError::Timeout(timeout))?
+}
+
 /// `outer: inner: root` — hyper's top-level errors alone ("client error (Connect)") do not say
 /// what to fix.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

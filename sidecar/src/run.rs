@@ -12,6 +12,7 @@ use crate::cli::Args;
 use crate::config::push::{PushReceiver, PushSettings};
 use crate::config::{manifests, ConfigStore};
 use crate::http::server::ServerLimits;
+use crate::http::tls::{TlsError, TlsReloader, POLL_INTERVAL};
 use crate::http::{Proxy, ProxySettings};
 use crate::jwks::JwksRegistry;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("outbound TLS: {0}")]
     Outbound(#[from] OutboundError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("--push-public-key {path}: {reason}")]
     PushKey { path: std::path::PathBuf, reason: String },
     #[error("--push-public-key-value (key {index}, counting from 0): {reason}")]
@@ -45,6 +48,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
     let store = Arc::new(ConfigStore::new(jwks, metrics.clone()));
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let reloader = TlsReloader::new(cert.clone(), key.clone())?;
+            tokio::spawn(reloader.clone().watch(metrics.clone(), POLL_INTERVAL));
+            Some(reloader)
+        }
+        _ => None,
+    };
     let listener = bind(args.listen).await?;
     let admin_listener = bind(args.admin_listen).await?;
 
@@ -73,7 +84,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         upstream: args.upstream.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
         upstream_timeout: args.upstream_timeout,
-        client_scheme: "http",
+        client_scheme: if tls.is_some() { "https" } else { "http" },
     };
     let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
     let limits = ServerLimits {
@@ -82,7 +93,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         max_headers: args.max_headers,
         drain: args.drain_timeout,
     };
-    tracing::info!(listen = %args.listen, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+    tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_settings = crate::admin::AdminSettings {
@@ -92,7 +103,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let admin = tokio::spawn(crate::admin::serve(admin_listener, store, admin_settings, async move {
         let _ = admin_stopped.await;
     }));
-    crate::http::serve(listener, proxy, limits, shutdown).await;
+    crate::http::serve(listener, proxy, limits, tls, shutdown).await;
     let _ = admin_stop.send(());
     let _ = admin.await;
     Ok(())

@@ -5,7 +5,7 @@
 //!
 //! Run with release binaries (the numbers are for them):
 //!   cargo build --release --workspace --bins
-//!   KUBECONFIG=… cargo bench -p portcullis-tests --bench propagation [-- SIDECARS ROUNDS APPS]
+//!   KUBECONFIG=… cargo bench -p portcullis-tests --bench propagation [-- SIDECARS ROUNDS APPS PER_NAMESPACE]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -119,7 +119,7 @@ async fn main() {
 
     // Many applications: spread over namespaces of 50 (a reconcile compiles its namespace).
     let started = Instant::now();
-    let per_namespace = 50;
+    let per_namespace = args.get(3).copied().unwrap_or(50).max(1);
     let mut namespaces = Vec::new();
     for n in 0..app_count.div_ceil(per_namespace) {
         let name = format!("{ns}-{n}");
@@ -157,18 +157,11 @@ async fn main() {
     let rss_apps = operator.rss_kib();
 
     println!("## Propagation ({sidecar_count} sidecars, {rounds} updates, poll every {POLL:?})");
-    println!(
-        "per sidecar: p50 {} · p99 {} · max {}",
-        ms(percentile(&each, 0.5)),
-        ms(percentile(&each, 0.99)),
-        ms(each[each.len() - 1])
-    );
-    println!(
-        "all sidecars of an update: p50 {} · p99 {} · max {}",
-        ms(percentile(&all, 0.5)),
-        ms(percentile(&all, 0.99)),
-        ms(all[all.len() - 1])
-    );
+    if each.is_empty() {
+        println!("(no sidecars or no updates: propagation not measured)");
+    } else {
+        report_propagation(&each, &all);
+    }
     println!("## Operator memory (VmRSS)");
     println!("idle: {} MiB · with {sidecar_count} sidecars: {} MiB", rss_idle / 1024, rss_with_sidecars / 1024);
     println!(
@@ -180,4 +173,19 @@ async fn main() {
         peak.max(rss_apps) / 1024
     );
     operator.stop();
+}
+
+fn report_propagation(each: &[Duration], all: &[Duration]) {
+    println!(
+        "per sidecar: p50 {} · p99 {} · max {}",
+        ms(percentile(each, 0.5)),
+        ms(percentile(each, 0.99)),
+        ms(each[each.len() - 1])
+    );
+    println!(
+        "all sidecars of an update: p50 {} · p99 {} · max {}",
+        ms(percentile(all, 0.5)),
+        ms(percentile(all, 0.99)),
+        ms(all[all.len() - 1])
+    );
 }

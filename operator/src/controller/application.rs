@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +25,7 @@ use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, Acce
 use serde::de::DeserializeOwned;
 
 use super::{apply_status, backoff, instrumented};
+use crate::compile_cache::{inputs_version, CompileCache};
 use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, AppOutcome, Desired};
 use crate::push::{PodOutcome, Pusher};
@@ -56,11 +57,30 @@ pub struct AppContext {
     pub ctx: Arc<Context>,
     pub pusher: Pusher,
     push_failures: Mutex<HashMap<String, u32>>,
+    /// Compiles of the applications of every namespace, by version.
+    compiles: Mutex<CompileCache>,
+    /// The controller's cache of every application, set when the controller starts. Reading a
+    /// namespace's applications from it instead of listing them matters at scale: with 1,000
+    /// applications in a namespace, every reconcile listed all 1,000 from the API server.
+    applications: OnceLock<Store<AccessApplication>>,
 }
 
 impl AppContext {
     pub fn new(ctx: Arc<Context>, pusher: Pusher) -> Self {
-        Self { ctx, pusher, push_failures: Mutex::default() }
+        Self { ctx, pusher, push_failures: Mutex::default(), compiles: Mutex::default(), applications: OnceLock::new() }
+    }
+
+    /// The applications of `namespace`: from the controller's cache once it has synced (an
+    /// unsynced cache could miss an application and push its sidecars a config without it),
+    /// else listed from the API server.
+    async fn applications_of(&self, namespace: &str) -> Result<Vec<Arc<AccessApplication>>> {
+        if let Some(store) = self.applications.get() {
+            if store.wait_until_ready().await.is_ok() {
+                let ns = Some(namespace);
+                return Ok(store.state_filter(|a| a.metadata.namespace.as_deref() == ns));
+            }
+        }
+        Ok(list::<AccessApplication>(&self.ctx, namespace).await?.into_iter().map(Arc::new).collect())
     }
 
     /// Counts a failed push of `key` and says when to try again.
@@ -87,8 +107,11 @@ fn push_retry_after(n: u32) -> Duration {
 /// namespace's sidecars should run.
 pub async fn run(app_ctx: Arc<AppContext>) {
     let client = app_ctx.ctx.client.clone();
-    let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default())
+        .with_config(super::runtime_config());
     let store = controller.store();
+    // A second set would mean a second controller on one context; the first store stays.
+    let _ = app_ctx.applications.set(store.clone());
     let controller = controller
         .watches(Api::<AccessServiceToken>::all(client.clone()), watcher::Config::default(), in_namespace(&store))
         .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
@@ -186,21 +209,26 @@ pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<App
 /// this is, so that no push puts it back while its finalizer is pending.
 async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desired, Vec<PodOutcome>)> {
     let ctx = &app_ctx.ctx;
-    let applications = live_applications(list::<AccessApplication>(ctx, namespace).await?);
+    let applications = live_applications(app_ctx.applications_of(namespace).await?);
     let tokens = list::<AccessServiceToken>(ctx, namespace).await?;
     // Every Secret of the namespace: token credentials and the OIDC client secrets applications
     // name. Their values go into the compiled snapshot only.
     let secrets = list::<Secret>(ctx, namespace).await?;
     let pods = list::<Pod>(ctx, namespace).await?;
 
-    let plan = desired(&applications, &tokens, &secrets, &pods);
+    let plan = {
+        let mut cache = app_ctx.compiles.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = desired(&applications, &tokens, &secrets, &pods, &mut cache);
+        cache.retain_namespace(namespace, &applications, inputs_version(&tokens, &secrets));
+        plan
+    };
     let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
     app_ctx.pusher.forget_gone(namespace, &plan.pods);
     Ok((plan, outcomes))
 }
 
 /// The applications not being deleted.
-fn live_applications(mut applications: Vec<AccessApplication>) -> Vec<AccessApplication> {
+fn live_applications(mut applications: Vec<Arc<AccessApplication>>) -> Vec<Arc<AccessApplication>> {
     applications.retain(|a| a.metadata.deletion_timestamp.is_none());
     applications
 }

@@ -44,6 +44,7 @@ pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
     let secrets = Api::<Secret>::all(ctx.client.clone());
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let controller = Controller::new(tokens, watcher::Config::default())
+        .with_config(super::runtime_config())
         .owns(secrets, watcher::Config::default().labels(&managed))
         .shutdown_on_signal();
     tokio::spawn(signal_ready(controller.store(), ready));

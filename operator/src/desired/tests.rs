@@ -2,6 +2,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::compile_cache::CompileCache;
 
 fn app(namespace: &str, name: &str, selector: Value, domain: &str) -> AccessApplication {
     serde_json::from_value(json!({
@@ -106,7 +107,7 @@ fn pods_get_the_valid_applications_of_their_namespace_that_select_them() {
         pod("shop", "api-1", json!({"app": "api"}), "Pending", Some(9901)),
         pod("idle", "x-0", json!({"app": "api"}), "Running", Some(9901)),
     ];
-    let d = desired(&apps, &[], &[], &pods);
+    let d = desired(&apps, &[], &[], &pods, &mut CompileCache::default());
 
     let names = |pc: &PodConfig| -> Vec<String> { pc.snapshot.applications.iter().map(|a| a.id.to_string()).collect() };
     let by_pod: Vec<(String, Vec<String>)> =
@@ -151,8 +152,8 @@ fn an_application_version_does_not_depend_on_its_neighbours() {
     let api = app("shop", "api", json!({}), "api.example.com");
     let other = app("shop", "other", json!({}), "other.example.com");
     let p = [pod("shop", "api-0", json!({}), "Running", Some(9901))];
-    let alone = desired(std::slice::from_ref(&api), &[], &[], &p);
-    let together = desired(&[api, other], &[], &[], &p);
+    let alone = desired(std::slice::from_ref(&api), &[], &[], &p, &mut CompileCache::default());
+    let together = desired(&[api, other], &[], &[], &p, &mut CompileCache::default());
     assert_eq!(alone.applications[&id("shop", "api")], together.applications[&id("shop", "api")]);
     assert_ne!(alone.pods[0].snapshot.version, together.pods[0].snapshot.version);
 }
@@ -167,7 +168,7 @@ fn the_sidecars_of_an_invalid_application_are_held_on_their_last_config() {
         pod("shop", "api-0", json!({"app": "api"}), "Running", Some(9901)),
         pod("shop", "web-0", json!({"app": "web"}), "Running", Some(9901)),
     ];
-    let d = desired(&apps, &[], &[], &pods);
+    let d = desired(&apps, &[], &[], &pods, &mut CompileCache::default());
     assert_eq!(d.held, vec!["shop/api-0".to_owned()], "not pushed: it keeps the last good version of shop/api");
     let pushed: Vec<&str> = d.pods.iter().map(|p| p.pod.name.as_str()).collect();
     assert_eq!(pushed, vec!["web-0"], "a pod the invalid application does not select is still pushed");

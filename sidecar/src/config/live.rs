@@ -14,6 +14,8 @@ use crate::decide::cors::{CorsConfig, CorsConfigError};
 use crate::decide::request::AppDecisions;
 use crate::decide::route::Router;
 use crate::jwks::{IssuerKeys, JwksRegistry};
+use crate::login::session::SessionKey;
+use crate::login::{AppLogin, LoginSetupError};
 use crate::metrics::Metrics;
 
 /// The configuration requests run against.
@@ -33,6 +35,8 @@ pub struct LiveApp {
     /// Key stores in `spec.identity.issuers` order.
     pub keys: Vec<Arc<IssuerKeys>>,
     pub tokens: ServiceTokens,
+    /// Browser sign-in, with `spec.login`.
+    pub login: Option<AppLogin>,
     pub counters: AppCounters,
 }
 
@@ -55,16 +59,26 @@ pub enum LiveError {
     Cors { app: String, source: CorsConfigError },
     #[error("application {app}: identity: {source}")]
     Identity { app: String, source: JwtConfigError },
+    #[error("application {app}: login: {source}")]
+    Login { app: String, source: LoginSetupError },
 }
 
 impl Live {
     /// Renders a snapshot. Re-validates what the request path relies on.
-    pub fn build(snapshot: Snapshot, jwks: &JwksRegistry, metrics: &Metrics) -> Result<Self, LiveError> {
+    ///
+    /// `session_key` signs the sessions of applications with `login` but no `sessionKeyRef`:
+    /// generated once per process, so a reload does not end every session.
+    pub fn build(
+        snapshot: Snapshot,
+        jwks: &Arc<JwksRegistry>,
+        metrics: &Metrics,
+        session_key: Option<Arc<SessionKey>>,
+    ) -> Result<Self, LiveError> {
         let router = Router::new(&snapshot.applications);
         let apps = snapshot
             .applications
             .into_iter()
-            .map(|app| LiveApp::build(app, jwks, metrics))
+            .map(|app| LiveApp::build(app, jwks, metrics, session_key.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { version: snapshot.version, router, apps })
     }
@@ -76,8 +90,21 @@ impl LiveApp {
         AppDecisions { spec: &self.spec, cors: &self.cors, jwt: &self.jwt, tokens: &self.tokens, keys: &self.keys[..] }
     }
 
-    fn build(spec: Application, jwks: &JwksRegistry, metrics: &Metrics) -> Result<Self, LiveError> {
+    fn build(
+        mut spec: Application,
+        jwks: &Arc<JwksRegistry>,
+        metrics: &Metrics,
+        session_key: Option<Arc<SessionKey>>,
+    ) -> Result<Self, LiveError> {
         let label = spec.id.to_string();
+        // Before the JWT settings are rendered: sign-in adds the application's session issuer.
+        let login = match spec.login.clone() {
+            None => None,
+            Some(l) => Some(
+                AppLogin::install(&mut spec, l, session_key, jwks.client().clone(), jwks.clone())
+                    .map_err(|source| LiveError::Login { app: label.clone(), source })?,
+            ),
+        };
         let mode = mode_label(&spec);
         let counters = AppCounters {
             allowed: metrics.requests.with_label_values(&[&label, "allow", "policy", mode]),
@@ -97,7 +124,7 @@ impl LiveApp {
         let cors = CorsConfig::try_from(&spec.cors).map_err(|source| LiveError::Cors { app: label.clone(), source })?;
         let jwt =
             JwtConfig::new(&spec.identity).map_err(|source| LiveError::Identity { app: label.clone(), source })?;
-        Ok(Self { cors, jwt, keys: jwks.identity_keys(&spec.identity), tokens, counters, label, spec })
+        Ok(Self { cors, jwt, keys: jwks.identity_keys(&spec.identity), tokens, login, counters, label, spec })
     }
 }
 

@@ -9,6 +9,7 @@ use portcullis_crds::Snapshot;
 
 use super::live::{Live, LiveError};
 use crate::jwks::JwksRegistry;
+use crate::login::session::GeneratedKey;
 use crate::metrics::Metrics;
 
 /// The current config (if any) and what is needed to render a new one.
@@ -16,11 +17,13 @@ pub struct ConfigStore {
     live: ArcSwapOption<Live>,
     jwks: Arc<JwksRegistry>,
     metrics: Arc<Metrics>,
+    /// Signs sessions of applications without `sessionKeyRef` (api.md: generated at start).
+    session_key: GeneratedKey,
 }
 
 impl ConfigStore {
     pub fn new(jwks: Arc<JwksRegistry>, metrics: Arc<Metrics>) -> Self {
-        Self { live: ArcSwapOption::empty(), jwks, metrics }
+        Self { live: ArcSwapOption::empty(), jwks, metrics, session_key: GeneratedKey::new() }
     }
 
     /// The running config; `None` until one is installed (every request is then refused).
@@ -37,7 +40,7 @@ impl ConfigStore {
     /// the tokio runtime (JWKS fetches for new issuers start here). On error nothing changes.
     pub fn install(&self, snapshot: Snapshot) -> Result<Arc<Live>, LiveError> {
         let previous = self.live.load_full();
-        let live = Arc::new(Live::build(snapshot, &self.jwks, &self.metrics)?);
+        let live = Arc::new(Live::build(snapshot, &self.jwks, &self.metrics, self.session_key.get())?);
         if let Some(prev) = &previous {
             if prev.version != live.version {
                 let _ = self.metrics.config_info.remove_label_values(&[&prev.version]);

@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod cors;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod login;
 pub mod policy;
 pub mod refusal;
 pub mod request;

@@ -28,6 +28,12 @@ pub enum Refusal {
         reason: &'static str,
         policy: Option<String>,
     },
+    /// A sign-in step that cannot go on (bad return URL, bad or replayed state, the identity
+    /// provider unreachable or its answer refused); never mints a session.
+    SignIn {
+        status: StatusCode,
+        reason: &'static str,
+    },
     /// A forward route whose service token is missing.
     RouteUnavailable,
     UpstreamUnreachable,
@@ -44,6 +50,7 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::SignIn { status, .. } => *status,
         }
     }
 
@@ -60,6 +67,7 @@ impl Refusal {
             Refusal::RouteUnavailable => "forward_route_token_missing",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::SignIn { reason, .. } => reason,
         }
     }
 
@@ -76,6 +84,7 @@ impl Refusal {
             Refusal::RouteUnavailable => "the service token of this forward route is not available",
             Refusal::UpstreamUnreachable => "the application could not be reached",
             Refusal::UpstreamTimeout => "the application did not answer in time",
+            Refusal::SignIn { .. } => "sign-in could not complete; go back to the application and try again",
         }
     }
 }

@@ -53,8 +53,8 @@ pub fn options_from_args(a: &RequestArgs) -> Options {
 pub async fn live_from_snapshot(snapshot: Snapshot) -> Result<Live, CommandError> {
     let metrics = Metrics::new();
     let client = outbound::client(Duration::from_secs(5))?;
-    let jwks = JwksRegistry::new(client, &metrics);
-    let live = Live::build(snapshot, &jwks, &metrics)?;
+    let jwks = std::sync::Arc::new(JwksRegistry::new(client, &metrics));
+    let live = Live::build(snapshot, &jwks, &metrics, crate::login::session::GeneratedKey::new().get())?;
     for app in &live.apps {
         for keys in &app.keys {
             keys.wait_ready(JWKS_WAIT).await;

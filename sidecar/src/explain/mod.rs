@@ -28,6 +28,7 @@ use crate::decide::authn::jwt::{self, JwtFailure};
 use crate::decide::authn::service_token::ServiceTokenFailure;
 use crate::decide::authn::{Authn, AuthnFailure, Principal};
 use crate::decide::cors::{Preflight, PreflightOutcome};
+use crate::decide::login as login_rules;
 use crate::decide::policy::{self, Decision};
 use crate::decide::refusal::Refusal;
 use crate::decide::request::{self, Destination, Front, Presented, RouteMiss};
@@ -248,6 +249,8 @@ struct Parsed {
     uri: Uri,
     headers: HeaderMap,
     peer: IpAddr,
+    /// The URL was `https` (the proxy's TLS listener).
+    https: bool,
 }
 
 fn parse(req: &ExplainRequest) -> Result<Parsed, ExplainError> {
@@ -270,7 +273,8 @@ fn parse(req: &ExplainRequest) -> Result<Parsed, ExplainError> {
     if !headers.contains_key(HOST) {
         headers.insert(HOST, HeaderValue::from_str(&authority).map_err(|_| url_err())?);
     }
-    Ok(Parsed { method, uri, headers, peer: req.peer.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)) })
+    let https = url.scheme_str() == Some("https");
+    Ok(Parsed { method, uri, headers, peer: req.peer.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), https })
 }
 
 /// Explains `req` against `live`.
@@ -376,7 +380,29 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
     out.policies = policy_reports(&app.spec, &authentication.authn, verdict.client_ip, verdict.decision);
     out.decision.policy = verdict.decision.policy().and_then(|i| app.spec.policies.get(i)).map(|p| p.name.clone());
     if let Some(r) = verdict.enforced_refusal() {
-        refused(&mut out, Some(app), origin, r.clone());
+        match (r, sign_in_url(app, &p)) {
+            // With sign-in, as `http/login.rs` answers: a navigation is redirected to it, any
+            // other request gets the 401 naming it.
+            (Refusal::Unauthenticated { reason, .. }, Some(login)) => {
+                let redirect =
+                    login_rules::redirects_to_sign_in(app.spec.unauthenticated_response, true, &p.method, &p.headers);
+                let r = Refusal::Unauthenticated { reason, login: Some(login.clone()) };
+                refused(&mut out, Some(app), origin, r);
+                if redirect {
+                    out.decision.status = Some(302);
+                    out.decision.body = None;
+                    let mut headers = HeaderMap::new();
+                    if let Ok(v) = HeaderValue::from_str(&login) {
+                        headers.insert(http::header::LOCATION, v);
+                    }
+                    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    app.cors.apply_to_response(origin, &mut headers);
+                    out.decision.response_headers = header_pairs(&headers);
+                    push_request_id(&mut out.decision.response_headers);
+                }
+            }
+            _ => refused(&mut out, Some(app), origin, r.clone()),
+        }
         return Ok(out);
     }
     match (&verdict.refusal, verdict.decision) {
@@ -408,6 +434,15 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
     out.decision.response_headers = header_pairs(&headers);
     push_request_id(&mut out.decision.response_headers);
     Ok(out)
+}
+
+/// The sign-in URL the proxy names for this request, when the application has `login`.
+fn sign_in_url(app: &LiveApp, p: &Parsed) -> Option<String> {
+    let login = app.login.as_ref()?;
+    let authority = p.headers.get(HOST)?.to_str().ok()?;
+    let scheme = login_rules::public_scheme(p.https, login.attrs.secure);
+    let base = login_rules::request_base(scheme, authority)?;
+    Some(login_rules::login_url_for(&base, p.uri.path_and_query().map_or("/", |pq| pq.as_str())))
 }
 
 /// Fills the decision of a request the sidecar answers itself, with the exact status, body and

@@ -3,9 +3,11 @@
 
 pub mod forward;
 pub mod headers;
+pub mod login;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
+pub mod tls;
 
 pub use pipeline::{Proxy, ProxySettings};
 pub use server::serve;

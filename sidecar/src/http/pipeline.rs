@@ -14,11 +14,13 @@ use ipnet::IpNet;
 
 use super::forward::{self, Destination, Forward, IdentityHeaders};
 use super::headers::REQUEST_ID;
+use super::login;
 use super::respond::{preflight_answer, Refusal};
 use crate::config::live::mode_label;
 use crate::config::{ConfigStore, LiveApp};
 use crate::decide::authn::{Authn, Principal};
 use crate::decide::cors::PreflightOutcome;
+use crate::decide::login as login_rules;
 use crate::decide::policy::Decision;
 use crate::decide::request::{self, AppDecisions, Front, Presented, RouteMiss};
 use crate::jwks::IssuerKeys;
@@ -168,9 +170,29 @@ async fn run(
         forward::refusal(app, origin, r, rid)
     };
 
+    let now = unix_now();
+    let login_cx = |origin| login::Ctx {
+        proxy,
+        live,
+        app_index,
+        uri: req.uri(),
+        headers: req.headers(),
+        origin,
+        peer: peer.ip(),
+        now,
+        request_id: rid,
+    };
+
     // 2. Reserved paths, then preflights, before any authentication: they never carry credentials.
     let origin = match request::front(&app.cors, req.method(), req.headers(), path) {
-        Front::Reserved => return refuse_readable(outcome, Refusal::ReservedPath, req.headers().get(ORIGIN)),
+        Front::Reserved => {
+            // Sign-in endpoints answer for themselves; the rest of the prefix is a 404.
+            let cx = login_cx(req.headers().get(ORIGIN));
+            let (resp, reason) = login::handle(&cx, login_rules::endpoint(path)).await;
+            outcome.decision = "sign_in";
+            outcome.reason = reason;
+            return resp;
+        }
         Front::Preflight(_, PreflightOutcome::Answer(headers)) => {
             app.counters.preflight_answered.inc();
             outcome.decision = "preflight";
@@ -194,7 +216,6 @@ async fn run(
     };
 
     // 3. Authenticate, 4. evaluate the policies.
-    let now = unix_now();
     let authn = authenticate(app, &decisions, req.headers(), now).await;
     let verdict = request::policies(&app.spec, req.headers(), &authn, peer.ip(), &proxy.settings.trusted_proxies);
     let identity = match &authn {
@@ -205,6 +226,18 @@ async fn run(
         Some(r) if !verdict.audit => {
             proxy.metrics.requests.with_label_values(&[&app.label, "deny", r.reason(), mode_label(&app.spec)]).inc();
             outcome.decision = "deny";
+            if let (Refusal::Unauthenticated { reason, .. }, Some(_)) = (&r, &app.login) {
+                // With sign-in configured: a navigation goes to sign-in, an API call gets a
+                // readable 401 naming the sign-in URL (api.md `unauthenticatedResponse`).
+                outcome.reason = reason;
+                let redirect = login_rules::redirects_to_sign_in(
+                    app.spec.unauthenticated_response,
+                    true,
+                    req.method(),
+                    req.headers(),
+                );
+                return login::unauthenticated(&login_cx(origin.as_ref()), reason, redirect);
+            }
             return refuse_readable(outcome, r, origin.as_ref());
         }
         Some(r) => {

@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::pipeline::{handle, Proxy};
+use super::tls::TlsReloader;
 
 /// hyper's own HTTP/1 header-count limit (beyond it: 431).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -41,8 +42,15 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `shutdown` resolves, then drains. With `tls`, every connection is a
+/// TLS handshake first (under the header-read deadline), then HTTP/1.1 or h2 as ALPN chose.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: ServerLimits,
+    tls: Option<Arc<TlsReloader>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -89,14 +97,35 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: ServerLimit
         let first_byte_deadline = limits.header_read_timeout;
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|t| t.config());
         tokio::spawn(async move {
             let mut probe = [0u8; 1];
             match tokio::time::timeout(first_byte_deadline, stream.peek(&mut probe)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return, // timed out, closed, or failed before sending anything
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                        .await
+                }
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    let stream = match tokio::time::timeout(first_byte_deadline, handshake).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

@@ -97,21 +97,7 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let rec = rec.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let rec = rec.clone();
-                        async move { Ok::<_, std::convert::Infallible>(upstream_answer(req, rec).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = serve_loop(listener, move |req| upstream_answer(req, rec.clone()));
         Self { addr, requests, task }
     }
 
@@ -126,6 +112,30 @@ impl Upstream {
     pub fn last(&self) -> Recorded {
         self.requests.lock().expect("lock").last().cloned().expect("the upstream received a request")
     }
+}
+
+/// Accepts connections on `listener` and answers every request with `answer` (HTTP/1.1 and
+/// h2c, upgrades allowed), until the returned task is aborted.
+pub fn serve_loop<F, Fut>(listener: TcpListener, answer: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let fut = answer(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
 }
 
 impl Drop for Upstream {
@@ -245,6 +255,8 @@ impl Drop for JwksServer {
     }
 }
 
+pub mod signin;
+
 // === Sidecar process ===
 
 /// A running `portcullis-sidecar` process; killed (by its own PID) on drop.
@@ -292,14 +304,35 @@ pub struct SidecarBuilder {
     manifests: String,
     upstream: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
+    port: Option<u16>,
     wait_ready: bool,
 }
 
 pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
-    SidecarBuilder { manifests: manifests.to_owned(), upstream: upstream.to_owned(), extra: vec![], wait_ready: true }
+    SidecarBuilder {
+        manifests: manifests.to_owned(),
+        upstream: upstream.to_owned(),
+        extra: vec![],
+        env: vec![],
+        port: None,
+        wait_ready: true,
+    }
 }
 
 impl SidecarBuilder {
+    /// An environment variable of the process (e.g. `SSL_CERT_FILE`).
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Listen on this port (when the manifests must name it) instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_owned());
         self
@@ -316,7 +349,7 @@ impl SidecarBuilder {
         let manifests = dir.path().join("access.yaml");
         std::fs::write(&manifests, &self.manifests).expect("write manifests");
         let log = dir.path().join("sidecar.log");
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
         let child = Command::new(sidecar_bin())
             .arg("--manifests")
             .arg(&manifests)
@@ -325,6 +358,7 @@ impl SidecarBuilder {
             .args(["--upstream", &self.upstream])
             .args(["--worker-threads", "2", "--log", "debug"])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

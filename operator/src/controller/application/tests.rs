@@ -10,6 +10,7 @@ use prometheus::Encoder;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::compile_cache::CompileCache;
 use crate::desired::ADMIN_PORT_NAME;
 use crate::fixtures::{Scenario, Seen};
 
@@ -209,11 +210,11 @@ fn a_deleted_application_is_left_out_of_the_snapshots() {
     let live = app("1h");
     let gone = deleted(&app("1h"));
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(unreachable_pod()).unwrap();
-    let kept = live_applications(vec![live.clone()]);
-    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    let kept = live_applications(vec![Arc::new(live.clone())]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod), &mut CompileCache::default());
     assert_eq!(plan.pods[0].snapshot.applications.len(), 1);
-    let kept = live_applications(vec![gone]);
-    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod));
+    let kept = live_applications(vec![Arc::new(gone)]);
+    let plan = desired(&kept, &[], &[], std::slice::from_ref(&pod), &mut CompileCache::default());
     assert!(plan.pods[0].snapshot.applications.is_empty());
 }
 

@@ -1,0 +1,271 @@
+//! The `/.portcullis/` endpoints (api.md "Browser sign-in paths"): login, callback, logout and
+//! identity, and the sign-in redirect of an unauthenticated navigation. Each handler reads the
+//! request, calls the pure checks in `decide::login`, does its I/O through `login::oidc`, and
+//! answers; every answer carries `Cache-Control: no-store` and the CORS headers for an allowed
+//! origin. Never logs a code, token, state or cookie value.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::{HeaderMap, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use url::Url;
+
+use super::pipeline::Proxy;
+use super::respond::Refusal;
+use crate::config::{Live, LiveApp};
+use crate::decide::authn::{Authn, Principal};
+use crate::decide::login::{self as rules, CallbackError, Endpoint, Pending};
+use crate::decide::policy::{evaluate, Decision};
+use crate::decide::request;
+use crate::login::session::random_b64url;
+use crate::login::AppLogin;
+use crate::outbound::OutBody;
+
+/// Bytes of randomness in `state`, `nonce` and the PKCE verifier: 256 bits (api.md: ≥ 128).
+const RANDOM_BYTES: usize = 32;
+
+/// What a reserved-path request needs from the pipeline.
+pub struct Ctx<'a> {
+    pub proxy: &'a Proxy,
+    pub live: &'a Live,
+    pub app_index: usize,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub origin: Option<&'a HeaderValue>,
+    pub peer: IpAddr,
+    pub now: i64,
+    pub request_id: &'a str,
+}
+
+impl Ctx<'_> {
+    fn app(&self) -> &LiveApp {
+        &self.live.apps[self.app_index]
+    }
+
+    /// `Host` as requested (port included), or the absolute-form authority.
+    fn authority(&self) -> Option<&str> {
+        self.uri.authority().map(|a| a.as_str()).or_else(|| self.headers.get(HOST).and_then(|h| h.to_str().ok()))
+    }
+
+    /// The origin the browser addressed (see `decide::login::public_scheme`).
+    fn base(&self) -> Option<Url> {
+        let secure = self.app().login.as_ref().is_none_or(|l| l.attrs.secure);
+        let scheme = rules::public_scheme(self.proxy.settings.client_scheme == "https", secure);
+        rules::request_base(scheme, self.authority()?)
+    }
+
+    fn finish(&self, mut resp: Response<OutBody>) -> Response<OutBody> {
+        resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.app().cors.apply_to_response(self.origin, resp.headers_mut());
+        resp
+    }
+
+    fn refuse(&self, r: Refusal) -> Response<OutBody> {
+        self.finish(r.to_response(self.request_id))
+    }
+
+    fn count(&self, result: &str) {
+        self.proxy.metrics.logins.with_label_values(&[&self.app().label, result]).inc();
+    }
+
+    /// A refused sign-in step: counted, logged with its reason (never a value), answered.
+    fn sign_in_failed(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        detail: &dyn std::fmt::Display,
+    ) -> Response<OutBody> {
+        self.count(reason);
+        tracing::info!(request_id = self.request_id, app = %self.app().label, reason, %detail, "sign-in refused");
+        self.refuse(Refusal::SignIn { status, reason })
+    }
+}
+
+/// Answers a request to `/.portcullis/…`; the reason label is returned for the log line.
+pub async fn handle(cx: &Ctx<'_>, endpoint: Option<Endpoint>) -> (Response<OutBody>, &'static str) {
+    let login = cx.app().login.as_ref();
+    match (endpoint, login) {
+        (Some(Endpoint::Login), Some(login)) => (start(cx, login).await, "login"),
+        (Some(Endpoint::Callback), Some(login)) => (callback(cx, login).await, "callback"),
+        (Some(Endpoint::Logout), _) => (logout(cx), "logout"),
+        (Some(Endpoint::Identity), _) => identity(cx),
+        _ => (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason()),
+    }
+}
+
+/// The 401 of an unauthenticated request with the sign-in URL, or the redirect to it.
+pub fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Response<OutBody> {
+    let login = cx.base().map(|base| rules::login_url_for(&base, cx.uri.path_and_query().map_or("/", |p| p.as_str())));
+    match login {
+        Some(url) if redirect => cx.finish(redirect_to(&url)),
+        login => cx.refuse(Refusal::Unauthenticated { reason, login }),
+    }
+}
+
+/// `/.portcullis/login?rd=…`: checks `rd`, binds a new sign-in to this browser with the state
+/// cookie, and sends the browser to the provider.
+async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
+    let (Some(base), Some(authority)) = (cx.base(), cx.authority()) else {
+        return cx.refuse(Refusal::BadRequest("invalid_host"));
+    };
+    let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd");
+    let rd = match rules::return_url(rd.as_deref().unwrap_or("/"), &base, &cx.live.router, cx.app_index) {
+        Ok(rd) => rd,
+        Err(e) => return cx.sign_in_failed(StatusCode::BAD_REQUEST, e.reason(), &e),
+    };
+    let provider = match login.oidc.provider().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(app = %cx.app().label, error = %e, "identity provider discovery failed");
+            return cx.sign_in_failed(e.status(), e.reason(), &e);
+        }
+    };
+    let (Some(state), Some(nonce), Some(verifier)) =
+        (random_b64url(RANDOM_BYTES), random_b64url(RANDOM_BYTES), random_b64url(RANDOM_BYTES))
+    else {
+        return cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", &"the system RNG failed");
+    };
+    let pending = Pending {
+        state,
+        nonce,
+        verifier,
+        rd: rd.into(),
+        redirect_uri: rules::redirect_uri(base.scheme(), authority),
+        app: cx.app().label.clone(),
+        exp: cx.now + rules::STATE_TTL_SECS,
+    };
+    let cookie = login.encode_pending(&pending).and_then(|v| {
+        let attrs = rules::state_cookie_attrs(login.attrs);
+        rules::set_cookie(rules::STATE_COOKIE, &v, rules::STATE_COOKIE_PATH, rules::STATE_TTL_SECS, attrs)
+    });
+    let Some(cookie) = cookie else {
+        return cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "state_cookie_failed", &"signing failed");
+    };
+    let oidc = login.oidc.login();
+    let url = rules::authorization_url(&provider.authorization_endpoint, &oidc.client_id, &oidc.scopes, &pending);
+    cx.count("started");
+    let mut resp = redirect_to(url.as_str());
+    resp.headers_mut().append(SET_COOKIE, cookie);
+    cx.finish(resp)
+}
+
+/// `/.portcullis/callback?code&state`: only the browser that started the sign-in (it holds the
+/// state cookie), only once; then the token exchange, the ID token checks, the policies, and
+/// the session cookie.
+async fn callback(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
+    let mut resp = match redeem(cx, login).await {
+        Ok(resp) => resp,
+        Err(resp) => resp,
+    };
+    // Whatever happened, this sign-in attempt is over.
+    let clear =
+        rules::set_cookie(rules::STATE_COOKIE, "", rules::STATE_COOKIE_PATH, 0, rules::state_cookie_attrs(login.attrs));
+    if let Some(clear) = clear {
+        resp.headers_mut().append(SET_COOKIE, clear);
+    }
+    resp
+}
+
+async fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Result<Response<OutBody>, Response<OutBody>> {
+    let callback_failed = |e: CallbackError| {
+        let status = match e {
+            CallbackError::ProviderError => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        cx.sign_in_failed(status, e.reason(), &e)
+    };
+    let params = rules::callback_params(cx.uri.query()).map_err(callback_failed)?;
+    let cookie = rules::cookie(cx.headers, rules::STATE_COOKIE).ok_or(CallbackError::NoStateCookie);
+    let pending = cookie.and_then(|c| login.decode_pending(c).ok_or(CallbackError::BadStateCookie));
+    let pending = pending.map_err(callback_failed)?;
+    rules::check_pending(&pending, &params.state, &cx.app().label, cx.now).map_err(callback_failed)?;
+    if !login.first_redemption(&pending.state) {
+        return Err(callback_failed(CallbackError::Replayed));
+    }
+    let provider = login.oidc.provider().await.map_err(|e| cx.sign_in_failed(e.status(), e.reason(), &e))?;
+    let user = login
+        .oidc
+        .redeem(&provider, &params.code, &pending.verifier, &pending.redirect_uri, &pending.nonce, cx.now)
+        .await
+        .map_err(|e| cx.sign_in_failed(e.status(), e.reason(), &e))?;
+
+    // The policies decide on every request; asking them now gives a refused user a clear 403
+    // instead of a session that every request then refuses.
+    let authn = Authn::Authenticated(Principal::User(user.clone()));
+    let ip = crate::decide::client_ip::client_ip(cx.peer, cx.headers, &cx.proxy.settings.trusted_proxies);
+    match evaluate(&cx.app().spec.policies, &authn, ip) {
+        Decision::Allow { .. } | Decision::Bypass { .. } => {}
+        decision => {
+            cx.count("forbidden");
+            let reason =
+                if matches!(decision, Decision::Block { .. }) { "blocked_by_policy" } else { "no_policy_matched" };
+            return Err(cx.refuse(Refusal::Forbidden { reason, policy: None }));
+        }
+    }
+    let session = login
+        .mint_session(&user, cx.now)
+        .and_then(|t| rules::set_cookie(&login.cookie_name, &t, "/", login.session_secs, login.attrs))
+        .ok_or_else(|| cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "session_failed", &"signing failed"))?;
+    cx.count("ok");
+    tracing::info!(request_id = cx.request_id, app = %cx.app().label, "signed in");
+    let mut resp = redirect_to(&pending.rd);
+    resp.headers_mut().append(SET_COOKIE, session);
+    Ok(cx.finish(resp))
+}
+
+/// `/.portcullis/logout[?rd=…]`: clears the session cookie; redirects to `rd` when it is on the
+/// application's domains, else answers 200.
+fn logout(cx: &Ctx<'_>) -> Response<OutBody> {
+    let app = cx.app();
+    let attrs = app.login.as_ref().map_or(
+        rules::CookieAttrs { same_site: portcullis_crds::v1alpha1::SameSite::Lax, http_only: true, secure: true },
+        |l| l.attrs,
+    );
+    let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd")
+        .zip(cx.base())
+        .and_then(|(rd, base)| rules::return_url(&rd, &base, &cx.live.router, cx.app_index).ok());
+    let mut resp = match rd {
+        Some(rd) => redirect_to(rd.as_str()),
+        None => json(StatusCode::OK, serde_json::json!({ "status": "signed_out" })),
+    };
+    if let Some(clear) = rules::set_cookie(&app.spec.identity.cookie_name, "", "/", 0, attrs) {
+        resp.headers_mut().append(SET_COOKIE, clear);
+    }
+    cx.finish(resp)
+}
+
+/// `/.portcullis/identity`: the signed-in user (any valid JWT of the application) as JSON,
+/// else 401. Never redirects.
+fn identity(cx: &Ctx<'_>) -> (Response<OutBody>, &'static str) {
+    let app = cx.app();
+    match request::authenticate(&app.decisions(), cx.headers, cx.now).authn {
+        Authn::Authenticated(Principal::User(user)) => {
+            let claim = |n: &str| user.claims.get(n).cloned().unwrap_or(serde_json::Value::Null);
+            let body = serde_json::json!({
+                "email": user.email, "name": claim("name"), "groups": claim("groups"),
+                "sub": claim("sub"), "iss": user.issuer, "exp": user.expires_at,
+            });
+            (cx.finish(json(StatusCode::OK, body)), "identity")
+        }
+        Authn::Failed(f) => (unauthenticated(cx, f.reason(), false), f.reason()),
+        _ => (unauthenticated(cx, "no_credentials", false), "no_credentials"),
+    }
+}
+
+fn redirect_to(location: &str) -> Response<OutBody> {
+    let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<OutBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
