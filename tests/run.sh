@@ -9,6 +9,8 @@ command -v promtool >/dev/null || need_apt+=(prometheus) # `promtool check metri
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)       # the browser tests (tests/tests/browser.rs)
 command -v node >/dev/null || need_apt+=(nodejs)          # the identity provider and playwright-core
 command -v npm >/dev/null || need_apt+=(npm)
+# The chart tests run in a Python venv (Debian's system Python refuses pip installs, PEP 668).
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 if ((${#need_apt[@]})); then
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq
@@ -24,6 +26,17 @@ if [[ ! -d tests/browser/node_modules ]]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# helm-python-sdk: Helm v4's own Go SDK (lint, render, values schema, releases) as a Python
+# library, so the chart is checked by the real Helm engine without a helm binary. kubernetes:
+# the Python client the chart's end-to-end test (KUBECONFIG only) reads the cluster with.
+venv="${CARGO_TARGET_DIR:-target}/chart-venv"
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import helm_python, yaml, kubernetes' 2>/dev/null; then
+  echo "==> installing the chart tests' Python packages into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    'helm-python-sdk==0.2.2' 'pytest>=8,<9' 'pyyaml>=6,<7' 'kubernetes>=31,<36'
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
@@ -36,8 +49,16 @@ trap 'rm -f "$log"' EXIT
 set +e
 PORTCULLIS_REQUIRE_PROMTOOL=1 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+echo "==> chart tests (Helm engine via helm-python-sdk)"
+PORTCULLIS_OPERATOR_BIN="${CARGO_TARGET_DIR:-target}/debug/portcullis-operator" \
+  "$venv/bin/pytest" -q -rs -p no:cacheprovider tests/chart 2>&1 | tee -a "$log"
+chart_status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run (cargo prints one per test binary).
+# One closing line for the whole run: cargo prints one `test result:` per test binary, pytest
+# one summary (`N passed, M failed, K errors in Ts`); errors count as failures.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     /^(=+ )?[0-9]+ (passed|failed|error|errors|skipped)([ ,].*)? in [0-9.]+s/ {
+       for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^(failed|errors?)/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+if [ "$status" -ne 0 ]; then exit "$status"; fi
+exit "$chart_status"

@@ -21,6 +21,7 @@ pub mod push;
 pub mod push_key;
 pub mod session_key;
 pub mod status;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

@@ -14,6 +14,7 @@ use portcullis_operator::leader::{self, Elector, Timing};
 use portcullis_operator::metrics::Metrics;
 use portcullis_operator::push::Pusher;
 use portcullis_operator::push_key;
+use portcullis_operator::webhook::{self, WebhookArgs};
 use portcullis_operator::{Context, SystemClock};
 use prometheus::Registry;
 
@@ -50,6 +51,9 @@ enum Command {
         /// Name of the leader election Lease (in --namespace).
         #[arg(long, default_value = leader::LEASE_NAME)]
         leader_election_lease: String,
+        /// Boxed: the webhook flags make this variant much larger than `Crd`.
+        #[command(flatten)]
+        webhook: Box<WebhookArgs>,
     },
     /// Print the CustomResourceDefinitions (multi-document YAML) and exit.
     Crd,
@@ -70,9 +74,10 @@ async fn main() -> anyhow::Result<()> {
             push_key_secret,
             leader_election,
             leader_election_lease,
+            webhook,
         } => {
             let lease = leader_election.then_some(leader_election_lease);
-            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease }).await
+            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook }).await
         }
     }
 }
@@ -85,10 +90,11 @@ struct Settings {
     push_key_secret: String,
     /// The leader election Lease's name; `None`: no election.
     lease: Option<String>,
+    webhook: Box<WebhookArgs>,
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease } = settings;
+    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -109,6 +115,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the push signing key from Secret {namespace}/{push_key_secret}"))?;
     tracing::info!(key_id = key.verifying_key().key_id(), "push signing key loaded");
+    let webhooks = webhook::start(*webhook, client.clone(), &namespace, key.verifying_key().to_base64())
+        .await
+        .context("binding the admission webhook address")?;
     let pusher = Pusher::new(key, metrics.clone());
     let ctx = Arc::new(Context::new(client.clone(), Arc::new(SystemClock), metrics.clone(), reporter));
     let applications = Arc::new(application::AppContext::new(ctx.clone(), pusher));
@@ -162,6 +171,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     tracing::info!("controllers stopped");
     admin.abort();
+    webhooks.into_iter().flatten().for_each(|task| task.abort());
     result
 }
 

@@ -28,6 +28,10 @@ pub struct Metrics {
     compile_errors: IntGaugeVec,
     /// `portcullis_operator_leader`: 1 while this replica holds the leader Lease.
     leader: IntGauge,
+    /// `portcullis_operator_service_token_expiry_timestamp_seconds{namespace, token}`: when the
+    /// current credentials expire (Unix seconds); absent for tokens that do not expire. The
+    /// "token expiring soon" alert reads it.
+    token_expiry: IntGaugeVec,
 }
 
 // === impl Metrics ===
@@ -71,6 +75,14 @@ impl Metrics {
             &["namespace", "application"],
         )?;
         let leader = IntGauge::new("portcullis_operator_leader", "1 while this replica is the elected leader")?;
+        let token_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_operator_service_token_expiry_timestamp_seconds",
+                "Unix time the current credentials of an AccessServiceToken expire",
+            ),
+            &["namespace", "token"],
+        )?;
+        registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(pushes.clone()))?;
@@ -79,7 +91,7 @@ impl Metrics {
         registry.register(Box::new(matched.clone()))?;
         registry.register(Box::new(compile_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, compile_errors, leader })
+        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, compile_errors, leader, token_expiry })
     }
 
     /// Counts one finished reconcile and its duration.
@@ -108,6 +120,15 @@ impl Metrics {
     /// Records whether this replica leads.
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Sets (or, for credentials that do not expire, removes) a token's expiry.
+    pub fn token_expiry(&self, namespace: &str, token: &str, expires_at: Option<i64>) {
+        match expires_at {
+            Some(at) => self.token_expiry.with_label_values(&[namespace, token]).set(at),
+            // An error only means the series did not exist.
+            None => drop(self.token_expiry.remove_label_values(&[namespace, token])),
+        }
     }
 
     /// Drops the gauges of a deleted application.

@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_PUSH_PUBLIC_KEY", value_delimiter = ',')]
     pub push_public_key: Vec<PathBuf>,
 
+    /// The same keys given inline (PEM or base64), comma-separated: how the operator's
+    /// injection webhook passes its key, since a pod cannot mount a Secret of the operator's
+    /// namespace. The public key is not secret.
+    #[arg(long, env = "PORTCULLIS_PUSH_PUBLIC_KEY_VALUE", value_delimiter = ',')]
+    pub push_public_key_value: Vec<String>,
+
     /// This pod's name (downward API), which a push must be addressed to.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

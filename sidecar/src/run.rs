@@ -30,6 +30,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("--push-public-key {path}: {reason}")]
     PushKey { path: std::path::PathBuf, reason: String },
+    #[error("--push-public-key-value (key {index}, counting from 0): {reason}")]
+    PushKeyValue { index: usize, reason: String },
     #[error(
         "--push-public-key needs --pod-name and --pod-namespace (or POD_NAME and POD_NAMESPACE from the downward API)"
     )]
@@ -109,7 +111,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
 
 /// The push receiver of a sidecar in cluster mode, from the flags.
 fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
-    if args.push_public_key.is_empty() {
+    if args.push_public_key.is_empty() && args.push_public_key_value.is_empty() {
         tracing::warn!("no --push-public-key: configuration pushes are refused");
         return Ok(None);
     }
@@ -118,6 +120,10 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
         let err = |reason: String| StartError::PushKey { path: path.clone(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         trusted.push(VerifyingKey::parse(&text).map_err(|e| err(e.to_string()))?);
+    }
+    for (i, text) in args.push_public_key_value.iter().enumerate() {
+        trusted
+            .push(VerifyingKey::parse(text).map_err(|e| StartError::PushKeyValue { index: i, reason: e.to_string() })?);
     }
     let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
         return Err(StartError::PushTarget);
@@ -131,4 +137,27 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use portcullis_crds::push::SigningKey;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = ["portcullis-sidecar", "--pod-name", "web", "--pod-namespace", "shop"];
+        Args::try_parse_from(base.iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn push_keys_can_be_given_inline_as_the_injection_webhook_does() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let b64 = key.verifying_key().to_base64();
+        assert!(push_receiver(&args(&["--push-public-key-value", &b64])).unwrap().is_some());
+        assert!(push_receiver(&args(&[])).unwrap().is_none(), "no key: pushes refused");
+        let e = push_receiver(&args(&["--push-public-key-value", "not-a-key"])).err().unwrap();
+        assert!(e.to_string().starts_with("--push-public-key-value (key 0"), "{e}");
+    }
 }

@@ -145,6 +145,7 @@ async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Ac
         Step::DropPrevious | Step::Keep => {}
     }
 
+    ctx.metrics.token_expiry(&namespace, &token.name_any(), plan.expires_at.map(|t| t.as_second()));
     let rotated_now = matches!(plan.step, Step::Rotate(_));
     let credentials_status = AccessServiceTokenStatus {
         client_id: Some(next.client_id.clone()),

@@ -217,6 +217,9 @@ impl Operator {
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = Command::new(operator_bin())
             .args(["run", "--namespace", namespace, "--admin-listen", &admin.to_string()])
+            // Two replicas on one machine cannot share the webhook port, and this suite tests the
+            // controllers; the chart's install test (tests/chart) covers the webhooks.
+            .arg("--disable-webhook")
             .env("KUBECONFIG", &kubeconfig)
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,portcullis_operator=debug")

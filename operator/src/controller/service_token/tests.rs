@@ -94,7 +94,7 @@ fn assert_secret_only_in_secret_writes(seen: &[Seen], secret: &ClientSecret) {
 #[tokio::test]
 async fn first_reconcile_writes_the_secret_and_reports_ready() {
     let token = token(Some("8760h"), Some("24h"), None);
-    let (result, seen, _) = reconcile_with(
+    let (result, seen, registry) = reconcile_with(
         &token,
         t(0),
         vec![Scenario::GetSecret(None), Scenario::ApplySecret, Scenario::Event("Issued"), Scenario::ApplyStatus],
@@ -102,6 +102,15 @@ async fn first_reconcile_writes_the_secret_and_reports_ready() {
     .await;
     // The next deadline (rotation 24h before a year's expiry) is beyond the daily re-check.
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(24 * 3600)));
+    let expiry = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "portcullis_operator_service_token_expiry_timestamp_seconds")
+        .expect("expiry gauge");
+    assert_eq!(
+        expiry.get_metric()[0].get_gauge().get_value(),
+        (t(0) + SignedDuration::from_hours(8760)).as_second() as f64
+    );
 
     let apply = &seen[1];
     assert!(apply.uri.starts_with("/api/v1/namespaces/shop/secrets/ci-token-credentials?"), "{}", apply.uri);
