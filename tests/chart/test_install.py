@@ -114,6 +114,14 @@ def make_namespace(cluster, name, labels):
     client = cluster["client"]
     ns = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
     cluster["core"].create_namespace(ns)
+    # Pods need the namespace's `default` ServiceAccount. A bare API server (no controller
+    # manager) never creates it; on a full cluster it exists already.
+    sa = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default"))
+    try:
+        cluster["core"].create_namespaced_service_account(name, sa)
+    except client.exceptions.ApiException as e:
+        if e.status != 409:
+            raise
     return name
 
 
