@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{self, Operator};
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::Api;
 use portcullis_crds::v1alpha1::AccessApplication;
 use serde_json::json;
@@ -64,15 +64,7 @@ async fn main() {
 
     let up = Upstream::start().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut sidecars = Vec::new();
-    for i in 0..sidecar_count {
-        let name = format!("web-{i}");
-        let sc = sidecar_without_manifests(&up.url(), &key, ns, &name).await;
-        let pod = cluster::sidecar_pod(&name, json!({"app": "web"}), sc.addr.port(), sc.admin.port());
-        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
-        cluster::set_running(&pods, &name, 0).await;
-        sidecars.push(sc);
-    }
+    let sidecars = cluster::running_sidecar_pods(&pods, ns, "web", sidecar_count, &up.url(), &key).await;
     eprintln!("{sidecar_count} sidecars running behind Pod objects");
 
     let apps: Api<AccessApplication> = Api::namespaced(client.clone(), ns);

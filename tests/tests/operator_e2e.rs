@@ -79,15 +79,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     // Three sidecars, each behind a Pod object whose ports point at it.
     let up = Upstream::start().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut sidecars = Vec::new();
-    for i in 0..PODS {
-        let name = format!("api-{i}");
-        let sc = sidecar_without_manifests(&up.url(), &push_key, ns, &name).await;
-        let pod = cluster::sidecar_pod(&name, json!({"app": "api"}), sc.addr.port(), sc.admin.port());
-        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
-        cluster::set_running(&pods, &name, 0).await;
-        sidecars.push(sc);
-    }
+    let mut sidecars = cluster::running_sidecar_pods(&pods, ns, "api", PODS, &up.url(), &push_key).await;
 
     // The token's Secret appears; the application reaches every sidecar.
     let tokens: Api<AccessServiceToken> = Api::namespaced(client.clone(), ns);

@@ -304,6 +304,28 @@ pub fn sidecar_pod(name: &str, labels: serde_json::Value, traffic: u16, admin: u
     })
 }
 
+/// Starts `count` sidecars in cluster mode (trusting `push_key`, forwarding to `upstream`), each
+/// behind a Running Pod object `<app>-<i>` labelled `app: <app>` in `pods`' namespace.
+pub async fn running_sidecar_pods(
+    pods: &Api<Pod>,
+    ns: &str,
+    app: &str,
+    count: usize,
+    upstream: &str,
+    push_key: &str,
+) -> Vec<super::Sidecar> {
+    let mut sidecars = Vec::new();
+    for i in 0..count {
+        let name = format!("{app}-{i}");
+        let sc = super::sidecar_without_manifests(upstream, push_key, ns, &name).await;
+        let pod = sidecar_pod(&name, json!({"app": app}), sc.addr.port(), sc.admin.port());
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
+        set_running(pods, &name, 0).await;
+        sidecars.push(sc);
+    }
+    sidecars
+}
+
 /// Writes the status a kubelet would: Running on 127.0.0.1, the sidecar container restarted
 /// `restarts` times (a restart is what makes the operator push a pod again).
 pub async fn set_running(pods: &Api<Pod>, name: &str, restarts: i32) {
