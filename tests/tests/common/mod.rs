@@ -345,54 +345,65 @@ impl SidecarBuilder {
     }
 
     pub async fn start(self) -> Sidecar {
-        let dir = tempdir::TempDir::new("sidecar");
+        let mut dir = tempdir::TempDir::new("sidecar");
         let manifests = dir.path().join("access.yaml");
         std::fs::write(&manifests, &self.manifests).expect("write manifests");
-        let log = dir.path().join("sidecar.log");
-        let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
-        let child = Command::new(sidecar_bin())
-            .arg("--manifests")
-            .arg(&manifests)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--upstream", &self.upstream])
-            .args(["--worker-threads", "2", "--log", "debug"])
-            .args(&self.extra)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start sidecar");
-        let s = Sidecar {
-            child,
-            addr: ([127, 0, 0, 1], port).into(),
-            admin: ([127, 0, 0, 1], admin_port).into(),
-            dir,
-            log,
-        };
-        if self.wait_ready {
-            let admin = s.admin;
-            let log = s.log.clone();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(r) = get(&format!("http://{admin}/readyz"), &[]).await {
-                    if r.status == 200 {
-                        break;
-                    }
+        // free_port() releases the port it found, so another test can take it before the
+        // sidecar binds it: a start that fails on a taken port is retried on new ports.
+        for attempt in 1..=5 {
+            let log = dir.path().join("sidecar.log");
+            let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
+            let child = Command::new(sidecar_bin())
+                .arg("--manifests")
+                .arg(&manifests)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+                .args(["--upstream", &self.upstream])
+                .args(["--worker-threads", "2", "--log", "debug"])
+                .args(&self.extra)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start sidecar");
+            let mut s = Sidecar {
+                child,
+                addr: ([127, 0, 0, 1], port).into(),
+                admin: ([127, 0, 0, 1], admin_port).into(),
+                dir,
+                log,
+            };
+            match s.wait_up(self.wait_ready).await {
+                Ok(()) => return s,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => {
+                    // Take the directory back for the next attempt; the dead child is reaped.
+                    let _ = s.child.wait();
+                    dir = std::mem::replace(&mut s.dir, tempdir::TempDir::new("sidecar-unused"));
                 }
-                if Instant::now() > deadline {
-                    panic!("sidecar not ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(log) => panic!("sidecar did not come up; log:\n{log}"),
             }
-        } else {
-            let admin = s.admin;
-            eventually(Duration::from_secs(10), "admin port", || async move {
-                get(&format!("http://{admin}/healthz"), &[]).await.ok().map(|_| ())
-            })
-            .await;
         }
-        s
+        unreachable!("the last attempt returns or panics")
+    }
+}
+
+impl Sidecar {
+    /// Waits for `/readyz` to answer 200 (`ready`) or for the admin port to answer at all.
+    /// `Err` with the log when the process exited or did not come up within 10 s.
+    async fn wait_up(&mut self, ready: bool) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let path = if ready { "readyz" } else { "healthz" };
+        loop {
+            if let Ok(r) = get(&format!("http://{}/{path}", self.admin), &[]).await {
+                if !ready || r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                return Err(self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -660,6 +671,14 @@ pub async fn send_body(method: &str, url: &str, body: &str) -> Result<Answer, St
 
 /// A sidecar in cluster mode: no manifests, configured only by signed pushes.
 pub async fn sidecar_without_manifests(upstream: &str, push_key_b64: &str, namespace: &str, pod: &str) -> Sidecar {
+    // Retried on new ports when one found free was taken before the sidecar bound it.
+    for _ in 1..5 {
+        match try_sidecar_without_manifests_on(upstream, push_key_b64, namespace, pod, free_port(), free_port()).await {
+            Ok(s) => return s,
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("sidecar did not come up; log:\n{log}"),
+        }
+    }
     sidecar_without_manifests_on(upstream, push_key_b64, namespace, pod, free_port(), free_port()).await
 }
 
@@ -672,6 +691,19 @@ pub async fn sidecar_without_manifests_on(
     port: u16,
     admin_port: u16,
 ) -> Sidecar {
+    try_sidecar_without_manifests_on(upstream, push_key_b64, namespace, pod, port, admin_port)
+        .await
+        .unwrap_or_else(|log| panic!("sidecar did not come up; log:\n{log}"))
+}
+
+async fn try_sidecar_without_manifests_on(
+    upstream: &str,
+    push_key_b64: &str,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    admin_port: u16,
+) -> Result<Sidecar, String> {
     let dir = tempdir::TempDir::new("sidecar-push");
     let key_file = dir.path().join("push.pub");
     std::fs::write(&key_file, push_key_b64).expect("write key");
@@ -688,14 +720,9 @@ pub async fn sidecar_without_manifests_on(
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start sidecar");
-    let s =
+    let mut s =
         Sidecar { child, addr: ([127, 0, 0, 1], port).into(), admin: ([127, 0, 0, 1], admin_port).into(), dir, log };
-    let admin = s.admin;
-    eventually(Duration::from_secs(10), "admin port", || async move {
-        get(&format!("http://{admin}/healthz"), &[]).await.ok().map(|_| ())
-    })
-    .await;
-    s
+    s.wait_up(false).await.map(|()| s)
 }
 
 /// Compiles manifests as the operator and the standalone sidecar do.
