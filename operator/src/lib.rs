@@ -80,10 +80,26 @@ impl Error {
         }
     }
 
+    /// A failed write of the Secret `secret` (`namespace/name`), keeping only the HTTP status
+    /// and reason: the API server's message about a Secret body could quote it.
+    pub fn write_secret(secret: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let secret = secret.into();
+        move |e| Error::WriteSecret { secret, detail: redacted_detail(&e) }
+    }
+
     /// Wraps an API error with the call it came from.
     pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let what = what.into();
         move |source| Error::Kube { what, source }
+    }
+}
+
+/// What can be said of an API error on a Secret without its message (which may quote the body):
+/// the HTTP status and reason; transport and client errors carry no body and are kept whole.
+pub fn redacted_detail(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
+        other => other.to_string(),
     }
 }
 

@@ -42,11 +42,7 @@ pub async fn ensure(client: Client, namespace: &str, name: &str) -> Result<Signi
             let secret = secrets.get(name).await.map_err(Error::kube(format!("reading {what}")))?;
             from_secret(&secret, &what)
         }
-        // Only the status is kept: a message about a Secret body could quote it.
-        Err(kube::Error::Api(status)) => {
-            Err(Error::WriteSecret { secret: what, detail: format!("HTTP {} {}", status.code, status.reason) })
-        }
-        Err(e) => Err(Error::WriteSecret { secret: what, detail: e.to_string() }),
+        Err(e) => Err(Error::write_secret(format!("{namespace}/{name}"))(e)),
     }
 }
 

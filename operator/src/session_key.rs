@@ -72,7 +72,8 @@ pub async fn ensure(ctx: &Context, app: &AccessApplication) -> Result<()> {
     }
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = secret_name(&app.name_any());
-    let what = format!("Secret {namespace}/{name}");
+    let key = format!("{namespace}/{name}");
+    let what = format!("Secret {key}");
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     if secrets.get_opt(&name).await.map_err(Error::kube(format!("reading {what}")))?.is_some() {
         return Ok(());
@@ -100,11 +101,7 @@ pub async fn ensure(ctx: &Context, app: &AccessApplication) -> Result<()> {
         }
         // Created meanwhile (another reconcile): theirs is as good.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        // Only the status: a message about a Secret body could quote it.
-        Err(kube::Error::Api(status)) => {
-            Err(Error::WriteSecret { secret: what, detail: format!("HTTP {} {}", status.code, status.reason) })
-        }
-        Err(e) => Err(Error::WriteSecret { secret: what, detail: e.to_string() }),
+        Err(e) => Err(Error::write_secret(key)(e)),
     }
 }
 

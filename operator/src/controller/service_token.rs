@@ -121,7 +121,7 @@ async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Ac
         secrets
             .patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
             .await
-            .map_err(|e| redact_secret_error(&namespace, secret_name, e))?;
+            .map_err(Error::write_secret(format!("{namespace}/{secret_name}")))?;
     }
 
     let regarding = token.object_ref(&());
@@ -247,16 +247,6 @@ fn owner_of(secret: &Secret) -> String {
         Some(o) => format!("it is controlled by {} {}", o.kind, o.name),
         None => "it has no controlling owner".to_owned(),
     }
-}
-
-/// An error from writing the Secret, without the API server's message (which may quote the body).
-fn redact_secret_error(namespace: &str, name: &str, e: kube::Error) -> Error {
-    let detail = match &e {
-        kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),
-        // Transport and client errors carry no body.
-        other => other.to_string(),
-    };
-    Error::WriteSecret { secret: format!("{namespace}/{name}"), detail }
 }
 
 #[cfg(test)]

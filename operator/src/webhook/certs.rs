@@ -40,6 +40,10 @@ pub enum CertError {
         #[source]
         source: kube::Error,
     },
+    /// Writing the certificate Secret failed; only the HTTP status is kept (the API server's
+    /// message could quote the private key).
+    #[error("writing {what} failed: {detail}; check the API server and the operator's RBAC (secrets create/update)")]
+    WriteSecret { what: String, detail: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("reading {path}: {source}; mount the cert-manager Secret there (keys tls.crt and tls.key)")]
@@ -180,7 +184,7 @@ impl Managed {
                     })
                 })
             }
-            Err(e) => Err(kube_err(format!("writing {what}"))(e)),
+            Err(e) => Err(CertError::WriteSecret { detail: crate::redacted_detail(&e), what }),
         }
     }
 
