@@ -63,21 +63,22 @@ fn has_key(secret: &Secret) -> bool {
     secret.data.as_ref().is_some_and(|d| d.contains_key(KEY))
 }
 
-/// Creates `app`'s session key Secret when the operator provides its key and the Secret does
-/// not exist. A Secret of that name that someone else made is left alone (compile then reports
-/// a missing key if it lacks one).
-pub async fn ensure(ctx: &Context, app: &AccessApplication) -> Result<()> {
+/// Creates `app`'s session key Secret when the operator provides its key and `secrets` (the
+/// namespace's, as just listed) has none of that name; returns the Secret it created, so the
+/// caller compiles with it at once. A Secret of that name that someone else made is left alone
+/// (compile then reports a missing key if it lacks one).
+pub async fn ensure(ctx: &Context, app: &AccessApplication, secrets: &[Secret]) -> Result<Option<Secret>> {
     if !provided(app) {
-        return Ok(());
+        return Ok(None);
+    }
+    let name = secret_name(&app.name_any());
+    if secrets.iter().any(|s| s.metadata.name.as_deref() == Some(name.as_str())) {
+        return Ok(None);
     }
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
-    let name = secret_name(&app.name_any());
     let key = format!("{namespace}/{name}");
     let what = format!("Secret {key}");
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    if secrets.get_opt(&name).await.map_err(Error::kube(format!("reading {what}")))?.is_some() {
-        return Ok(());
-    }
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let owner =
         app.controller_owner_ref(&()).ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "uid" })?;
     let (_, der) =
@@ -94,13 +95,14 @@ pub async fn ensure(ctx: &Context, app: &AccessApplication) -> Result<()> {
         data: Some(BTreeMap::from([(KEY.to_owned(), ByteString(private_key_pem(&der).into_bytes()))])),
         ..Secret::default()
     };
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => {
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(created) => {
             tracing::info!(secret = %what, "generated the application's session key");
-            Ok(())
+            Ok(Some(created))
         }
-        // Created meanwhile (another reconcile): theirs is as good.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        // Created meanwhile (another reconcile): theirs is as good, and its watch event brings
+        // it to the next reconcile.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(e) => Err(Error::write_secret(key)(e)),
     }
 }

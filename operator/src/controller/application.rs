@@ -213,7 +213,12 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desire
     let tokens = list::<AccessServiceToken>(ctx, namespace).await?;
     // Every Secret of the namespace: token credentials and the OIDC client secrets applications
     // name. Their values go into the compiled snapshot only.
-    let secrets = list::<Secret>(ctx, namespace).await?;
+    let mut secrets = list::<Secret>(ctx, namespace).await?;
+    for app in &applications {
+        if let Some(made) = session_key::ensure(ctx, app, &secrets).await? {
+            secrets.push(made);
+        }
+    }
     let pods = list::<Pod>(ctx, namespace).await?;
     let applications = session_key::with_provided_keys(applications, &secrets);
 
@@ -242,7 +247,6 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    session_key::ensure(ctx, app).await?;
     let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let mut failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
@@ -260,7 +264,6 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    session_key::ensure(ctx, app).await?;
     let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
 
