@@ -361,12 +361,12 @@ def test_alerts_and_dashboard_use_real_metric_names(chart):
 
 
 def test_chart_crds_are_the_generated_crds():
-    top = sorted(p.name for p in (ROOT / "crds" / "generated").glob("*.yaml"))
+    top = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     ours = sorted(p.name for p in (CHART / "crds").iterdir())
-    assert ours == top, "charts/portcullis/crds must hold exactly the files of crds/generated"
+    assert ours == top, "charts/portcullis/crds must hold exactly the YAML files of crds/"
     for name in top:
-        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / "generated" / name).read_bytes(), (
-            f"charts/portcullis/crds/{name} differs: cp crds/generated/{name} charts/portcullis/crds/"
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
+            f"charts/portcullis/crds/{name} differs: cp crds/{name} charts/portcullis/crds/"
         )
 
 

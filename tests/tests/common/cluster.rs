@@ -81,7 +81,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Applies the generated CRDs and waits until the API server serves them.
 pub async fn install_crds(client: &Client) {
-    let text = std::fs::read_to_string(repo_root().join("crds/generated/crds.yaml")).expect("crds.yaml");
+    let text = std::fs::read_to_string(repo_root().join("crds/crds.yaml")).expect("crds.yaml");
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(doc).expect("a CRD document");
