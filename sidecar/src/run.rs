@@ -63,7 +63,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         let digest = match manifests::load_into(&store, &path, &args.namespace) {
             Ok(d) => Some(d),
             Err(e) => {
-                tracing::error!(reason = e.reason(), error = %e, "cannot load the manifests; refusing all traffic (503) until they load");
+                manifests::log_rejection(
+                    &e,
+                    "cannot load the manifests; refusing all traffic (503) until they load",
+                    false,
+                );
                 None
             }
         };
@@ -85,6 +89,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         trusted_proxies: args.trusted_proxies.clone(),
         upstream_timeout: args.upstream_timeout,
         client_scheme: if tls.is_some() { "https" } else { "http" },
+        underscore_headers: args.headers_with_underscores.into(),
+        body_read_timeout: args.body_read_timeout,
     };
     let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
     let limits = ServerLimits {
@@ -92,6 +98,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         max_header_bytes: args.max_header_bytes,
         max_headers: args.max_headers,
         drain: args.drain_timeout,
+        max_connections: args.max_connections as usize,
     };
     tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
 

@@ -5,13 +5,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, HOST, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::body::{Deadline, Expired};
 use super::headers::{
     is_upgrade_request, remove_cookie, strip_hop_by_hop, strip_identity, AUTHENTICATED_USER_EMAIL, CLIENT_ID,
     CLIENT_SECRET, JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
@@ -20,6 +22,7 @@ use super::pipeline::Proxy;
 use super::respond::Refusal;
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
+use crate::decide::request::Canonical;
 use crate::outbound::OutBody;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
 
@@ -58,6 +61,10 @@ pub struct Forward<'a> {
     pub identity: IdentityHeaders,
     /// The request's `Origin` for an actual CORS request (CORS headers on the answer).
     pub origin: Option<HeaderValue>,
+    /// The request as decided: the authority and path the app receives.
+    pub canonical: Canonical,
+    /// Client headers to remove besides the protected names (`decide::client_headers`).
+    pub drop_headers: Vec<HeaderName>,
 }
 
 /// Sends the request on and returns the answer (or the sidecar's own 502/504/503).
@@ -65,7 +72,6 @@ pub async fn forward(
     proxy: &Proxy,
     fwd: Forward<'_>,
     mut req: Request<Incoming>,
-    normalized_path: Option<String>,
     peer: SocketAddr,
     upstream_time: &mut Duration,
     request_id: &str,
@@ -75,14 +81,10 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let original_host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let Forward { canonical, drop_headers, .. } = fwd;
     let (upstream, path_and_query): (&Upstream, PathAndQuery) = match &fwd.destination {
-        Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, normalized_path)),
-        Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, normalized_path)),
+        Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, canonical.forward_path)),
+        Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, canonical.forward_path)),
     };
     let uri = match build_uri(upstream, path_and_query) {
         Some(u) => u,
@@ -92,17 +94,17 @@ pub async fn forward(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     strip_identity(headers, app.jwt.header_name());
+    for name in drop_headers {
+        headers.remove(name);
+    }
     append_forwarded_for(headers, peer);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proxy.settings.client_scheme));
-    if let Some(h) = &original_host {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-    }
+    headers.insert(X_FORWARDED_HOST, canonical.authority.clone());
     match &fwd.destination {
         Destination::App => {
-            // The app sees the Host the client asked for.
-            if let Some(h) = original_host {
-                headers.insert(HOST, h);
-            }
+            // The app sees the authority that was routed, never a `Host` the client sent
+            // beside another target (RFC 9112 §3.2.2: the target's authority replaces it).
+            headers.insert(HOST, canonical.authority);
             match fwd.identity {
                 IdentityHeaders::None => {}
                 IdentityHeaders::User(values) => {
@@ -141,13 +143,24 @@ pub async fn forward(
     parts.uri = uri;
     // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
     parts.version = http::Version::HTTP_11;
-    let out = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    // Only a body still to come can trickle; GETs and the like skip the timer.
+    let (body, body_expired) = if body.is_end_stream() {
+        (body.map_err(Into::into).boxed(), None)
+    } else {
+        let (body, expired) = Deadline::new(body, proxy.settings.body_read_timeout);
+        (body.boxed(), Some(expired))
+    };
+    let out = Request::from_parts(parts, body);
 
     let sent = Instant::now();
     let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
     *upstream_time = sent.elapsed();
     let mut resp = match result {
         Ok(Ok(r)) => r,
+        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
+            proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
+            return refusal(app, fwd.origin.as_ref(), Refusal::BodyTimeout, request_id);
+        }
         Ok(Err(e)) => {
             let kind = if e.is_connect() { "connect" } else { "io" };
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
@@ -200,8 +213,7 @@ pub(super) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, r
     resp
 }
 
-/// The path the app sees: the normalised one (what the policies were evaluated on) with the
-/// original query.
+/// The path the app sees: the canonical one (what was routed) with the original query.
 fn app_path(uri: &Uri, normalized: Option<String>) -> PathAndQuery {
     match normalized {
         None => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),

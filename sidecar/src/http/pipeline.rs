@@ -19,7 +19,8 @@ use super::respond::{preflight_answer, Refusal};
 use crate::config::live::mode_label;
 use crate::config::{ConfigStore, LiveApp};
 use crate::decide::authn::{Authn, Principal};
-use crate::decide::cors::PreflightOutcome;
+use crate::decide::client_headers::{self, UnderscoreHeaders};
+use crate::decide::cors::{PreflightOutcome, PREFLIGHT_VARY};
 use crate::decide::login as login_rules;
 use crate::decide::policy::Decision;
 use crate::decide::request::{self, AppDecisions, Front, Presented, RouteMiss};
@@ -39,6 +40,11 @@ pub struct ProxySettings {
     pub upstream_timeout: Duration,
     /// Scheme clients reach us with (`X-Forwarded-Proto`).
     pub client_scheme: &'static str,
+    /// `--headers-with-underscores`: what header names with `_` get (protected spellings are
+    /// always removed).
+    pub underscore_headers: UnderscoreHeaders,
+    /// `--body-read-timeout`: the longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -148,8 +154,8 @@ async fn run(
         r.to_response(rid)
     };
 
-    // 1. Route by host and normalised path.
-    let routed = match request::route(&live.router, req.uri(), req.headers()) {
+    // 1. The canonical request (authority, path), routed by host and matching path.
+    let routed = match request::route(&live.router, req.version(), req.uri(), req.headers()) {
         Ok(routed) => routed,
         Err(miss) => {
             if matches!(miss, RouteMiss::UnknownHost(_)) {
@@ -159,11 +165,18 @@ async fn run(
         }
     };
     let app_index = routed.app;
-    let normalized_path = request::changed_path(routed.target);
+    let canonical = routed.canonical(req.headers());
     outcome.app = Some(app_index);
     let app = &live.apps[app_index];
     let decisions = app.decisions();
-    let path = normalized_path.as_deref().unwrap_or_else(|| req.uri().path());
+    // What routing matched; the path the app receives is `canonical.forward_path`.
+    let path = canonical.matching_path.as_deref().unwrap_or_else(|| req.uri().path());
+    let drop_headers =
+        match client_headers::underscore_names(req.headers(), proxy.settings.underscore_headers, app.jwt.header_name())
+        {
+            Ok(names) => names,
+            Err(refused) => return refuse(outcome, Refusal::BadRequest(refused.reason())),
+        };
     // The sidecar's own answers to a routed request carry CORS headers, so the page can read them.
     let refuse_readable = |outcome: &mut Outcome, r: Refusal, origin: Option<&HeaderValue>| {
         outcome.reason = r.reason();
@@ -203,14 +216,24 @@ async fn run(
             proxy.metrics.preflights.with_label_values(&[&app.label, "forwarded"]).inc();
             outcome.decision = "bypass";
             outcome.reason = "preflight_forwarded";
-            let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
-            return forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await;
+            let fwd = Forward {
+                app,
+                destination: Destination::App,
+                identity: IdentityHeaders::None,
+                origin: None,
+                canonical,
+                drop_headers,
+            };
+            return forward::forward(proxy, fwd, req, peer, &mut outcome.upstream, rid).await;
         }
         Front::Preflight(_, PreflightOutcome::Refuse(why)) => {
             proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
             outcome.decision = "preflight";
-            // A refused preflight carries no Access-Control-Allow-* header.
-            return refuse(outcome, Refusal::PreflightRefused(why.reason()));
+            // A refused preflight carries no Access-Control-Allow-* header, and the same `Vary`
+            // as an answered one: the refusal depends on the same request headers (api.md).
+            let mut resp = refuse(outcome, Refusal::PreflightRefused(why.reason()));
+            resp.headers_mut().insert(http::header::VARY, PREFLIGHT_VARY);
+            return resp;
         }
         Front::Request { origin } => origin.cloned(),
     };
@@ -270,8 +293,8 @@ async fn run(
         request::Destination::Route(route) => Destination::Route(route),
         request::Destination::App => Destination::App,
     };
-    let fwd = Forward { app, destination, identity, origin };
-    forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await
+    let fwd = Forward { app, destination, identity, origin, canonical, drop_headers };
+    forward::forward(proxy, fwd, req, peer, &mut outcome.upstream, rid).await
 }
 
 /// Step 3 with its one asynchronous part: an unknown `kid` triggers one (rate-limited) JWKS
