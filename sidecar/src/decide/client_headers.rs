@@ -17,17 +17,17 @@ use http::header::{HeaderMap, HeaderName};
 /// four are the identity headers (api.md); `X-Forwarded-*` are set by the sidecar; `Forwarded`
 /// would contradict them; `X-Original-URL` / `X-Rewrite-URL` make some frameworks (Symfony,
 /// IIS URL Rewrite, CVE-2018-14773) serve another path than the one routed.
-pub const PROTECTED: [&str; 10] = [
-    "cf-access-jwt-assertion",
-    "cf-access-authenticated-user-email",
-    "cf-access-client-id",
-    "cf-access-client-secret",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-original-url",
-    "x-rewrite-url",
+pub const PROTECTED_NAMES: [HeaderName; 10] = [
+    HeaderName::from_static("cf-access-jwt-assertion"),
+    HeaderName::from_static("cf-access-authenticated-user-email"),
+    HeaderName::from_static("cf-access-client-id"),
+    HeaderName::from_static("cf-access-client-secret"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// `--headers-with-underscores`: what other names with an underscore get.
@@ -54,7 +54,7 @@ impl UnderscoreRefused {
     }
 }
 
-/// The client headers to remove besides the canonical spellings of [`PROTECTED`] (which the glue
+/// The client headers to remove besides the canonical spellings of [`PROTECTED_NAMES`] (which the glue
 /// strips by name): every underscore spelling of a protected name, or of the application's own
 /// JWT header `configured`, and under [`UnderscoreHeaders::Drop`] every name with an underscore.
 /// Allocates only when a name has an underscore.
@@ -85,7 +85,7 @@ fn is_protected_spelling(name: &str, configured: &str) -> bool {
     let same = |want: &str| {
         want.len() == name.len() && want.bytes().zip(name.bytes()).all(|(w, n)| w == n || (w == b'-' && n == b'_'))
     };
-    PROTECTED.iter().any(|p| same(p)) || same(configured)
+    PROTECTED_NAMES.iter().any(|p| same(p.as_str())) || same(configured)
 }
 
 #[cfg(test)]
@@ -133,9 +133,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_underscore_spelling_of_a_protected_name_is_caught(i in 0..PROTECTED.len(), mask in any::<u64>(), upper in any::<u64>()) {
+        fn every_underscore_spelling_of_a_protected_name_is_caught(i in 0..PROTECTED_NAMES.len(), mask in any::<u64>(), upper in any::<u64>()) {
             // Replace a random subset of the dashes with underscores and change case at random.
-            let spelled: String = PROTECTED[i].bytes().enumerate().map(|(k, b)| {
+            let spelled: String = PROTECTED_NAMES[i].as_str().bytes().enumerate().map(|(k, b)| {
                 let b = if b == b'-' && mask >> (k % 64) & 1 == 1 { b'_' } else { b };
                 if upper >> (k % 64) & 1 == 1 { b.to_ascii_uppercase() as char } else { b as char }
             }).collect();

@@ -9,7 +9,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRA
 // authenticated as that token; the secret never does).
 pub use crate::decide::authn::jwt::{ASSERTION_HEADER as JWT_ASSERTION, EMAIL_HEADER as AUTHENTICATED_USER_EMAIL};
 pub use crate::decide::authn::service_token::{CLIENT_ID_HEADER as CLIENT_ID, CLIENT_SECRET_HEADER as CLIENT_SECRET};
-use crate::decide::client_headers::PROTECTED;
 pub use crate::decide::client_ip::X_FORWARDED_FOR;
 
 /// Correlates a response with the sidecar's log line.
@@ -68,21 +67,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every client-sent header that could claim an identity or override what was routed:
-/// the protected names (`decide::client_headers::PROTECTED`: the JWT assertion, the email, the
-/// service-token pair, `Forwarded`, `X-Original-URL`, `X-Rewrite-URL`) and the application's
-/// configured JWT header. `X-Forwarded-Host` and `-Proto` are overwritten by the caller, and
-/// `X-Forwarded-For` is appended to (`--trusted-proxies` decides whether it is believed).
-/// Underscore spellings are `client_headers::underscore_names`' job.
-pub fn strip_identity(headers: &mut HeaderMap, configured_jwt_header: &HeaderName) {
-    for name in PROTECTED {
-        if !name.starts_with("x-forwarded-") {
-            headers.remove(name);
-        }
-    }
-    headers.remove(configured_jwt_header);
-}
-
 /// Removes one cookie (the session cookie) from every `Cookie` header, keeping the others.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
@@ -134,22 +118,6 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
-    }
-
-    #[test]
-    fn strips_identity_headers() {
-        let mut h = HeaderMap::new();
-        let custom = HeaderName::from_static("x-my-jwt");
-        let overrides = ["forwarded", "x-original-url", "x-rewrite-url"].map(HeaderName::from_static);
-        for name in [&JWT_ASSERTION, &AUTHENTICATED_USER_EMAIL, &CLIENT_ID, &CLIENT_SECRET, &custom]
-            .into_iter()
-            .chain(&overrides)
-        {
-            h.append(name, HeaderValue::from_static("forged"));
-            h.append(name, HeaderValue::from_static("forged-again"));
-        }
-        strip_identity(&mut h, &custom);
-        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

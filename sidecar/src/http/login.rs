@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use url::Url;
@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     pub app_index: usize,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+    /// The canonical authority the request was routed by (port included).
+    pub authority: &'a HeaderValue,
     pub origin: Option<&'a HeaderValue>,
     pub peer: IpAddr,
     pub now: i64,
@@ -43,9 +45,9 @@ impl Ctx<'_> {
         &self.live.apps[self.app_index]
     }
 
-    /// `Host` as requested (port included), or the absolute-form authority.
+    /// The authority the request was routed by: the absolute-form target's or `Host`.
     fn authority(&self) -> Option<&str> {
-        self.uri.authority().map(|a| a.as_str()).or_else(|| self.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        self.authority.to_str().ok()
     }
 
     /// The origin the browser addressed (see `decide::login::public_scheme`).
