@@ -15,6 +15,7 @@ fn quickstart_manifests() -> String {
     std::fs::read_to_string(repo_root().join("examples/quickstart/access.yaml")).expect("quickstart manifests")
 }
 
+// Behaviour: B-STATUS-1, B-STATUS-4, B-TOKEN-4 (docs/behaviour.md).
 #[tokio::test]
 async fn the_readme_curl_commands_do_what_the_readme_says() {
     let up = Upstream::start().await;
@@ -110,7 +111,11 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String, Strin
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().expect("output");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn accepts(port: u16) -> bool {
@@ -119,7 +124,11 @@ fn accepts(port: u16) -> bool {
 
 #[test]
 fn a_taken_port_stops_the_quickstart_at_once_naming_the_port_and_the_variable() {
-    let cases = [(0, "the sidecar", "QUICKSTART_PORT"), (1, "the sidecar's admin endpoint", "QUICKSTART_ADMIN_PORT"), (2, "the echo app", "QUICKSTART_APP_PORT")];
+    let cases = [
+        (0, "the sidecar", "QUICKSTART_PORT"),
+        (1, "the sidecar's admin endpoint", "QUICKSTART_ADMIN_PORT"),
+        (2, "the echo app", "QUICKSTART_APP_PORT"),
+    ];
     for (index, what, var) in cases {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut ports = [free_port(), free_port(), free_port()];
@@ -165,11 +174,12 @@ fn runnable_blocks(readme: &str) -> Vec<RunnableBlock> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let Some(rest) = line.trim().strip_prefix("<!-- runnable: exit statuses ") else { continue };
-        let statuses = rest
-            .split_whitespace()
-            .map_while(|w| w.parse::<i32>().ok())
-            .collect();
-        assert!(lines.get(i + 1).is_some_and(|l| l.starts_with("```sh")), "README.md:{}: the marker must precede a ```sh block", i + 1);
+        let statuses = rest.split_whitespace().map_while(|w| w.parse::<i32>().ok()).collect();
+        assert!(
+            lines.get(i + 1).is_some_and(|l| l.starts_with("```sh")),
+            "README.md:{}: the marker must precede a ```sh block",
+            i + 1
+        );
         let mut commands = Vec::new();
         let mut current = String::new();
         for body in lines[i + 2..].iter().take_while(|l| !l.starts_with("```")) {
@@ -232,18 +242,26 @@ async fn the_readme_runnable_blocks_run_against_the_quickstart() {
             script.push_str("echo $? >&3\n");
         }
         let mut bash = Command::new("bash");
-        bash.arg("-c").arg(&script).current_dir(repo_root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let (_, stdout, stderr) = tokio::task::spawn_blocking(move || run_bounded(bash, Duration::from_secs(60))).await.unwrap();
-        let statuses: Vec<i32> = std::fs::read_to_string(&status_file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect();
-        assert_eq!(statuses, block.statuses, "README.md:{}: exit statuses\nstdout:\n{stdout}\nstderr:\n{stderr}", block.line);
+        bash.arg("-c")
+            .arg(&script)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (_, stdout, stderr) =
+            tokio::task::spawn_blocking(move || run_bounded(bash, Duration::from_secs(60))).await.unwrap();
+        let statuses: Vec<i32> =
+            std::fs::read_to_string(&status_file).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect();
+        assert_eq!(
+            statuses, block.statuses,
+            "README.md:{}: exit statuses\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            block.line
+        );
         if block.commands.iter().any(|c| c.contains("curl -i")) {
             // "Try it": the statuses its comments announce, in order.
             // (A JSON body ends without a newline, so a status line may follow it on the same line.)
-            let http: Vec<&str> = stdout.match_indices("HTTP/1.1 ").filter_map(|(i, _)| stdout.get(i + 9..i + 12)).collect();
+            let http: Vec<&str> =
+                stdout.match_indices("HTTP/1.1 ").filter_map(|(i, _)| stdout.get(i + 9..i + 12)).collect();
             assert_eq!(http, ["200", "401", "200", "200"], "README.md:{}:\n{stdout}", block.line);
             assert!(stdout.contains("ready"), "{stdout}");
             assert!(stdout.contains("portcullis_requests_total"), "{stdout}");
