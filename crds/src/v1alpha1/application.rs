@@ -19,6 +19,7 @@ use super::common::{Empty, SecretKeyRef, TokenRef};
     group = "access.portcullis.dev",
     version = "v1alpha1",
     kind = "AccessApplication",
+    doc = "An application protected by Portcullis: the domains it is reached on, where identities come from, the access policies and CORS settings that the sidecars beside its pods enforce, and optional browser sign-in. The operator compiles it and pushes it to every selected sidecar.",
     namespaced,
     status = "AccessApplicationStatus",
     shortname = "accessapp",

@@ -40,6 +40,7 @@ fn net(s: &str) -> Rule {
     Rule::IpRange(s.parse().unwrap())
 }
 
+// Behaviour: B-POLICY-4, B-POLICY-5, B-POLICY-7, B-JWT-7 (docs/behaviour.md).
 #[test]
 fn every_selector() {
     struct Case {
@@ -299,6 +300,7 @@ fn every_selector() {
     }
 }
 
+// Behaviour: B-POLICY-1, B-POLICY-2 (docs/behaviour.md).
 #[test]
 fn evaluation_order() {
     use PolicyAction::*;

@@ -271,6 +271,7 @@ fn target_error_reasons_are_distinct() {
     assert_eq!(reasons.len(), all.len());
 }
 
+// Behaviour: B-ROUTE-3, B-ROUTE-4, B-ROUTE-5 (docs/behaviour.md).
 #[test]
 fn routes_most_specific() {
     let apps = [
