@@ -72,7 +72,7 @@ pub struct AccessApplicationSpec {
     pub paths: Option<PathsSpec>,
 }
 
-/// Request-path handling (api.md, "Domains").
+/// Request-path handling (docs/behaviour.md, routing rules).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathsSpec {
