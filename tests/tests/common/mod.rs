@@ -84,7 +84,8 @@ pub struct Recorded {
 /// `/slow` waits 3 s; `/set-cookie` sets a cookie; `/app-cors` sets its own CORS headers;
 /// `/dup-cors` sets `Access-Control-Allow-Origin` twice (as an app behind a CORS-adding proxy
 /// does); `/cors-no-vary` allows `https://example.com` with credentials but sends no `Vary`;
-/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes.
+/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes;
+/// `/read-body` answers once the request body has been read.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -155,6 +156,10 @@ async fn upstream_answer(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Recorded
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
     match path.as_str() {
         "/slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+        "/read-body" => {
+            // Answers only once the whole request body arrived (or failed).
+            let _ = req.body_mut().collect().await;
+        }
         "/set-cookie" | "/api/set-cookie" | "/set-cookie-direct" => {
             resp.headers_mut().insert("set-cookie", "upstream_session=abc; Path=/".parse().unwrap());
         }
