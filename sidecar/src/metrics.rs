@@ -32,6 +32,9 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// `portcullis_tls_reloads_total{result}`: certificate reloads of the TLS listener.
     pub tls_reloads: IntCounterVec,
+    /// `portcullis_authz_checks_total{enforcer,result}`: `authz` answers by the proxy protocol
+    /// that asked (`authz-grpc`, `authz-http`, `forward-auth`, `forward-auth-preflight`).
+    pub authz_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -102,6 +105,14 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition is valid");
+        let authz_checks = IntCounterVec::new(
+            Opts::new(
+                "portcullis_authz_checks_total",
+                "External-authorizer answers by enforcer (the proxy protocol that asked) and result.",
+            ),
+            &["enforcer", "result"],
+        )
+        .expect("static metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(preflights.clone()),
@@ -115,6 +126,7 @@ impl Metrics {
             Box::new(config_pushes.clone()),
             Box::new(logins.clone()),
             Box::new(tls_reloads.clone()),
+            Box::new(authz_checks.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -135,6 +147,7 @@ impl Metrics {
             config_pushes,
             logins,
             tls_reloads,
+            authz_checks,
         }
     }
 

@@ -1,0 +1,167 @@
+//! `portcullis-sidecar authz`: the external authorizer of a proxy you already run. One port
+//! serves Envoy's ext_authz over gRPC (`envoy.service.auth.v3.Authorization/Check`, h2c or TLS)
+//! and over HTTP (under `/ext-authz/`), forward-auth for Traefik, Caddy and nginx
+//! (`/forward-auth`), and preflights a proxy routes here directly (under `/preflight/`).
+//!
+//! Each request is rebuilt from the proxy's description (`describe`), decided by the proxy's
+//! own decision without forwarding (a [`Plan`]), and the plan is translated to what that proxy
+//! understands (`reply`, `grpc`). Owns the endpoints and the translations. Must not route,
+//! answer CORS, authenticate or evaluate policies itself: that is the plan's job, shared with
+//! the sidecar, so the two enforcers cannot disagree (api.md "External authorizer").
+
+pub mod describe;
+pub mod grpc;
+mod plan;
+pub mod reply;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::http::server::{serve_with, ServerLimits};
+use crate::http::tls::TlsReloader;
+use crate::http::Proxy;
+use crate::outbound::OutBody;
+use describe::{DescribeError, Described, EXT_AUTHZ_PREFIX, PREFLIGHT_PREFIX};
+pub use plan::{ForwardPlan, Plan};
+
+/// The gRPC method Envoy calls.
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+/// The forward-auth endpoint (Traefik `ForwardAuth.address`, Caddy `forward_auth … uri`,
+/// ingress-nginx `auth-url`).
+pub const FORWARD_AUTH_PATH: &str = "/forward-auth";
+
+/// Which protocol asked: the `enforcer` label of `portcullis_authz_checks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforcer {
+    /// Envoy ext_authz over gRPC (Envoy, Istio `CUSTOM`, Envoy Gateway `extAuth`).
+    Grpc,
+    /// Envoy ext_authz over HTTP.
+    Http,
+    /// Traefik `ForwardAuth`, Caddy `forward_auth`, nginx `auth_request`.
+    ForwardAuth,
+    /// A preflight a forward-auth proxy routes here directly.
+    Preflight,
+}
+
+// === impl Enforcer ===
+
+impl Enforcer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Enforcer::Grpc => "authz-grpc",
+            Enforcer::Http => "authz-http",
+            Enforcer::ForwardAuth => "forward-auth",
+            Enforcer::Preflight => "forward-auth-preflight",
+        }
+    }
+}
+
+/// Serves the authorizer on `listener` until `shutdown`, on the sidecar's accept loop.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: ServerLimits,
+    tls: Option<Arc<TlsReloader>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let check = grpc::server(proxy.clone());
+    let handler = move |req, peer| handle(proxy.clone(), check.clone(), req, peer);
+    serve_with(listener, handler, limits, tls, shutdown).await
+}
+
+/// One request to the authorizer, by endpoint.
+async fn handle(
+    proxy: Arc<Proxy>,
+    mut check: grpc::CheckServer,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<OutBody> {
+    if req.uri().path() == CHECK_PATH {
+        req.extensions_mut().insert(grpc::ConnPeer(peer));
+        // tonic's generated server is always ready; its errors are gRPC statuses in the body.
+        let resp = match check.call(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        // A unary answer: collected (trailers and all) into a body the accept loop can share
+        // across threads, which tonic's streaming body cannot be.
+        let (parts, body) = resp.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.map_err(|never| match never {}).boxed(),
+            Err(status) => return Response::from_parts(parts, status_body(status)),
+        };
+        return Response::from_parts(parts, body);
+    }
+    let (parts, _body) = req.into_parts();
+    let (enforcer, described) = if parts.uri.path() == FORWARD_AUTH_PATH {
+        (Enforcer::ForwardAuth, describe::forward_auth(&parts.headers))
+    } else if under(parts.uri.path(), EXT_AUTHZ_PREFIX) {
+        (Enforcer::Http, describe::ext_authz_http(&parts))
+    } else if under(parts.uri.path(), PREFLIGHT_PREFIX) {
+        (Enforcer::Preflight, describe::direct(&parts))
+    } else {
+        return reply::not_an_endpoint();
+    };
+    let outcome = decide(&proxy, enforcer, described, peer).await;
+    reply::http(&proxy, enforcer, outcome)
+}
+
+/// A gRPC status that failed the answer's body: its own trailers-only body.
+fn status_body(status: tonic::Status) -> OutBody {
+    let mut trailers = http::HeaderMap::new();
+    let _ = status.add_header(&mut trailers);
+    http_body_util::Empty::new()
+        .with_trailers(async move { Some(Ok(trailers)) })
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// What the proxy's decision made of a described request.
+pub enum Outcome {
+    /// The description cannot be read: `400`, never an allow.
+    Invalid(DescribeError),
+    /// The request as the proxy would forward it is not the request that was decided (a path
+    /// the proxy does not normalise as we do): `400`, since the proxy cannot be told to send
+    /// the decided one.
+    NotCanonical,
+    Plan(Plan),
+}
+
+/// Describes, then decides with the proxy's own decision.
+pub async fn decide(
+    proxy: &Proxy,
+    enforcer: Enforcer,
+    described: Result<Described, DescribeError>,
+    conn_peer: SocketAddr,
+) -> Outcome {
+    let described = match described {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(enforcer = enforcer.label(), reason = e.reason(), error = %e, "refused an unreadable description");
+            return Outcome::Invalid(e);
+        }
+    };
+    let Some(live) = proxy.store.load() else {
+        return Outcome::Plan(Plan::Answer(crate::http::respond::Refusal::NoConfig.to_response("")));
+    };
+    let peer = described.peer.unwrap_or(conn_peer);
+    let plan = plan::decide(proxy, &live, &described.parts, peer).await;
+    if let Plan::Forward(f) = &plan {
+        if f.path.as_str() != described.path_and_query() {
+            tracing::info!(enforcer = enforcer.label(), app = %f.app, "refused: the proxy would forward a path other than the normalised one");
+            return Outcome::NotCanonical;
+        }
+    }
+    Outcome::Plan(plan)
+}

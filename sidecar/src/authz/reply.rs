@@ -1,0 +1,77 @@
+//! A [`Plan`] in the words of each HTTP-speaking proxy (api.md "External authorizer"):
+//! - Envoy's HTTP ext_authz forwards on `200` only: an allow is `200` with the identity headers
+//!   (which `allowed_upstream_headers` copies), the client copies to drop in
+//!   `x-envoy-auth-headers-to-remove`, and the CORS headers for the app's answer (which
+//!   `allowed_client_headers_on_success` copies); an answered preflight is `204` with its headers;
+//!   every other answer keeps the sidecar's status, headers and JSON body.
+//! - Forward-auth proxies forward on any `2xx`: an allow is `200` with the identity and CORS
+//!   headers to copy; any other answer is the refusal itself. An answered preflight cannot come
+//!   back through their auth step (it would be forwarded), so there it is `403`: the docs route
+//!   preflights to `/preflight/` instead, where the answer is the sidecar's own.
+//!
+//! Owns only the translation and the `portcullis_authz_checks_total` count; every status,
+//! header and body comes from the plan or the refusal table.
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+
+use super::{Enforcer, ForwardPlan, Outcome, Plan};
+use crate::http::respond::Refusal;
+use crate::http::Proxy;
+use crate::outbound::OutBody;
+
+/// Envoy's HTTP ext_authz: names of request headers the authorizer asks it to remove.
+pub const ENVOY_HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// The answer to an HTTP ext_authz, forward-auth or direct-preflight request.
+pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<OutBody> {
+    let (result, resp) = match outcome {
+        Outcome::Invalid(e) => ("invalid_description", Refusal::BadRequest(e.reason()).to_response("")),
+        Outcome::NotCanonical => ("not_canonical", Refusal::BadRequest("path_not_normalised").to_response("")),
+        Outcome::Plan(Plan::Forward(f)) => match enforcer {
+            Enforcer::Http | Enforcer::ForwardAuth => ("allow", allow(enforcer, f)),
+            // A direct route only ever reaches us for a preflight the sidecar answers; anything
+            // to forward must go through the auth step to the app.
+            Enforcer::Preflight | Enforcer::Grpc => {
+                ("misrouted", Refusal::BadRequest("not_a_preflight_to_answer").to_response(""))
+            }
+        },
+        Outcome::Plan(Plan::Answer(mut resp)) => {
+            let answered_preflight = resp.status().is_success();
+            match enforcer {
+                Enforcer::Http if answered_preflight => *resp.status_mut() = StatusCode::NO_CONTENT,
+                Enforcer::ForwardAuth if answered_preflight => {
+                    resp = Refusal::PreflightRefused("preflight_not_routed_to_authorizer").to_response("");
+                }
+                _ => {}
+            }
+            (if answered_preflight { "preflight_answered" } else { "deny" }, resp)
+        }
+    };
+    proxy.metrics.authz_checks.with_label_values(&[enforcer.label(), result]).inc();
+    resp
+}
+
+/// `200` with the identity headers, the CORS headers for the app's answer and, for Envoy, the
+/// client copies to remove.
+fn allow(enforcer: Enforcer, f: ForwardPlan) -> Response<OutBody> {
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    let h = resp.headers_mut();
+    *h = f.cors;
+    for (name, value) in &f.set {
+        h.insert(name, value.clone());
+    }
+    if enforcer == Enforcer::Http && !f.remove.is_empty() {
+        let names: Vec<&str> = f.remove.iter().map(HeaderName::as_str).collect();
+        if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
+            h.insert(ENVOY_HEADERS_TO_REMOVE, v);
+        }
+    }
+    resp
+}
+
+/// `404` for a path that is none of the endpoints.
+pub fn not_an_endpoint() -> Response<OutBody> {
+    Refusal::ReservedPath.to_response("")
+}
