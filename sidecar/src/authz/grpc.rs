@@ -65,7 +65,13 @@ impl Authorization for Check {
             Outcome::Plan(Plan::Forward(f)) => {
                 let ok = OkHttpResponse {
                     headers: options(&f.set),
-                    headers_to_remove: f.remove.iter().map(|n| n.as_str().to_owned()).collect(),
+                    // Envoy removes after it sets: a name it sets is replaced, not removed.
+                    headers_to_remove: f
+                        .remove
+                        .iter()
+                        .filter(|n| !f.set.contains_key(*n))
+                        .map(|n| n.as_str().to_owned())
+                        .collect(),
                     response_headers_to_add: options(&f.cors),
                     ..Default::default()
                 };

@@ -62,8 +62,9 @@ fn allow(enforcer: Enforcer, f: ForwardPlan) -> Response<OutBody> {
     for (name, value) in &f.set {
         h.insert(name, value.clone());
     }
-    if enforcer == Enforcer::Http && !f.remove.is_empty() {
-        let names: Vec<&str> = f.remove.iter().map(HeaderName::as_str).collect();
+    // Envoy removes after it sets: a name it sets is replaced, not removed.
+    let names: Vec<&str> = f.remove.iter().filter(|n| !f.set.contains_key(*n)).map(HeaderName::as_str).collect();
+    if enforcer == Enforcer::Http && !names.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
             h.insert(ENVOY_HEADERS_TO_REMOVE, v);
         }

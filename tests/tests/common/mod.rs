@@ -307,6 +307,8 @@ pub struct SidecarBuilder {
     env: Vec<(String, String)>,
     port: Option<u16>,
     wait_ready: bool,
+    /// `authz`: serve as the external authorizer instead of the proxy.
+    authz: bool,
 }
 
 pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
@@ -317,7 +319,13 @@ pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
         env: vec![],
         port: None,
         wait_ready: true,
+        authz: false,
     }
+}
+
+/// `portcullis-sidecar authz` on free ports with these manifests.
+pub fn authorizer(manifests: &str) -> SidecarBuilder {
+    SidecarBuilder { authz: true, ..sidecar(manifests, "http://127.0.0.1:9") }
 }
 
 impl SidecarBuilder {
@@ -354,6 +362,7 @@ impl SidecarBuilder {
             let log = dir.path().join("sidecar.log");
             let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
             let child = Command::new(sidecar_bin())
+                .args(self.authz.then_some("authz"))
                 .arg("--manifests")
                 .arg(&manifests)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
