@@ -219,6 +219,8 @@ async fn seed_scenarios(kind: Kind) {
     if kind != Kind::Traefik {
         // Traefik cannot add the authorizer's headers to the app's answer (docs/authz/traefik.md).
         assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "{}", ctx("CORS on the app's answer"));
+        assert_eq!(r.all("access-control-allow-origin").len(), 1, "{}", ctx("one Access-Control-Allow-Origin"));
+        assert!(r.all("vary").join(",").to_ascii_lowercase().contains("origin"), "{}", ctx("Vary: Origin"));
     }
 
     // 4. A service token: the app learns which token, never its secret.
@@ -235,6 +237,9 @@ async fn seed_scenarios(kind: Kind) {
     assert!(seen.headers.get("cf-access-authenticated-user-email").is_none(), "{}", ctx("forged email with a token"));
     let body = format!("{:?}", seen.headers);
     assert!(!body.contains(TOKEN_SECRET), "{}", ctx("the secret reached the app"));
+    assert!(!seen.headers.keys().any(|k| k.as_str().starts_with("x-portcullis")), "{}", ctx("proxy plumbing reached the app"));
+    // No Origin, no CORS answer (and no empty header standing for one).
+    assert!(r.header("access-control-allow-origin").is_none(), "{}", ctx("CORS without Origin"));
 
     // 5. A Bypass path: reaches the app without credentials, still without forged identity.
     let n = app.count();

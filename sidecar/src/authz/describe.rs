@@ -59,10 +59,24 @@ impl DescribeError {
     }
 }
 
-/// A described request: its head, and the scheme the client used.
+/// How the request was described.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Envoy's gRPC attributes or its HTTP ext_authz request.
+    Envoy,
+    /// `X-Forwarded-Method/-Proto/-Host/-Uri` (Traefik, Caddy).
+    ForwardedHeaders,
+    /// `X-Original-URL`/`-Method` (ingress-nginx, whose auth step passes only 2xx, 401, 403).
+    OriginalUrl,
+    /// The request itself, sent straight to the authorizer.
+    Direct,
+}
+
+/// A described request: its head, and how it was described.
 #[derive(Debug)]
 pub struct Described {
     pub parts: Parts,
+    pub via: Via,
     /// The client's address when the proxy states it (Envoy's `source`); otherwise the
     /// authorizer's peer (the proxy) is the connection peer, as for a proxied request, and
     /// `X-Forwarded-For` counts only from `--trusted-proxies`.
@@ -91,7 +105,7 @@ pub fn forward_auth(auth: &HeaderMap) -> Result<Described, DescribeError> {
     let uri = single(auth, &X_FORWARDED_URI, "X-Forwarded-Uri")?;
     let original_url = single(auth, &X_ORIGINAL_URL, "X-Original-URL")?;
     let original_method = single(auth, &X_ORIGINAL_METHOD, "X-Original-Method")?;
-    let (method, scheme, host, target) = if method.is_some() || uri.is_some() {
+    let (via, method, scheme, host, target) = if method.is_some() || uri.is_some() {
         let method = method.ok_or(DescribeError::Missing("X-Forwarded-Method"))?;
         let target = uri.ok_or(DescribeError::Missing("X-Forwarded-Uri"))?;
         let host = single(auth, &X_FORWARDED_HOST, "X-Forwarded-Host")?
@@ -107,16 +121,16 @@ pub fn forward_auth(auth: &HeaderMap) -> Result<Described, DescribeError> {
         if original_method.is_some_and(|m| m != method) {
             return Err(DescribeError::Contradictory("X-Original-Method and X-Forwarded-Method"));
         }
-        (method, scheme, host, target)
+        (Via::ForwardedHeaders, method, scheme, host, target)
     } else if let Some(url) = original_url {
         let method = original_method.ok_or(DescribeError::Missing("X-Original-Method"))?;
         let (scheme, host, target) = absolute_url(url)?;
-        (method, scheme, host, target)
+        (Via::OriginalUrl, method, scheme, host, target)
     } else {
         return Err(DescribeError::Missing("X-Forwarded-Method/-Uri/-Host/-Proto or X-Original-URL/-Method"));
     };
     let headers = auth.iter().filter(|(n, _)| !DESCRIBING.contains(n));
-    build(method, scheme, host, target, headers)
+    build(via, method, scheme, host, target, headers)
 }
 
 /// Envoy's HTTP ext_authz: the original method, headers and `Host`, the original path under
@@ -126,22 +140,22 @@ pub fn ext_authz_http(auth: &Parts) -> Result<Described, DescribeError> {
     let host = single(&auth.headers, &HOST, "Host")?.ok_or(DescribeError::Missing("Host"))?;
     let scheme = single(&auth.headers, &X_FORWARDED_PROTO, "X-Forwarded-Proto")?.unwrap_or("http");
     let headers = auth.headers.iter().filter(|(n, _)| *n != X_FORWARDED_PROTO);
-    build(auth.method.as_str(), scheme, host, target, headers)
+    build(Via::Envoy, auth.method.as_str(), scheme, host, target, headers)
 }
 
-/// A request a proxy sends straight to us under [`PREFLIGHT_PREFIX`] (Traefik, Caddy and nginx
-/// forward on any 2xx of their auth step, so an answered preflight must come from here): the
-/// request itself, its `Host` kept by the proxy; `X-Forwarded-Host`, when the proxy adds it, must
-/// name the same host.
-pub fn direct(req: &Parts) -> Result<Described, DescribeError> {
-    let target = under_prefix(req, PREFLIGHT_PREFIX)?;
+/// A request a proxy sends straight to us: a preflight under [`PREFLIGHT_PREFIX`] (Traefik,
+/// Caddy and nginx forward on any 2xx of their auth step, so an answered preflight must come
+/// from here), or a reserved sign-in path (`/.portcullis/…`, never the app's) as it is. Its
+/// `Host` is kept by the proxy; `X-Forwarded-Host`, when the proxy adds it, must agree.
+pub fn direct(req: &Parts, prefix: &str) -> Result<Described, DescribeError> {
+    let target = if prefix.is_empty() { req.uri.path_and_query().map_or("/", PathAndQuery::as_str) } else { under_prefix(req, prefix)? };
     let host = single(&req.headers, &HOST, "Host")?.ok_or(DescribeError::Missing("Host"))?;
     if single(&req.headers, &X_FORWARDED_HOST, "X-Forwarded-Host")?.is_some_and(|h| !h.eq_ignore_ascii_case(host)) {
         return Err(DescribeError::Contradictory("Host and X-Forwarded-Host"));
     }
     let scheme = single(&req.headers, &X_FORWARDED_PROTO, "X-Forwarded-Proto")?.unwrap_or("http");
     let headers = req.headers.iter().filter(|(n, _)| !DESCRIBING.contains(n));
-    build(req.method.as_str(), scheme, host, target, headers)
+    build(Via::Direct, req.method.as_str(), scheme, host, target, headers)
 }
 
 /// Envoy's gRPC `CheckRequest`: `attributes.request.http` (method, scheme, host, path, and the
@@ -199,7 +213,7 @@ pub fn check_request(check: &CheckRequest) -> Result<Described, DescribeError> {
     }
     headers.remove(HOST);
     let scheme = if http.scheme.is_empty() { "http" } else { &http.scheme };
-    let mut described = build(&http.method, scheme, &http.host, &http.path, headers.iter())?;
+    let mut described = build(Via::Envoy, &http.method, scheme, &http.host, &http.path, headers.iter())?;
     described.peer = peer;
     Ok(described)
 }
@@ -245,6 +259,7 @@ fn absolute_url(url: &str) -> Result<(&str, &str, &str), DescribeError> {
 /// The request head: absolute-form target and a matching `Host`, the client's headers (the
 /// describing ones, and the auth request's own framing, left out).
 fn build<'h>(
+    via: Via,
     method: &str,
     scheme: &str,
     host: &str,
@@ -286,7 +301,7 @@ fn build<'h>(
     }
     let host = HeaderValue::from_str(authority.as_str()).map_err(|_| DescribeError::Malformed("host"))?;
     parts.headers.insert(HOST, host);
-    Ok(Described { parts, peer: None })
+    Ok(Described { parts, via, peer: None })
 }
 
 #[cfg(test)]

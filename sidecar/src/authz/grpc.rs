@@ -58,11 +58,11 @@ impl Authorization for Check {
             Outcome::NotCanonical => {
                 ("not_canonical", denied(Refusal::BadRequest("path_not_normalised").to_response("")).await)
             }
-            Outcome::Plan(Plan::Answer(resp)) => {
+            Outcome::Plan(Plan::Answer(resp), _) => {
                 let result = if resp.status().is_success() { "preflight_answered" } else { "deny" };
                 (result, denied(resp).await)
             }
-            Outcome::Plan(Plan::Forward(f)) => {
+            Outcome::Plan(Plan::Forward(f), _) => {
                 let ok = OkHttpResponse {
                     headers: options(&f.set),
                     // Envoy removes after it sets: a name it sets is replaced, not removed.

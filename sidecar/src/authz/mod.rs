@@ -1,7 +1,8 @@
 //! `portcullis-sidecar authz`: the external authorizer of a proxy you already run. One port
 //! serves Envoy's ext_authz over gRPC (`envoy.service.auth.v3.Authorization/Check`, h2c or TLS)
 //! and over HTTP (under `/ext-authz/`), forward-auth for Traefik, Caddy and nginx
-//! (`/forward-auth`), and preflights a proxy routes here directly (under `/preflight/`).
+//! (`/forward-auth`), and requests a proxy routes here directly: preflights (under
+//! `/preflight/`) and the sign-in paths (`/.portcullis/…`).
 //!
 //! Each request is rebuilt from the proxy's description (`describe`), decided by the proxy's
 //! own decision without forwarding (a [`Plan`]), and the plan is translated to what that proxy
@@ -37,6 +38,10 @@ pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// ingress-nginx `auth-url`).
 pub const FORWARD_AUTH_PATH: &str = "/forward-auth";
 
+/// The sign-in paths reserved on every application domain (api.md "Browser sign-in paths"): a
+/// forward-auth proxy routes them here directly, since their answers are redirects and cookies.
+pub const SIGN_IN_PREFIX: &str = "/.portcullis";
+
 /// Which protocol asked: the `enforcer` label of `portcullis_authz_checks_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enforcer {
@@ -46,8 +51,9 @@ pub enum Enforcer {
     Http,
     /// Traefik `ForwardAuth`, Caddy `forward_auth`, nginx `auth_request`.
     ForwardAuth,
-    /// A preflight a forward-auth proxy routes here directly.
-    Preflight,
+    /// A request a forward-auth proxy routes here directly: a preflight (under `/preflight/`)
+    /// or a sign-in path (`/.portcullis/…`).
+    Direct,
 }
 
 // === impl Enforcer ===
@@ -58,7 +64,7 @@ impl Enforcer {
             Enforcer::Grpc => "authz-grpc",
             Enforcer::Http => "authz-http",
             Enforcer::ForwardAuth => "forward-auth",
-            Enforcer::Preflight => "forward-auth-preflight",
+            Enforcer::Direct => "forward-auth-direct",
         }
     }
 }
@@ -105,7 +111,9 @@ async fn handle(
     } else if under(parts.uri.path(), EXT_AUTHZ_PREFIX) {
         (Enforcer::Http, describe::ext_authz_http(&parts))
     } else if under(parts.uri.path(), PREFLIGHT_PREFIX) {
-        (Enforcer::Preflight, describe::direct(&parts))
+        (Enforcer::Direct, describe::direct(&parts, PREFLIGHT_PREFIX))
+    } else if under(parts.uri.path(), SIGN_IN_PREFIX) {
+        (Enforcer::Direct, describe::direct(&parts, ""))
     } else {
         return reply::not_an_endpoint();
     };
@@ -135,7 +143,7 @@ pub enum Outcome {
     /// the proxy does not normalise as we do): `400`, since the proxy cannot be told to send
     /// the decided one.
     NotCanonical,
-    Plan(Plan),
+    Plan(Plan, describe::Via),
 }
 
 /// Describes, then decides with the proxy's own decision.
@@ -153,9 +161,10 @@ pub async fn decide(
         }
     };
     let Some(live) = proxy.store.load() else {
-        return Outcome::Plan(Plan::Answer(crate::http::respond::Refusal::NoConfig.to_response("")));
+        return Outcome::Plan(Plan::Answer(crate::http::respond::Refusal::NoConfig.to_response("")), described.via);
     };
     let peer = described.peer.unwrap_or(conn_peer);
+    let via = described.via;
     let plan = plan::decide(proxy, &live, &described.parts, peer).await;
     if let Plan::Forward(f) = &plan {
         if f.path.as_str() != described.path_and_query() {
@@ -163,5 +172,5 @@ pub async fn decide(
             return Outcome::NotCanonical;
         }
     }
-    Outcome::Plan(plan)
+    Outcome::Plan(plan, via)
 }

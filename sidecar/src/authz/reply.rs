@@ -7,7 +7,9 @@
 //! - Forward-auth proxies forward on any `2xx`: an allow is `200` with the identity and CORS
 //!   headers to copy; any other answer is the refusal itself. An answered preflight cannot come
 //!   back through their auth step (it would be forwarded), so there it is `403`: the docs route
-//!   preflights to `/preflight/` instead, where the answer is the sidecar's own.
+//!   preflights to `/preflight/` (and sign-in paths to `/.portcullis/`) instead, where the
+//!   answer is the sidecar's own. ingress-nginx passes only 401 and 403 on: a sign-in redirect
+//!   described by `X-Original-URL` is `401` there, for `auth-signin` to take over.
 //!
 //! Owns only the translation and the `portcullis_authz_checks_total` count; every status,
 //! header and body comes from the plan or the refusal table.
@@ -16,6 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
+use super::describe::Via;
 use super::{Enforcer, ForwardPlan, Outcome, Plan};
 use crate::http::respond::Refusal;
 use crate::http::Proxy;
@@ -29,24 +32,29 @@ pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<Out
     let (result, resp) = match outcome {
         Outcome::Invalid(e) => ("invalid_description", Refusal::BadRequest(e.reason()).to_response("")),
         Outcome::NotCanonical => ("not_canonical", Refusal::BadRequest("path_not_normalised").to_response("")),
-        Outcome::Plan(Plan::Forward(f)) => match enforcer {
+        Outcome::Plan(Plan::Forward(f), _) => match enforcer {
             Enforcer::Http | Enforcer::ForwardAuth => ("allow", allow(enforcer, f)),
-            // A direct route only ever reaches us for a preflight the sidecar answers; anything
-            // to forward must go through the auth step to the app.
-            Enforcer::Preflight | Enforcer::Grpc => {
-                ("misrouted", Refusal::BadRequest("not_a_preflight_to_answer").to_response(""))
+            // A direct route only ever reaches us for an answer the sidecar makes itself (a
+            // preflight, a sign-in step); anything to forward must go through the auth step.
+            Enforcer::Direct | Enforcer::Grpc => {
+                ("misrouted", Refusal::BadRequest("not_answered_by_the_authorizer").to_response(""))
             }
         },
-        Outcome::Plan(Plan::Answer(mut resp)) => {
-            let answered_preflight = resp.status().is_success();
+        Outcome::Plan(Plan::Answer(mut resp), via) => {
+            let status = resp.status();
             match enforcer {
-                Enforcer::Http if answered_preflight => *resp.status_mut() = StatusCode::NO_CONTENT,
-                Enforcer::ForwardAuth if answered_preflight => {
+                Enforcer::Http if status.is_success() => *resp.status_mut() = StatusCode::NO_CONTENT,
+                Enforcer::ForwardAuth if status.is_success() => {
                     resp = Refusal::PreflightRefused("preflight_not_routed_to_authorizer").to_response("");
+                }
+                // ingress-nginx's auth step passes 401 and 403 only (anything else is its own
+                // 500): a sign-in redirect is 401 there, and `auth-signin` sends the browser on.
+                Enforcer::ForwardAuth if status.is_redirection() && via == Via::OriginalUrl => {
+                    *resp.status_mut() = StatusCode::UNAUTHORIZED;
                 }
                 _ => {}
             }
-            (if answered_preflight { "preflight_answered" } else { "deny" }, resp)
+            (if status.is_success() { "preflight_answered" } else { "deny" }, resp)
         }
     };
     proxy.metrics.authz_checks.with_label_values(&[enforcer.label(), result]).inc();

@@ -151,11 +151,14 @@ fn ext_authz_http_strips_the_prefix() {
 
 #[test]
 fn a_direct_preflight_keeps_its_host() {
-    let d = direct(&parts("OPTIONS", "/preflight/data", &[("host", "api.mysite.com"), ("x-forwarded-host", "api.mysite.com")]))
+    let d = direct(&parts("OPTIONS", "/preflight/data", &[("host", "api.mysite.com"), ("x-forwarded-host", "api.mysite.com")]), PREFLIGHT_PREFIX)
         .unwrap();
     assert_eq!(d.parts.uri.to_string(), "http://api.mysite.com/data");
-    let e = direct(&parts("OPTIONS", "/preflight/", &[("host", "api.mysite.com"), ("x-forwarded-host", "evil.test")]));
+    let e = direct(&parts("OPTIONS", "/preflight/", &[("host", "api.mysite.com"), ("x-forwarded-host", "evil.test")]), PREFLIGHT_PREFIX);
     assert_eq!(e.unwrap_err().reason(), "description_contradictory");
+    let login = direct(&parts("GET", "/.portcullis/login?rd=/x", &[("host", "api.mysite.com")]), "").unwrap();
+    assert_eq!(login.path_and_query(), "/.portcullis/login?rd=/x");
+    assert_eq!(login.via, Via::Direct);
 }
 
 fn check(host: &str, pairs: &[(&str, &str)]) -> CheckRequest {
