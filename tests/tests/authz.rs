@@ -319,3 +319,37 @@ async fn unreadable_descriptions_are_refused() {
     let r = get(&authz.url("/elsewhere"), &[]).await.unwrap();
     assert_eq!(r.status, 404);
 }
+
+/// The cluster configurations that cannot run here (Istio, Envoy Gateway, ingress-nginx) are
+/// valid YAML and point at the endpoints the authorizer serves.
+#[test]
+fn cluster_configurations_name_the_authorizer_endpoints() {
+    use serde::Deserialize;
+    let docs = |file: &str| -> Vec<serde_yaml_ng::Value> {
+        let text = std::fs::read_to_string(repo_root().join("docs/authz").join(file)).unwrap();
+        serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde_yaml_ng::Value::deserialize(d).unwrap()).collect()
+    };
+    let istio = docs("istio.yaml");
+    let mesh: serde_yaml_ng::Value = serde_yaml_ng::from_str(istio[0]["data"]["mesh"].as_str().unwrap()).unwrap();
+    let provider = &mesh["extensionProviders"][0];
+    assert_eq!(provider["name"], "portcullis");
+    assert_eq!(provider["envoyExtAuthzGrpc"]["port"], 8080);
+    assert_eq!(istio[1]["spec"]["action"], "CUSTOM");
+    assert_eq!(istio[1]["spec"]["provider"]["name"], "portcullis");
+
+    let eg = docs("envoy-gateway.yaml");
+    assert_eq!(eg[0]["kind"], "SecurityPolicy");
+    assert_eq!(eg[0]["spec"]["extAuth"]["failOpen"], false);
+    assert_eq!(eg[0]["spec"]["extAuth"]["grpc"]["backendRefs"][0]["name"], "portcullis-authz");
+
+    let nginx = docs("ingress-nginx.yaml");
+    let annotations = &nginx[0]["metadata"]["annotations"];
+    let auth_url = annotations["nginx.ingress.kubernetes.io/auth-url"].as_str().unwrap();
+    assert!(auth_url.ends_with(":8080/forward-auth"), "{auth_url}");
+    let copied = annotations["nginx.ingress.kubernetes.io/auth-response-headers"].as_str().unwrap();
+    for name in ["Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "Cf-Access-Client-Id", "Cf-Access-Client-Secret"] {
+        assert!(copied.contains(name), "{name} must be set or emptied from the answer");
+    }
+    assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"].as_str().unwrap().contains("/.portcullis/login?rd="));
+    assert_eq!(nginx[1]["spec"]["rules"][0]["http"]["paths"][0]["path"], "/.portcullis");
+}
