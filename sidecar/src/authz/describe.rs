@@ -108,8 +108,8 @@ pub fn forward_auth(auth: &HeaderMap) -> Result<Described, DescribeError> {
     let (via, method, scheme, host, target) = if method.is_some() || uri.is_some() {
         let method = method.ok_or(DescribeError::Missing("X-Forwarded-Method"))?;
         let target = uri.ok_or(DescribeError::Missing("X-Forwarded-Uri"))?;
-        let host = single(auth, &X_FORWARDED_HOST, "X-Forwarded-Host")?
-            .ok_or(DescribeError::Missing("X-Forwarded-Host"))?;
+        let host =
+            single(auth, &X_FORWARDED_HOST, "X-Forwarded-Host")?.ok_or(DescribeError::Missing("X-Forwarded-Host"))?;
         let scheme = single(auth, &X_FORWARDED_PROTO, "X-Forwarded-Proto")?
             .ok_or(DescribeError::Missing("X-Forwarded-Proto"))?;
         if let Some(url) = original_url {
@@ -148,7 +148,11 @@ pub fn ext_authz_http(auth: &Parts) -> Result<Described, DescribeError> {
 /// from here), or a reserved sign-in path (`/.portcullis/…`, never the app's) as it is. Its
 /// `Host` is kept by the proxy; `X-Forwarded-Host`, when the proxy adds it, must agree.
 pub fn direct(req: &Parts, prefix: &str) -> Result<Described, DescribeError> {
-    let target = if prefix.is_empty() { req.uri.path_and_query().map_or("/", PathAndQuery::as_str) } else { under_prefix(req, prefix)? };
+    let target = if prefix.is_empty() {
+        req.uri.path_and_query().map_or("/", PathAndQuery::as_str)
+    } else {
+        under_prefix(req, prefix)?
+    };
     let host = single(&req.headers, &HOST, "Host")?.ok_or(DescribeError::Missing("Host"))?;
     if single(&req.headers, &X_FORWARDED_HOST, "X-Forwarded-Host")?.is_some_and(|h| !h.eq_ignore_ascii_case(host)) {
         return Err(DescribeError::Contradictory("Host and X-Forwarded-Host"));
@@ -168,20 +172,20 @@ pub fn check_request(check: &CheckRequest) -> Result<Described, DescribeError> {
         .as_ref()
         .and_then(|r| r.http.as_ref())
         .ok_or(DescribeError::Missing("attributes.request.http"))?;
-    let peer = attributes
-        .source
-        .as_ref()
-        .and_then(|s| s.address.as_ref())
-        .and_then(|a| a.address.as_ref())
-        .and_then(|a| match a {
-            Address::SocketAddress(s) => {
-                let port = match s.port_specifier {
-                    Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
-                    _ => 0,
-                };
-                s.address.parse().ok().map(|ip| SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)))
+    let peer =
+        attributes.source.as_ref().and_then(|s| s.address.as_ref()).and_then(|a| a.address.as_ref()).and_then(|a| {
+            match a {
+                Address::SocketAddress(s) => {
+                    let port = match s.port_specifier {
+                        Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => {
+                            p
+                        }
+                        _ => 0,
+                    };
+                    s.address.parse().ok().map(|ip| SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)))
+                }
+                _ => None,
             }
-            _ => None,
         });
     let mut headers = HeaderMap::new();
     let mut add = |name: &str, value: &[u8]| -> Result<(), DescribeError> {

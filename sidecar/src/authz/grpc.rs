@@ -49,12 +49,17 @@ pub struct Check {
 
 #[tonic::async_trait]
 impl Authorization for Check {
-    async fn check(&self, request: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let conn_peer = request.extensions().get::<ConnPeer>().map_or_else(|| ([0, 0, 0, 0], 0).into(), |p| p.0);
         let described = describe::check_request(request.get_ref());
         let outcome = super::decide(&self.proxy, Enforcer::Grpc, described, conn_peer).await;
         let (result, response) = match outcome {
-            Outcome::Invalid(e) => ("invalid_description", denied(Refusal::BadRequest(e.reason()).to_response("")).await),
+            Outcome::Invalid(e) => {
+                ("invalid_description", denied(Refusal::BadRequest(e.reason()).to_response("")).await)
+            }
             Outcome::NotCanonical => {
                 ("not_canonical", denied(Refusal::BadRequest("path_not_normalised").to_response("")).await)
             }
@@ -112,8 +117,11 @@ fn options(headers: &HeaderMap) -> Vec<HeaderValueOption> {
     headers
         .iter()
         .map(|(name, value)| {
-            let action =
-                if name == VARY { HeaderAppendAction::AppendIfExistsOrAdd } else { HeaderAppendAction::OverwriteIfExistsOrAdd };
+            let action = if name == VARY {
+                HeaderAppendAction::AppendIfExistsOrAdd
+            } else {
+                HeaderAppendAction::OverwriteIfExistsOrAdd
+            };
             HeaderValueOption {
                 header: Some(PbHeaderValue {
                     key: name.as_str().to_owned(),

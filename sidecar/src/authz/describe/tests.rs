@@ -133,14 +133,19 @@ fn missing_malformed_or_contradictory_descriptions_are_refused() {
         }
     }
     // Agreeing descriptions are fine.
-    assert!(with(&[("x-original-url", "https://api.mysite.com/v2/items?x=1"), ("x-original-method", "POST")], "")
-        .is_ok());
+    assert!(
+        with(&[("x-original-url", "https://api.mysite.com/v2/items?x=1"), ("x-original-method", "POST")], "").is_ok()
+    );
 }
 
 #[test]
 fn ext_authz_http_strips_the_prefix() {
-    let d = ext_authz_http(&parts("OPTIONS", "/ext-authz/v2/x?y=1", &[("host", "api.mysite.com"), ("origin", "https://a")]))
-        .unwrap();
+    let d = ext_authz_http(&parts(
+        "OPTIONS",
+        "/ext-authz/v2/x?y=1",
+        &[("host", "api.mysite.com"), ("origin", "https://a")],
+    ))
+    .unwrap();
     assert_eq!(d.parts.method, Method::OPTIONS);
     assert_eq!(d.parts.uri.to_string(), "http://api.mysite.com/v2/x?y=1");
     assert_eq!(d.parts.headers["origin"], "https://a");
@@ -151,10 +156,16 @@ fn ext_authz_http_strips_the_prefix() {
 
 #[test]
 fn a_direct_preflight_keeps_its_host() {
-    let d = direct(&parts("OPTIONS", "/preflight/data", &[("host", "api.mysite.com"), ("x-forwarded-host", "api.mysite.com")]), PREFLIGHT_PREFIX)
-        .unwrap();
+    let d = direct(
+        &parts("OPTIONS", "/preflight/data", &[("host", "api.mysite.com"), ("x-forwarded-host", "api.mysite.com")]),
+        PREFLIGHT_PREFIX,
+    )
+    .unwrap();
     assert_eq!(d.parts.uri.to_string(), "http://api.mysite.com/data");
-    let e = direct(&parts("OPTIONS", "/preflight/", &[("host", "api.mysite.com"), ("x-forwarded-host", "evil.test")]), PREFLIGHT_PREFIX);
+    let e = direct(
+        &parts("OPTIONS", "/preflight/", &[("host", "api.mysite.com"), ("x-forwarded-host", "evil.test")]),
+        PREFLIGHT_PREFIX,
+    );
     assert_eq!(e.unwrap_err().reason(), "description_contradictory");
     let login = direct(&parts("GET", "/.portcullis/login?rd=/x", &[("host", "api.mysite.com")]), "").unwrap();
     assert_eq!(login.path_and_query(), "/.portcullis/login?rd=/x");
