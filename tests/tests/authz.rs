@@ -16,19 +16,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The app's extra document: a public path (Bypass, everyone).
-const PUBLIC: &str = r#"---
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessApplication
-metadata: { name: public, namespace: shop }
-spec:
-  domains: [api.mysite.com/public]
-  policies:
-    - name: open
-      action: Bypass
-      include: [ { ipRange: 0.0.0.0/0 } ]
-"#;
-
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 const ORIGIN: (&str, &str) = ("origin", "https://example.com");
 
@@ -175,7 +162,7 @@ async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16) -> Proxy {
 /// The seed's scenarios through `kind`.
 async fn seed_scenarios(kind: Kind) {
     let app = Upstream::start().await;
-    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC)).start().await;
+    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS)).start().await;
     let proxy = start_proxy(kind, &app, authz.addr.port()).await;
     let ctx = |what: &str| format!("{kind:?}: {what}\nproxy log:\n{}\nauthorizer log:\n{}", proxy.logs(), authz.logs());
     let before = app.count();
@@ -343,7 +330,7 @@ async fn nginx_auth_request() {
 /// misconfigured proxy would send it.
 #[tokio::test]
 async fn unreadable_descriptions_are_refused() {
-    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC)).start().await;
+    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS)).start().await;
     let url = authz.url("/forward-auth");
     let r = get(&url, &[HOST]).await.unwrap();
     assert_eq!(r.status, 400);

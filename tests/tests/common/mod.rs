@@ -658,6 +658,19 @@ pub const SEED_CORS: &str = r#"  cors:
     maxAge: 600
 "#;
 
+/// A document to append to `seed_manifests`: `api.mysite.com/public` is public (Bypass).
+pub const PUBLIC_BYPASS: &str = r#"---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: { name: public, namespace: shop }
+spec:
+  domains: [api.mysite.com/public]
+  policies:
+    - name: open
+      action: Bypass
+      include: [ { ipRange: 0.0.0.0/0 } ]
+"#;
+
 /// Inline JWKS lines for `seed_manifests`.
 pub fn inline_jwks() -> String {
     format!("        jwks: |\n{}", yaml_block(&jwks_json(), 10))
