@@ -4,8 +4,16 @@
 # it reports requests/s, p50/p99 latency and the proxy process's CPU time per 10,000 requests
 # (utime+stime from /proc), for portcullis-sidecar, HAProxy 2.6 doing the same work, nginx
 # answering the same preflight and forwarding, and the upstream directly. Usage: bench/run.sh [DURATION_SECONDS] [CONNECTIONS]
+# It listens on five loopback ports from BENCH_PORT_BASE (3901), and stops with a message when
+# one is taken or a process under test exits before it listens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/ports.sh
+base=${BENCH_PORT_BASE:-3901}
+UP_PORT=$base SC_PORT=$((base + 1)) SC_ADMIN=$((base + 2)) HA_PORT=$((base + 3)) NG_PORT=$((base + 4))
+for port in "$UP_PORT" "$SC_PORT" "$SC_ADMIN" "$HA_PORT" "$NG_PORT"; do
+  require_free_port "$port" "one of the bench's ports $UP_PORT-$NG_PORT" BENCH_PORT_BASE
+done
 DURATION=${1:-5}
 CONNS=${2:-64}
 ROUNDS=${3:-3}
@@ -21,7 +29,6 @@ for tool in wrk haproxy nginx taskset; do
 done
 cargo build --release -q -p portcullis-sidecar --bin portcullis-sidecar --example hello --example mint-jwt
 
-UP_PORT=3901 SC_PORT=3902 SC_ADMIN=3903 HA_PORT=3904 NG_PORT=3905
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -34,12 +41,15 @@ sed -e "s/@PORT@/$HA_PORT/" -e "s/@UPSTREAM_PORT@/$UP_PORT/" -e "s#@PUBKEY@#$PWD
 sed -e "s#@WORK@#$work#g" -e "s/@PORT@/$NG_PORT/" -e "s/@UPSTREAM_PORT@/$UP_PORT/" bench/nginx.conf.in > "$work/nginx.conf"
 token=$(./target/release/examples/mint-jwt tests/fixtures/keys/rsa.pem RS256 rsa-1 https://issuer.test aud-tag-1 alice@mysite.com 86400)
 
-taskset -c 1 ./target/release/examples/hello "127.0.0.1:$UP_PORT" & pids+=($!)
+hint="BENCH_PORT_BASE=<port> $0 (it uses that port and the next four)"
+taskset -c 1 ./target/release/examples/hello "127.0.0.1:$UP_PORT" & pids+=($!); track $! "the upstream (hello)" "$UP_PORT" "$hint"
 taskset -c 0 ./target/release/portcullis-sidecar --manifests "$work/access.yaml" --listen "127.0.0.1:$SC_PORT" \
   --admin-listen "127.0.0.1:$SC_ADMIN" --upstream "http://127.0.0.1:$UP_PORT" --worker-threads 1 --log warn & sc_pid=$!; pids+=($sc_pid)
-taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & ha_pid=$!; pids+=($ha_pid)
-taskset -c 0 nginx -c "$work/nginx.conf" & ng_pid=$!; pids+=($ng_pid)
+track "$sc_pid" "portcullis-sidecar" "$SC_PORT or $SC_ADMIN" "$hint"
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & ha_pid=$!; pids+=($ha_pid); track "$ha_pid" haproxy "$HA_PORT" "$hint"
+taskset -c 0 nginx -c "$work/nginx.conf" & ng_pid=$!; pids+=($ng_pid); track "$ng_pid" nginx "$NG_PORT" "$hint"
 up_pid=${pids[0]}
+for port in "$UP_PORT" "$SC_PORT" "$SC_ADMIN" "$HA_PORT" "$NG_PORT"; do wait_listening "$port"; done
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SC_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 cat > "$work/options.lua" <<'LUA'

@@ -12,6 +12,10 @@ command -v npm >/dev/null || need_apt+=(npm)
 # The chart tests run in a Python venv (Debian's system Python refuses pip installs, PEP 668).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 if ((${#need_apt[@]})); then
+  if ((EUID != 0)); then
+    echo "tests/run.sh: the tests need the Debian packages ${need_apt[*]}; run it as root (it installs them with apt-get) or install them first" >&2
+    exit 1
+  fi
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null

@@ -10,6 +10,7 @@ pub mod compile;
 pub mod manifests;
 pub mod paths;
 pub mod push;
+pub mod reference;
 pub mod snapshot;
 pub mod v1alpha1;
 

@@ -16,6 +16,9 @@ pub struct Resources {
     pub secrets: Vec<Secret>,
     /// Documents of other kinds, skipped: `(source, document index, kind)`.
     pub skipped: Vec<(String, usize, String)>,
+    /// Where each resource was read: `(kind, namespace as written, name, source)`, so that a
+    /// compile error can name its file.
+    origins: Vec<(String, Option<String>, String, String)>,
 }
 
 /// A document that could not be read, located by file and document index.
@@ -39,6 +42,19 @@ impl Resources {
         Ok(())
     }
 
+    /// The source (file) a resource was read from, by the name compile errors give it
+    /// (`AccessApplication shop/api`).
+    pub fn source_of(&self, resource: &str, default_namespace: &str) -> Option<&str> {
+        self.origins
+            .iter()
+            .find(|(kind, ns, name, _)| {
+                let ns = ns.as_deref().unwrap_or(default_namespace);
+                resource.strip_prefix(kind.as_str()).and_then(|r| r.strip_prefix(' '))
+                    == Some(format!("{ns}/{name}").as_str())
+            })
+            .map(|(_, _, _, source)| source.as_str())
+    }
+
     /// Compiles everything read so far; `default_namespace` applies to resources without one.
     pub fn compile(&self, default_namespace: &str) -> Result<Compiled, CompileErrors> {
         compile(&Inputs {
@@ -57,6 +73,10 @@ impl Resources {
         let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let name = value.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("<unnamed>").to_owned();
         let what = |e: serde_json::Error| format!("{kind} {name}: {e}");
+        let namespace = value.pointer("/metadata/namespace").and_then(|v| v.as_str()).map(str::to_owned);
+        if matches!(kind.as_str(), "AccessApplication" | "AccessServiceToken" | "Secret") {
+            self.origins.push((kind.clone(), namespace, name.clone(), source.to_owned()));
+        }
         match (api_version.as_str(), kind.as_str()) {
             (API_VERSION, "AccessApplication") => {
                 self.applications.push(serde_json::from_value(value).map_err(what)?);
@@ -139,6 +159,16 @@ metadata: { name: d }
             .add_yaml("h.yaml", "apiVersion: v1beta9\nkind: AccessApplication\nmetadata: {name: x}\n")
             .unwrap_err();
         assert!(e.message.contains("apiVersion must be"), "{e}");
+    }
+
+    #[test]
+    fn compile_errors_can_name_their_file() {
+        let mut r = Resources::default();
+        let app = "apiVersion: access.portcullis.dev/v1alpha1\nkind: AccessApplication\nmetadata: {name: api}\nspec: {domains: []}\n";
+        r.add_yaml("/etc/p/apps.yaml", app).unwrap();
+        let errors = r.compile("shop").unwrap_err();
+        assert_eq!(r.source_of(&errors.0[0].resource, "shop"), Some("/etc/p/apps.yaml"), "{errors}");
+        assert_eq!(r.source_of("AccessApplication other/api", "shop"), None);
     }
 
     #[test]

@@ -1,13 +1,27 @@
-//! Request-path normalisation shared by `compile` (domain and route prefixes) and the sidecar
-//! (every request), so that what is matched is what is configured: one implementation.
+//! Request-path canonicalisation shared by `compile` (domain and route prefixes) and the sidecar
+//! (every request), so that what is matched is what is configured, and what is forwarded is
+//! what was matched: one implementation (api.md, "Domains" and "What the app receives is what
+//! was decided").
 //!
 //! RFC 3986 §6.2.2: percent-encoded unreserved characters are decoded and hex digits upper-cased
-//! (§6.2.2.1-2), then dot segments are removed (§5.2.4). `/public/../admin` becomes `/admin`,
-//! `/%61dmin` becomes `/admin`, so neither can borrow a Bypass policy on `/public`.
+//! (§6.2.2.1-2), then dot segments are removed (§5.2.4) and repeated slashes merged. A segment's
+//! `;parameters` are kept in the path the app receives but ignored for matching, as servlet
+//! containers read paths (Tomcat, Jetty, Spring strip them), and a segment is a dot segment by
+//! its name without parameters (`..;x` is `..` to Tomcat, so it is `..` here). So `//admin`,
+//! `/public/../admin`, `/%61dmin`, `/admin;p=1/x` and `/public/..;/admin` all match as `/admin…`.
+//!
+//! What cannot be canonicalised without guessing how the app decodes is flagged
+//! [`CanonicalPath::ambiguous`]: an encoded slash or backslash (`%2F`, `%5C`), a raw `\`, an
+//! encoded NUL or control byte. Whether that is refused is the caller's call (per application,
+//! `spec.paths.escapedSlashes`); [`lenient_reading`] gives the path as a server that decodes
+//! them would see it, so a caller can check that both readings land in the same place.
+//!
+//! Must not: allocate when the path is already canonical (the common case), or know about hosts,
+//! applications or HTTP.
 
 use std::borrow::Cow;
 
-/// Why a path cannot be normalised.
+/// Why a path cannot be canonicalised at all (a `400` on the request path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("the path must start with '/'")]
@@ -18,22 +32,92 @@ pub enum PathError {
     InvalidCharacter,
 }
 
-/// Normalises an origin-form path (no query). Borrows when nothing changes, the common case.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+/// A request path in canonical form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalPath<'a> {
+    /// What the app receives: unreserved escapes decoded, dot segments and empty segments
+    /// removed, `;parameters` kept.
+    pub forward: Cow<'a, str>,
+    /// What routing matches: `forward` without the `;parameters` of each segment.
+    pub matching: Cow<'a, str>,
+    /// The path holds `%2F`, `%5C`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
+    /// servers disagree on what such a path names.
+    pub ambiguous: bool,
+}
+
+/// Canonicalises an origin-form path (no query). Borrows when nothing changes.
+pub fn canonical_path(path: &str) -> Result<CanonicalPath<'_>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    let mut needs_decode = false;
+    let mut ambiguous = false;
+    let mut has_params = false;
+    for &b in path.as_bytes() {
+        match b {
+            0..=b' ' | 0x7f => return Err(PathError::InvalidCharacter),
+            b'%' => needs_decode = true,
+            b'\\' => ambiguous = true,
+            b';' => has_params = true,
+            _ => {}
+        }
+    }
+    let needs_segments = has_params || path.contains("//") || has_dot_segment(path);
+    if !needs_decode && !needs_segments {
+        return Ok(CanonicalPath { forward: Cow::Borrowed(path), matching: Cow::Borrowed(path), ambiguous });
+    }
+    let decoded = if needs_decode {
+        let (decoded, escaped) = decode_unreserved(path)?;
+        ambiguous |= escaped;
+        decoded
+    } else {
+        path.to_owned()
+    };
+    let forward = rebuild_segments(&decoded, false);
+    let matching = if forward.contains(';') { Cow::Owned(rebuild_segments(&forward, true)) } else { Cow::Borrowed("") };
+    let forward: Cow<'_, str> = Cow::Owned(forward);
+    let matching = match matching {
+        Cow::Borrowed(_) => forward.clone(),
+        owned => owned,
+    };
+    Ok(CanonicalPath { forward, matching, ambiguous })
+}
+
+/// Normalises a configured path prefix (`spec.domains`, `spec.forwardRoutes`): the matching form,
+/// refusing what a prefix has no business holding (parameters, ambiguous escapes).
+pub fn normalize_prefix(path: &str) -> Result<String, String> {
+    let c = canonical_path(path).map_err(|e| e.to_string())?;
+    if c.ambiguous {
+        return Err("a path prefix must not contain %2F, %5C, '\\' or an encoded control character".into());
+    }
+    if path.contains(';') {
+        return Err("a path prefix must not contain ';' (requests are matched without ;parameters)".into());
+    }
+    Ok(c.matching.into_owned())
+}
+
+/// The path as a server that decodes `%2F` and `%5C` and reads `\` as `/` would route it, in
+/// matching form; `None` when that reading is not a valid path either.
+pub fn lenient_reading(path: &str) -> Option<String> {
+    let mut s = String::with_capacity(path.len());
     let bytes = path.as_bytes();
-    if bytes.iter().any(|b| *b <= b' ' || *b == 0x7f) {
-        return Err(PathError::InvalidCharacter);
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &path[i..];
+        let escaped = rest.get(..3).map(str::to_ascii_uppercase);
+        match escaped.as_deref() {
+            Some("%2F") | Some("%5C") => {
+                s.push('/');
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        let ch = rest.chars().next()?;
+        s.push(if ch == '\\' { '/' } else { ch });
+        i += ch.len_utf8();
     }
-    let needs_decode = bytes.contains(&b'%');
-    let needs_dots = has_dot_segment(path);
-    if !needs_decode && !needs_dots {
-        return Ok(Cow::Borrowed(path));
-    }
-    let decoded = if needs_decode { decode_unreserved(path)? } else { path.to_owned() };
-    Ok(Cow::Owned(remove_dot_segments(&decoded)))
+    canonical_path(&s).ok().map(|c| c.matching.into_owned())
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -53,9 +137,12 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+/// Decodes unreserved escapes and upper-cases the others; the flag says whether an escape is
+/// ambiguous (`/`, `\`, a control byte).
+fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
+    let mut ambiguous = false;
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
@@ -68,36 +155,41 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             if is_unreserved(v) {
                 out.push(v as char);
             } else {
+                ambiguous |= matches!(v, b'/' | b'\\' | 0..=0x1f | 0x7f);
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
             }
             i += 3;
         } else {
-            // Multi-byte UTF-8 is copied byte-run by byte-run through the char boundary.
+            // Multi-byte UTF-8 is copied char by char through the boundary.
             let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
             out.push_str(&path[i..i + ch_len]);
             i += ch_len;
         }
     }
-    Ok(out)
+    Ok((out, ambiguous))
 }
 
-/// RFC 3986 §5.2.4 on an absolute path; the result always starts with '/'.
-fn remove_dot_segments(path: &str) -> String {
+/// RFC 3986 §5.2.4 on an absolute path, plus merged slashes; a segment is judged by its name
+/// before any `;`. With `drop_params` the parameters are removed from the kept segments too.
+/// The result always starts with '/'.
+fn rebuild_segments(path: &str, drop_params: bool) -> String {
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => trailing_slash = i == last,
+        let name = seg.split(';').next().unwrap_or("");
+        match name {
+            // An empty segment (`//`, or `/;x/`) is merged away; at the end it is a trailing slash.
+            "" | "." => trailing_slash = i == last,
             ".." => {
                 out.pop();
                 trailing_slash = i == last;
             }
-            s => {
-                out.push(s);
+            _ => {
+                out.push(if drop_params { name } else { seg });
                 trailing_slash = false;
             }
         }
@@ -131,34 +223,79 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn matching(p: &str) -> String {
+        canonical_path(p).unwrap().matching.into_owned()
+    }
+
     #[test]
-    fn normalises() {
+    fn canonicalises() {
+        // (input, forwarded, matched)
         let cases = [
-            ("/", "/"),
-            ("/a/b", "/a/b"),
-            ("/public/../admin", "/admin"),
-            ("/public/./x", "/public/x"),
-            ("/a/b/..", "/a/"),
-            ("/..", "/"),
-            ("/../../etc/passwd", "/etc/passwd"),
-            ("/%61dmin", "/admin"),
-            ("/public/%2e%2e/admin", "/admin"),
-            ("/a%2fb", "/a%2Fb"),
-            ("/caf%C3%A9", "/caf%C3%A9"),
-            ("/x/%7euser", "/x/~user"),
-            ("/a//b", "/a//b"),
+            ("/", "/", "/"),
+            ("/a/b", "/a/b", "/a/b"),
+            ("/public/../admin", "/admin", "/admin"),
+            ("/public/./x", "/public/x", "/public/x"),
+            ("/a/b/..", "/a/", "/a/"),
+            ("/..", "/", "/"),
+            ("/../../etc/passwd", "/etc/passwd", "/etc/passwd"),
+            ("/%61dmin", "/admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin", "/admin"),
+            ("/caf%C3%A9", "/caf%C3%A9", "/caf%C3%A9"),
+            ("/x/%7euser", "/x/~user", "/x/~user"),
+            // Repeated slashes are merged: `//admin` is `/admin` to Python's http.server.
+            ("//admin/x", "/admin/x", "/admin/x"),
+            ("/a//b///", "/a/b/", "/a/b/"),
+            // `;parameters`: kept for the app, ignored for matching (servlet containers).
+            ("/admin;p=1/x", "/admin;p=1/x", "/admin/x"),
+            ("/public/..;/admin", "/admin", "/admin"),
+            ("/;x/admin", "/admin", "/admin"),
+            ("/a;b=c", "/a;b=c", "/a"),
+            ("/%3Badmin", "/%3Badmin", "/%3Badmin"),
         ];
-        for (input, want) in cases {
-            assert_eq!(normalize_path(input).as_deref(), Ok(want), "{input}");
+        for (input, forward, want) in cases {
+            let c = canonical_path(input).unwrap();
+            assert_eq!((c.forward.as_ref(), c.matching.as_ref()), (forward, want), "{input}");
+            assert!(!c.ambiguous, "{input}");
         }
     }
 
     #[test]
+    fn flags_ambiguous_escapes() {
+        for p in ["/admin%2Fx", "/%2fadmin/x", "/public/..%2Fadmin/x", "/a%5Cb", "/a\\b", "/a%00", "/a%1f", "/a%7F"] {
+            assert!(canonical_path(p).unwrap().ambiguous, "{p}");
+        }
+        assert_eq!(canonical_path("/a%2fb").unwrap().forward, "/a%2Fb");
+    }
+
+    #[test]
+    fn borrows_canonical_paths() {
+        for p in ["/", "/data", "/a/b.c/d-e_f~g", "/v2/"] {
+            let c = canonical_path(p).unwrap();
+            assert!(matches!(c.forward, Cow::Borrowed(_)) && matches!(c.matching, Cow::Borrowed(_)), "{p}");
+        }
+    }
+
+    #[test]
+    fn lenient_reading_decodes_slashes() {
+        assert_eq!(lenient_reading("/public/..%2Fadmin/x").as_deref(), Some("/admin/x"));
+        assert_eq!(lenient_reading("/admin%2fx").as_deref(), Some("/admin/x"));
+        assert_eq!(lenient_reading("/a\\..\\admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient_reading("/files/report.pdf").as_deref(), Some("/files/report.pdf"));
+    }
+
+    #[test]
     fn rejects_invalid() {
-        assert_eq!(normalize_path("a/b"), Err(PathError::NotAbsolute));
-        assert_eq!(normalize_path("/%zz"), Err(PathError::BadPercentEncoding));
-        assert_eq!(normalize_path("/%4"), Err(PathError::BadPercentEncoding));
-        assert_eq!(normalize_path("/a b"), Err(PathError::InvalidCharacter));
+        assert_eq!(canonical_path("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(canonical_path("/%zz"), Err(PathError::BadPercentEncoding));
+        assert_eq!(canonical_path("/%4"), Err(PathError::BadPercentEncoding));
+        assert_eq!(canonical_path("/a b"), Err(PathError::InvalidCharacter));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(normalize_prefix("/v2/../admin/").as_deref(), Ok("/admin/"));
+        assert!(normalize_prefix("/a;b").is_err());
+        assert!(normalize_prefix("/a%2Fb").is_err());
     }
 
     #[test]
@@ -174,20 +311,30 @@ mod tests {
 
     proptest! {
         #[test]
-        fn normalisation_is_idempotent_and_has_no_dot_segments(p in "/[a-z./%0-9A-F]{0,40}") {
-            if let Ok(n) = normalize_path(&p) {
-                let again = normalize_path(&n).unwrap();
-                prop_assert_eq!(again.as_ref(), n.as_ref());
-                prop_assert!(!has_dot_segment(&n));
-                prop_assert!(n.starts_with('/'));
+        fn canonical_forms_are_fixed_points(p in "/[a-z./;=%0-9A-F\\\\]{0,40}") {
+            if let Ok(c) = canonical_path(&p) {
+                let again = canonical_path(&c.forward).unwrap();
+                prop_assert_eq!(again.forward.as_ref(), c.forward.as_ref());
+                prop_assert_eq!(again.matching.as_ref(), c.matching.as_ref());
+                prop_assert_eq!(matching(&c.matching), c.matching.as_ref());
+                prop_assert!(!has_dot_segment(&c.matching) && !c.matching.contains("//") && !c.matching.contains(';'));
+                prop_assert!(c.forward.starts_with('/') && c.matching.starts_with('/'));
             }
         }
 
         #[test]
-        fn a_prefix_match_survives_no_traversal(seg in "[a-z]{1,8}") {
-            // `/public/../<seg>` never stays under `/public`.
-            let p = format!("/public/../{seg}");
-            let n = normalize_path(&p).unwrap();
+        fn a_servlet_reading_of_the_forwarded_path_is_the_matched_path(p in "/[a-z./;=]{0,40}") {
+            // A servlet container strips `;params` per segment, then resolves dot segments and
+            // merges slashes: it must land where we matched.
+            let c = canonical_path(&p).unwrap();
+            let stripped: String = c.forward.split('/').map(|s| s.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/");
+            prop_assert_eq!(matching(&stripped), c.matching.as_ref());
+        }
+
+        #[test]
+        fn a_prefix_match_survives_no_traversal(seg in "[a-z]{1,8}", dots in prop::sample::select(vec!["..", "..;x", "%2e%2e", ".%2E"])) {
+            let p = format!("/public/{dots}/{seg}");
+            let n = matching(&p);
             prop_assert!(!prefix_matches("/public", &n) || seg == "public");
         }
     }

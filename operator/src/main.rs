@@ -96,7 +96,10 @@ struct Settings {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal, never in `kubectl logs`.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if log_json {
         logs.json().init();
     } else {

@@ -12,6 +12,28 @@ use ipnet::IpNet;
 use portcullis_crds::compile::{parse_duration_secs, parse_upstream};
 use portcullis_crds::snapshot::Upstream;
 
+/// `--headers-with-underscores` (Envoy's `headers_with_underscores_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum Underscores {
+    /// Forward other names with '_' as sent.
+    Allow,
+    /// Remove every header whose name contains '_'.
+    Drop,
+    /// Refuse a request with such a header: 400 underscore_header.
+    Reject,
+}
+
+impl From<Underscores> for crate::decide::client_headers::UnderscoreHeaders {
+    fn from(u: Underscores) -> Self {
+        match u {
+            Underscores::Allow => Self::Allow,
+            Underscores::Drop => Self::Drop,
+            Underscores::Reject => Self::Reject,
+        }
+    }
+}
+
 /// Portcullis sidecar: identity-aware access control in front of one app.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "portcullis-sidecar", version, about)]
@@ -65,6 +87,22 @@ pub struct Args {
     /// Most request header fields; more gets 431.
     #[arg(long, env = "PORTCULLIS_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+
+    /// How long a request body may take to arrive in full; a body still trickling in after it
+    /// is cut and the client gets 408.
+    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_read_timeout: Duration,
+
+    /// Most client connections open at once; further ones wait in the listen backlog until one
+    /// closes (counted in portcullis_connection_limit_reached_total).
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// What request headers whose name contains '_' get. Names that read as a header the
+    /// sidecar owns with '_' as '-' (Cf_Access_Authenticated_User_Email, X_Forwarded_Host, ...)
+    /// are always removed: CGI, WSGI, PHP and Rack read them as the real ones.
+    #[arg(long, env = "PORTCULLIS_HEADERS_WITH_UNDERSCORES", value_enum, default_value_t = Underscores::Allow)]
+    pub headers_with_underscores: Underscores,
 
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]

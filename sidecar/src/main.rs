@@ -33,7 +33,11 @@ fn main() -> ExitCode {
 /// `explain` / `doctor cors`: one answer on stdout, problems on stderr.
 fn run_once(command: Command) -> ExitCode {
     // JWKS fetch warnings go to stderr; the answer stays alone on stdout.
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_ansi(stderr_is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -79,7 +83,13 @@ fn serve(role: Role, args: Args) -> anyhow::Result<()> {
             .with_current_span(false)
             .with_writer(std::io::stderr)
             .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        // Colour codes only for a person at a terminal: `kubectl logs` and log shippers would
+        // show them as escape sequences (api.md, "Standalone").
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(stderr_is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
     }
     // One worker: a current-thread runtime does the same work without the work-stealing
     // scheduler's cross-thread bookkeeping (measurably cheaper per request).
@@ -121,4 +131,8 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received; draining");
+}
+
+fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

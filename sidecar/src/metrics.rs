@@ -32,8 +32,15 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// `portcullis_tls_reloads_total{result}`: certificate reloads of the TLS listener.
     pub tls_reloads: IntCounterVec,
+    /// `portcullis_client_timeouts_total{kind}`: client connections or requests cut for being
+    /// slow (`body`: the request body outlasted `--body-read-timeout`).
+    pub client_timeouts: IntCounterVec,
+    /// `portcullis_connections_open`: client connections being served.
+    pub connections_open: prometheus::IntGauge,
+    /// `portcullis_connection_limit_reached_total`: times `--max-connections` held back accepts.
+    pub connection_limit_reached: prometheus::IntCounter,
     /// `portcullis_authz_checks_total{enforcer,result}`: `authz` answers by the proxy protocol
-    /// that asked (`authz-grpc`, `authz-http`, `forward-auth`, `forward-auth-preflight`).
+    /// that asked (`authz-grpc`, `authz-http`, `forward-auth`, `forward-auth-direct`).
     pub authz_checks: IntCounterVec,
 }
 
@@ -105,6 +112,18 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition is valid");
+        let client_timeouts = IntCounterVec::new(
+            Opts::new("portcullis_client_timeouts_total", "Client requests cut for being too slow, by kind (body)."),
+            &["kind"],
+        )
+        .expect("static metric definition is valid");
+        let connections_open = prometheus::IntGauge::new("portcullis_connections_open", "Client connections open.")
+            .expect("static metric definition is valid");
+        let connection_limit_reached = prometheus::IntCounter::new(
+            "portcullis_connection_limit_reached_total",
+            "Times --max-connections connections were open and new ones waited in the listen backlog.",
+        )
+        .expect("static metric definition is valid");
         let authz_checks = IntCounterVec::new(
             Opts::new(
                 "portcullis_authz_checks_total",
@@ -115,6 +134,9 @@ impl Metrics {
         .expect("static metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_timeouts.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connection_limit_reached.clone()),
             Box::new(preflights.clone()),
             Box::new(added_latency.clone()),
             Box::new(config_reloads.clone()),
@@ -147,6 +169,9 @@ impl Metrics {
             config_pushes,
             logins,
             tls_reloads,
+            client_timeouts,
+            connections_open,
+            connection_limit_reached,
             authz_checks,
         }
     }

@@ -78,7 +78,11 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
         let digest = match manifests::load_into(&store, &path, &args.namespace) {
             Ok(d) => Some(d),
             Err(e) => {
-                tracing::error!(reason = e.reason(), error = %e, "cannot load the manifests; refusing all traffic (503) until they load");
+                manifests::log_rejection(
+                    &e,
+                    "cannot load the manifests; refusing all traffic (503) until they load",
+                    false,
+                );
                 None
             }
         };
@@ -100,6 +104,8 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
         trusted_proxies: args.trusted_proxies.clone(),
         upstream_timeout: args.upstream_timeout,
         client_scheme: if tls.is_some() { "https" } else { "http" },
+        underscore_headers: args.headers_with_underscores.into(),
+        body_read_timeout: args.body_read_timeout,
     };
     let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
     let limits = ServerLimits {
@@ -107,6 +113,7 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
         max_header_bytes: args.max_header_bytes,
         max_headers: args.max_headers,
         drain: args.drain_timeout,
+        max_connections: args.max_connections as usize,
     };
     match role {
         Role::Sidecar => {

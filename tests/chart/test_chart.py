@@ -370,6 +370,19 @@ def test_chart_crds_are_the_generated_crds():
         )
 
 
+def test_deploy_manifest_is_the_chart_rendered_with_defaults(chart):
+    # render_deploy.py sits beside this file; pytest puts this folder on sys.path.
+    import render_deploy
+
+    want = render_deploy.render()
+    have = render_deploy.DEPLOY.read_text() if render_deploy.DEPLOY.exists() else ""
+    assert have == want, f"deploy/portcullis.yaml is stale: run `{render_deploy.REGENERATE}`"
+    docs = [d for d in yaml.safe_load_all(have) if d]
+    assert kinds(docs) == sorted(kinds(render(chart, namespace=render_deploy.NAMESPACE)) + ["Namespace"])
+    assert docs[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": render_deploy.NAMESPACE}}
+    assert all(d["metadata"].get("namespace", render_deploy.NAMESPACE) == render_deploy.NAMESPACE for d in docs)
+
+
 def test_the_chart_loads_its_crds(chart):
     loaded = [d for c in chart.crds for d in yaml.safe_load_all(c["data"]) if d]
     names = {c["metadata"]["name"] for c in loaded}

@@ -205,6 +205,7 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(r.status, 200, "{}", ctx("JWT cookie"));
     let seen = app.last();
     assert_eq!(seen.uri, "/data?x=1", "{}", ctx("path"));
+    assert_eq!(seen.headers.get("host").map(|h| h.to_str().unwrap()), Some("api.mysite.com"), "{}", ctx("Host"));
     assert_eq!(
         seen.headers.get_all("cf-access-authenticated-user-email").iter().collect::<Vec<_>>(),
         ["staff@mysite.com"],

@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 
+// Behaviour: B-STATUS-6, B-CONFIG-4 (docs/behaviour.md).
 #[tokio::test]
 async fn no_config_fails_closed_with_503_and_not_ready() {
     let up = Upstream::start().await;
@@ -24,6 +25,7 @@ async fn no_config_fails_closed_with_503_and_not_ready() {
     assert!(sc.logs().contains("invalid YAML"), "{}", sc.logs());
 }
 
+// Behaviour: B-CONFIG-2, B-CONFIG-3 (docs/behaviour.md).
 #[tokio::test]
 async fn edits_apply_within_two_seconds_and_a_bad_edit_keeps_the_last_good_config() {
     let up = Upstream::start().await;
@@ -61,6 +63,7 @@ async fn edits_apply_within_two_seconds_and_a_bad_edit_keeps_the_last_good_confi
     assert!(logs.contains("spec.cors"), "log names the field: {logs}");
 }
 
+// Behaviour: B-METRIC-1, B-METRIC-2, B-METRIC-3, B-METRIC-4 (docs/behaviour.md).
 #[tokio::test]
 async fn metrics_are_valid_prometheus_text_with_the_contract_names() {
     let up = Upstream::start().await;
@@ -109,6 +112,7 @@ async fn metrics_are_valid_prometheus_text_with_the_contract_names() {
     );
 }
 
+// Behaviour: B-JWT-6, B-METRIC-5 (docs/behaviour.md).
 #[tokio::test]
 async fn jwks_uri_is_fetched_and_an_unknown_kid_triggers_one_refresh() {
     let up = Upstream::start().await;
@@ -164,6 +168,7 @@ async fn jwks_uri_key_is_used_once_fetched() {
     }
 }
 
+// Behaviour: B-ROUTE-1 (docs/behaviour.md).
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served_and_routes_by_authority() {
     use bytes::Bytes;
@@ -195,6 +200,7 @@ async fn h2c_prior_knowledge_is_served_and_routes_by_authority() {
     assert_eq!(seen.headers["cf-access-authenticated-user-email"], "alice@mysite.com");
 }
 
+// Behaviour: B-FWD-7 (docs/behaviour.md).
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_closes_the_listener() {
     let up = Upstream::start().await;
@@ -218,6 +224,7 @@ async fn sigterm_drains_in_flight_requests_and_closes_the_listener() {
     assert_eq!(r.status, 200);
 }
 
+// Behaviour: B-FWD-7 (docs/behaviour.md).
 #[tokio::test]
 async fn slow_headers_and_idle_keep_alive_connections_are_cut_off() {
     use std::io::{Read, Write};

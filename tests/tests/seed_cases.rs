@@ -19,6 +19,7 @@ fn staff_token() -> String {
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 const ORIGIN: (&str, &str) = ("origin", "https://example.com");
 
+// Behaviour: B-STATUS-4, B-CORS-7 (docs/behaviour.md).
 #[tokio::test]
 async fn simple_cross_origin_request_without_token_is_401_with_readable_cors() {
     let up = Upstream::start().await;
@@ -33,6 +34,7 @@ async fn simple_cross_origin_request_without_token_is_401_with_readable_cors() {
     assert_eq!(up.count(), 0, "a denied request must not reach the app");
 }
 
+// Behaviour: B-STATUS-1, B-CORS-1, B-CORS-4 (docs/behaviour.md).
 #[tokio::test]
 async fn preflight_is_answered_by_the_sidecar_and_never_forwarded() {
     let up = Upstream::start().await;
@@ -58,6 +60,7 @@ async fn preflight_is_answered_by_the_sidecar_and_never_forwarded() {
     assert_eq!(up.count(), 0);
 }
 
+// Behaviour: B-STATUS-2, B-CORS-4 (docs/behaviour.md).
 #[tokio::test]
 async fn preflights_that_do_not_match_are_refused_and_never_forwarded() {
     let up = Upstream::start().await;
@@ -90,6 +93,7 @@ async fn preflights_that_do_not_match_are_refused_and_never_forwarded() {
     assert_eq!(up.count(), 0);
 }
 
+// Behaviour: B-CORS-2 (docs/behaviour.md).
 #[tokio::test]
 async fn preflight_without_cors_settings_is_403() {
     let up = Upstream::start().await;
@@ -103,6 +107,7 @@ async fn preflight_without_cors_settings_is_403() {
     assert_eq!(r.status, 401);
 }
 
+// Behaviour: B-CORS-3 (docs/behaviour.md).
 #[tokio::test]
 async fn bypass_options_to_origin_forwards_preflights_and_adds_no_cors_headers() {
     let up = Upstream::start().await;
@@ -121,6 +126,7 @@ async fn bypass_options_to_origin_forwards_preflights_and_adds_no_cors_headers()
     assert!(!r.has_allow_headers());
 }
 
+// Behaviour: B-FWD-2, B-FWD-3 (docs/behaviour.md).
 #[tokio::test]
 async fn valid_jwt_reaches_the_app_with_identity_headers_and_forged_ones_removed() {
     let up = Upstream::start().await;
@@ -155,6 +161,7 @@ async fn valid_jwt_reaches_the_app_with_identity_headers_and_forged_ones_removed
     assert_eq!(r.json()["error"], "service_token_incomplete");
 }
 
+// Behaviour: B-JWT-1 (docs/behaviour.md).
 #[tokio::test]
 async fn jwt_sources_header_and_bearer_work_and_the_first_present_is_the_one_verified() {
     let up = Upstream::start().await;
@@ -171,6 +178,7 @@ async fn jwt_sources_header_and_bearer_work_and_the_first_present_is_the_one_ver
     assert_eq!(r.status, 401);
 }
 
+// Behaviour: B-STATUS-4, B-JWT-3, B-JWT-5 (docs/behaviour.md).
 #[tokio::test]
 async fn bad_tokens_are_401_with_a_reason() {
     let up = Upstream::start().await;
@@ -197,6 +205,7 @@ async fn bad_tokens_are_401_with_a_reason() {
     assert_eq!(up.count(), 0);
 }
 
+// Behaviour: B-STATUS-5 (docs/behaviour.md).
 #[tokio::test]
 async fn valid_identity_refused_by_policy_is_403() {
     let up = Upstream::start().await;
@@ -212,6 +221,7 @@ async fn valid_identity_refused_by_policy_is_403() {
     assert_eq!(up.count(), 0);
 }
 
+// Behaviour: B-TOKEN-1, B-TOKEN-4 (docs/behaviour.md).
 #[tokio::test]
 async fn service_token_through_service_auth_and_its_secret_never_reaches_the_app() {
     let up = Upstream::start().await;
@@ -238,6 +248,7 @@ async fn service_token_through_service_auth_and_its_secret_never_reaches_the_app
     assert_eq!(up.count(), 1);
 }
 
+// Behaviour: B-FROUTE-1, B-FROUTE-2 (docs/behaviour.md).
 #[tokio::test]
 async fn forward_route_adds_the_token_strips_set_cookie_and_the_session() {
     let app = Upstream::start().await;
@@ -264,6 +275,7 @@ async fn forward_route_adds_the_token_strips_set_cookie_and_the_session() {
     assert_eq!(api.count(), 1);
 }
 
+// Behaviour: B-CORS-8 (docs/behaviour.md).
 #[tokio::test]
 async fn app_cors_headers_are_replaced_never_duplicated_and_vary_merged_once() {
     let up = Upstream::start().await;
@@ -282,6 +294,7 @@ async fn app_cors_headers_are_replaced_never_duplicated_and_vary_merged_once() {
     assert!(r.all("vary").join(",").to_ascii_lowercase().contains("origin"));
 }
 
+// Behaviour: B-STATUS-3, B-STATUS-8, B-ROUTE-6 (docs/behaviour.md).
 #[tokio::test]
 async fn routing_unknown_host_404_bad_host_400_and_traversal_cannot_borrow_a_bypass() {
     let up = Upstream::start().await;
@@ -312,6 +325,7 @@ async fn routing_unknown_host_404_bad_host_400_and_traversal_cannot_borrow_a_byp
     assert!(abs.starts_with("HTTP/1.1 404"), "{abs}");
 }
 
+// Behaviour: B-STATUS-9 (docs/behaviour.md).
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let up = Upstream::start().await;
@@ -328,6 +342,7 @@ async fn oversized_headers_get_431() {
     assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(200)]);
 }
 
+// Behaviour: B-STATUS-7, B-CORS-7 (docs/behaviour.md).
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504_both_with_cors() {
     let port = free_port(); // nothing listens there
@@ -349,6 +364,7 @@ async fn upstream_down_is_502_and_slow_is_504_both_with_cors() {
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"));
 }
 
+// Behaviour: B-AUDIT-1 (docs/behaviour.md).
 #[tokio::test]
 async fn audit_mode_forwards_would_be_denials_without_identity_and_counts_them() {
     let up = Upstream::start().await;
@@ -406,6 +422,7 @@ async fn websocket_upgrade_passes_after_authentication() {
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
 }
 
+// Behaviour: B-STATUS-10, B-LOG-1, B-LOG-2 (docs/behaviour.md).
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_decision_and_never_a_secret() {
     let up = Upstream::start().await;

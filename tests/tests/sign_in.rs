@@ -95,6 +95,7 @@ fn session(exp_in: i64) -> String {
     mint("ed25519.pem", jsonwebtoken::Algorithm::EdDSA, None, claims)
 }
 
+// Behaviour: B-LOGIN-3, B-LOGIN-4 (docs/behaviour.md).
 #[tokio::test]
 async fn login_sends_the_browser_to_the_provider_with_pkce_and_a_bound_state() {
     let s = setup().await;
@@ -119,6 +120,7 @@ async fn login_sends_the_browser_to_the_provider_with_pkce_and_a_bound_state() {
     assert_eq!(s.upstream.count(), 0, "/.portcullis/ is never forwarded");
 }
 
+// Behaviour: B-LOGIN-3 (docs/behaviour.md).
 #[tokio::test]
 async fn return_urls_off_the_applications_domains_are_refused() {
     let s = setup().await;
@@ -138,6 +140,7 @@ async fn return_urls_off_the_applications_domains_are_refused() {
     assert_eq!(get(&s.sidecar.url(&long), &[HOST]).await.unwrap().status, 400);
 }
 
+// Behaviour: B-LOGIN-5 (docs/behaviour.md).
 #[tokio::test]
 async fn callbacks_without_the_browsers_state_or_replayed_are_refused() {
     let s = setup().await;
@@ -175,6 +178,7 @@ async fn callbacks_without_the_browsers_state_or_replayed_are_refused() {
     assert!(!logs.contains(state) && !logs.contains("not-a-real-code") && !logs.contains(CLIENT_SECRET), "{logs}");
 }
 
+// Behaviour: B-LOGIN-5 (docs/behaviour.md).
 #[tokio::test]
 async fn an_unreachable_provider_is_a_502() {
     let s = setup().await;
@@ -182,6 +186,7 @@ async fn an_unreachable_provider_is_a_502() {
     assert_eq!((r.status, r.json()["error"].as_str()), (502, Some("idp_discovery_failed")), "{}", r.text());
 }
 
+// Behaviour: B-LOGIN-1, B-LOGIN-7 (docs/behaviour.md).
 #[tokio::test]
 async fn sessions_are_accepted_until_they_expire_and_navigations_go_to_sign_in() {
     let s = setup().await;
@@ -220,6 +225,7 @@ async fn sessions_are_accepted_until_they_expire_and_navigations_go_to_sign_in()
     assert_eq!(api.status, 401);
 }
 
+// Behaviour: B-LOGIN-9 (docs/behaviour.md).
 #[tokio::test]
 async fn logout_clears_the_session_cookie() {
     let s = setup().await;
@@ -292,6 +298,7 @@ impl FakeProvider {
     }
 }
 
+// Behaviour: B-LOGIN-6 (docs/behaviour.md).
 /// The provider's answer is checked: signature, issuer, audience, expiry and nonce; the
 /// policies decide before a session is minted; a good answer signs the user in.
 #[tokio::test]

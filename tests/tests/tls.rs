@@ -63,6 +63,7 @@ fn leaf_der(pki: &Pki) -> Vec<u8> {
     CertificateDer::from_pem_file(&pki.cert).expect("cert pem").to_vec()
 }
 
+// Behaviour: B-TLS-1 (docs/behaviour.md).
 #[tokio::test]
 async fn serves_tls_and_reloads_the_certificate_keeping_the_last_good_pair() {
     let dir = TempDir::new("tls");

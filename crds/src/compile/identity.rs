@@ -247,6 +247,7 @@ pub fn compile_login(
         http_only,
         secure,
         session_key_pem,
+        allow_unverified_email: oidc.allow_unverified_email.unwrap_or(false),
     })
 }
 
@@ -641,6 +642,7 @@ mod tests {
     fn login() -> LoginSpec {
         LoginSpec {
             oidc: OidcSpec {
+                allow_unverified_email: None,
                 issuer: "https://accounts.example.com".into(),
                 client_id: "portcullis".into(),
                 client_secret_ref: Some(SecretKeyRef { name: "oidc-client".into(), key: "client-secret".into() }),

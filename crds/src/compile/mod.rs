@@ -122,22 +122,18 @@ pub fn compile_application(
     let cors = cors::compile_cors(spec.cors.as_ref(), &mut d);
     let forward_routes = routing::compile_forward_routes(&spec.forward_routes, &id.namespace, tokens, &mut d);
 
-    // The tokens an application carries: those its rules name, or every token of its
-    // namespace when a rule admits any valid one.
-    let mut service_tokens = Vec::new();
-    let rules = policies.iter().flat_map(|p| p.include.iter().chain(&p.exclude).chain(&p.require));
-    let mut named = BTreeSet::new();
-    let mut any = false;
-    for rule in rules {
-        match rule {
-            Rule::ServiceToken(n) => {
-                named.insert(n.clone());
-            }
-            Rule::AnyValidServiceToken => any = true,
-            _ => {}
-        }
-    }
-    for name in &named {
+    // The tokens an application carries: every usable token of its namespace (digests only),
+    // so that a valid token no policy admits is an identity the policies refuse (403
+    // `service_token_not_included`), not an unknown credential (api.md, "Statuses").
+    let named: BTreeSet<&String> = policies
+        .iter()
+        .flat_map(|p| p.include.iter().chain(&p.exclude).chain(&p.require))
+        .filter_map(|rule| match rule {
+            Rule::ServiceToken(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for name in named {
         if tokens.get(&id.namespace, name).is_none() {
             d.warn(
                 "spec.policies",
@@ -145,11 +141,7 @@ pub fn compile_application(
             );
         }
     }
-    for t in tokens.in_namespace(&id.namespace) {
-        if any || named.contains(&t.token.name) {
-            service_tokens.push(t.token.clone());
-        }
-    }
+    let service_tokens: Vec<_> = tokens.in_namespace(&id.namespace).map(|t| t.token.clone()).collect();
     if spec.unauthenticated_response == Some(crate::v1alpha1::UnauthenticatedResponse::Redirect) && spec.login.is_none()
     {
         d.error(
@@ -174,6 +166,7 @@ pub fn compile_application(
         forward_routes,
         unauthenticated_response: spec.unauthenticated_response.unwrap_or_default(),
         mode: spec.mode.unwrap_or_default(),
+        escaped_slashes: spec.paths.as_ref().and_then(|p| p.escaped_slashes).unwrap_or_default(),
     });
     ApplicationCompile { application, diagnostics: d }
 }

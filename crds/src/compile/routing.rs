@@ -2,7 +2,7 @@
 
 use super::error::Diagnostics;
 use super::tokens::TokenIndex;
-use crate::paths::normalize_path;
+use crate::paths::normalize_prefix;
 use crate::snapshot::{DomainPattern, ForwardCredentials, ForwardRoute, HostPattern, RouteCredentials, Upstream};
 use crate::v1alpha1::ForwardRouteSpec;
 
@@ -39,7 +39,7 @@ fn parse_domain(raw: &str) -> Result<DomainPattern, String> {
             if p.contains(['?', '#']) {
                 return Err("a domain's path must not contain '?' or '#'".into());
             }
-            let n = normalize_path(p).map_err(|e| format!("invalid path: {e}"))?;
+            let n = normalize_prefix(p).map_err(|e| format!("invalid path: {e}"))?;
             let n = n.trim_end_matches('/');
             (!n.is_empty()).then(|| n.to_owned())
         }
@@ -103,13 +103,17 @@ pub fn compile_forward_routes(
     let mut out = Vec::with_capacity(specs.len());
     for (i, r) in specs.iter().enumerate() {
         let path = format!("spec.forwardRoutes[{i}]");
-        let prefix = match normalize_path(&r.path_prefix) {
+        let prefix = match normalize_prefix(&r.path_prefix) {
             Ok(p) if !r.path_prefix.contains(['?', '#']) => p.trim_end_matches('/').to_owned(),
-            _ => {
+            Ok(_) => {
+                d.error(format!("{path}.pathPrefix"), Some(&r.path_prefix), "must not contain '?' or '#' (e.g. /api/)");
+                continue;
+            }
+            Err(e) => {
                 d.error(
                     format!("{path}.pathPrefix"),
                     Some(&r.path_prefix),
-                    "must be a path starting with '/' (e.g. /api/)",
+                    format!("must be a path starting with '/' (e.g. /api/): {e}"),
                 );
                 continue;
             }

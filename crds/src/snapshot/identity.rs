@@ -90,6 +90,9 @@ pub struct Login {
     pub secure: bool,
     /// PEM private key signing session tokens; `None`: the sidecar generates one.
     pub session_key_pem: Option<SecretString>,
+    /// `login.oidc.allowUnverifiedEmail`: sign in an ID token whose `email_verified` is false.
+    #[serde(default)]
+    pub allow_unverified_email: bool,
 }
 
 /// A service token as a sidecar sees it: the secret only as a digest.

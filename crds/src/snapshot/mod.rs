@@ -18,7 +18,7 @@ pub use routing::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::v1alpha1::{Mode, UnauthenticatedResponse};
+use crate::v1alpha1::{EscapedSlashes, Mode, UnauthenticatedResponse};
 
 /// Everything one sidecar enforces.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -83,6 +83,9 @@ pub struct Application {
     pub forward_routes: Vec<ForwardRoute>,
     pub unauthenticated_response: UnauthenticatedResponse,
     pub mode: Mode,
+    /// `spec.paths.escapedSlashes`.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
 }
 
 /// A secret value that never shows in `Debug` output, logs or errors.

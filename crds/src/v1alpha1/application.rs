@@ -19,6 +19,7 @@ use super::common::{Empty, SecretKeyRef, TokenRef};
     group = "access.portcullis.dev",
     version = "v1alpha1",
     kind = "AccessApplication",
+    doc = "An application protected by Portcullis: the domains it is reached on, where identities come from, the access policies and CORS settings that the sidecars beside its pods enforce, and optional browser sign-in. The operator compiles it and pushes it to every selected sidecar.",
     namespaced,
     status = "AccessApplicationStatus",
     shortname = "accessapp",
@@ -66,6 +67,34 @@ pub struct AccessApplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = "Enforce"))]
     pub mode: Option<Mode>,
+    /// How request paths that servers read in different ways are handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<PathsSpec>,
+}
+
+/// Request-path handling (api.md, "Domains").
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathsSpec {
+    /// What a path holding an encoded slash or backslash (`%2F`, `%5C`), a raw `\`, or an
+    /// encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
+    /// `KeepUnchanged`: forwarded as sent, the escapes matched as ordinary bytes — only for apps
+    /// that need encoded slashes in a path segment (object keys, some REST APIs). The risk: an app
+    /// or framework that decodes `%2F` after the sidecar routed the request may serve another
+    /// path than the one that was decided; the sidecar still refuses such a request when
+    /// decoding the escapes would route it to another application or forward route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escaped_slashes: Option<EscapedSlashes>,
+}
+
+/// What a path with escaped slashes gets (like Envoy's `path_with_escaped_slashes_action`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EscapedSlashes {
+    /// Refuse with `400 ambiguous_path`.
+    #[default]
+    RejectRequest,
+    /// Forward unchanged; match the escapes as ordinary bytes.
+    KeepUnchanged,
 }
 
 /// Where JWTs are read from and who may issue them.
@@ -138,6 +167,10 @@ pub struct OidcSpec {
     /// Scopes requested. Default `openid email profile`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Accept an ID token whose `email_verified` claim is `false` (default false: such a
+    /// sign-in gets `403 email_unverified`, since anyone can claim an unverified address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unverified_email: Option<bool>,
 }
 
 /// Session cookie attributes.

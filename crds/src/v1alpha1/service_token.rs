@@ -23,6 +23,7 @@ pub mod secret_keys {
     group = "access.portcullis.dev",
     version = "v1alpha1",
     kind = "AccessServiceToken",
+    doc = "A service token for machine callers, as in Cloudflare Access: a client id and secret sent as CF-Access-Client-Id and CF-Access-Client-Secret, admitted by ServiceAuth policies. The operator generates the credentials into the named Secret, rotates them ahead of expiry and on request (the access.portcullis.dev/rotate annotation); sidecars receive only a digest of the secret.",
     namespaced,
     status = "AccessServiceTokenStatus",
     shortname = "accesstoken",

@@ -1,5 +1,5 @@
 //! Envoy's ext_authz over gRPC (`envoy.service.auth.v3.Authorization/Check`), with the
-//! generated types of `envoy-types`. A [`Plan`] in Envoy's words (api.md "External authorizer"):
+//! generated types of `envoy-types`. The proxy's plan in Envoy's words (api.md "External authorizer"):
 //! an allow is `OkHttpResponse` (identity headers set, client copies in `headers_to_remove`,
 //! CORS headers in `response_headers_to_add`); a refusal and an answered preflight are
 //! `DeniedHttpResponse` with the status, headers and JSON body the sidecar would send, so
@@ -20,7 +20,7 @@ use http::header::VARY;
 use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
 
-use super::{describe, Enforcer, Outcome, Plan};
+use super::{describe, Enforcer, Outcome};
 use crate::http::respond::Refusal;
 use crate::http::Proxy;
 use crate::outbound::OutBody;
@@ -63,21 +63,15 @@ impl Authorization for Check {
             Outcome::NotCanonical => {
                 ("not_canonical", denied(Refusal::BadRequest("path_not_normalised").to_response("")).await)
             }
-            Outcome::Plan(Plan::Answer(resp), _) => {
+            Outcome::Answer(resp, _) => {
                 let result = if resp.status().is_success() { "preflight_answered" } else { "deny" };
                 (result, denied(resp).await)
             }
-            Outcome::Plan(Plan::Forward(f), _) => {
+            Outcome::Allow(allow) => {
                 let ok = OkHttpResponse {
-                    headers: options(&f.set),
-                    // Envoy removes after it sets: a name it sets is replaced, not removed.
-                    headers_to_remove: f
-                        .remove
-                        .iter()
-                        .filter(|n| !f.set.contains_key(*n))
-                        .map(|n| n.as_str().to_owned())
-                        .collect(),
-                    response_headers_to_add: options(&f.cors),
+                    headers: options(&allow.set),
+                    headers_to_remove: allow.remove.iter().map(|n| n.as_str().to_owned()).collect(),
+                    response_headers_to_add: options(&allow.cors),
                     ..Default::default()
                 };
                 let status = RpcStatus { code: RPC_OK, ..Default::default() };

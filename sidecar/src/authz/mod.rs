@@ -5,32 +5,34 @@
 //! `/preflight/`) and the sign-in paths (`/.portcullis/…`).
 //!
 //! Each request is rebuilt from the proxy's description (`describe`), decided by the proxy's
-//! own decision without forwarding (a [`Plan`]), and the plan is translated to what that proxy
-//! understands (`reply`, `grpc`). Owns the endpoints and the translations. Must not route,
+//! own decision without forwarding (`http::pipeline::decide`, a `Plan`), and the plan is
+//! translated to what that proxy understands (`reply`, `grpc`). Owns the endpoints and the translations. Must not route,
 //! answer CORS, authenticate or evaluate policies itself: that is the plan's job, shared with
 //! the sidecar, so the two enforcers cannot disagree (api.md "External authorizer").
 
 pub mod describe;
 pub mod grpc;
-mod plan;
 pub mod reply;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::header::{HeaderMap, HeaderName};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
+use crate::http::forward::{Destination, HeaderEdit};
+use crate::http::pipeline::{self, Plan};
+use crate::http::respond::Refusal;
 use crate::http::server::{serve_with, ServerLimits};
 use crate::http::tls::TlsReloader;
 use crate::http::Proxy;
 use crate::outbound::OutBody;
-use describe::{DescribeError, Described, EXT_AUTHZ_PREFIX, PREFLIGHT_PREFIX};
-pub use plan::{ForwardPlan, Plan};
+use describe::{DescribeError, Described, Via, EXT_AUTHZ_PREFIX, PREFLIGHT_PREFIX};
 
 /// The gRPC method Envoy calls.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -78,8 +80,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let check = grpc::server(proxy.clone());
+    let metrics = proxy.metrics.clone();
     let handler = move |req, peer| handle(proxy.clone(), check.clone(), req, peer);
-    serve_with(listener, handler, limits, tls, shutdown).await
+    serve_with(listener, handler, metrics, limits, tls, shutdown).await
 }
 
 /// One request to the authorizer, by endpoint.
@@ -135,10 +138,8 @@ fn under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// What the proxy's decision made of a described request.
-// Built once per request and moved once into its answer: boxing the plan would only add an
-// allocation.
-#[allow(clippy::large_enum_variant)]
+/// What the proxy's decision made of a described request, owned (the plan borrows the live
+/// configuration, which is released before the answer is written).
 pub enum Outcome {
     /// The description cannot be read: `400`, never an allow.
     Invalid(DescribeError),
@@ -146,10 +147,25 @@ pub enum Outcome {
     /// the proxy does not normalise as we do): `400`, since the proxy cannot be told to send
     /// the decided one.
     NotCanonical,
-    Plan(Plan, describe::Via),
+    /// The sidecar's own answer (refusal, answered preflight, sign-in step, CORS headers
+    /// included), and how the request was described.
+    Answer(Response<OutBody>, Via),
+    /// Forward, with these edits.
+    Allow(Allow),
 }
 
-/// Describes, then decides with the proxy's own decision.
+/// An allowed request: what the proxy must change on its way to the app and on the answer.
+pub struct Allow {
+    /// Headers to set (replacing every client value): the routed `Host` and `X-Forwarded-Host`,
+    /// `X-Forwarded-Proto`, and the identity headers.
+    pub set: HeaderMap,
+    /// Client headers to remove (every protected name in every spelling) that are not set.
+    pub remove: Vec<HeaderName>,
+    /// CORS headers for the app's answer (replacing its own `Access-Control-*`).
+    pub cors: HeaderMap,
+}
+
+/// Describes, then decides with the proxy's own decision (`pipeline::decide`).
 pub async fn decide(
     proxy: &Proxy,
     enforcer: Enforcer,
@@ -164,16 +180,72 @@ pub async fn decide(
         }
     };
     let Some(live) = proxy.store.load() else {
-        return Outcome::Plan(Plan::Answer(crate::http::respond::Refusal::NoConfig.to_response("")), described.via);
+        return Outcome::Answer(Refusal::NoConfig.to_response(""), described.via);
     };
     let peer = described.peer.unwrap_or(conn_peer);
-    let via = described.via;
-    let plan = plan::decide(proxy, &live, &described.parts, peer).await;
-    if let Plan::Forward(f) = &plan {
-        if f.path.as_str() != described.path_and_query() {
-            tracing::info!(enforcer = enforcer.label(), app = %f.app, "refused: the proxy would forward a path other than the normalised one");
+    let request_id = proxy.next_request_id();
+    let rid = request_id.to_str().unwrap_or_default();
+    let mut outcome = pipeline::Outcome::new();
+    let plan = pipeline::decide(proxy, &live, &described.parts, peer, rid, &mut outcome).await;
+    let app = outcome.app.map_or("", |i| live.apps[i].label.as_str());
+    let fwd = match plan {
+        Plan::Answer(mut resp) => {
+            resp.headers_mut().insert(crate::http::headers::REQUEST_ID, request_id.clone());
+            tracing::info!(
+                request_id = rid,
+                enforcer = enforcer.label(),
+                app,
+                status = resp.status().as_u16(),
+                decision = outcome.decision,
+                reason = outcome.reason,
+                "answered"
+            );
+            return Outcome::Answer(resp, described.via);
+        }
+        Plan::Forward(fwd) => fwd,
+    };
+    if !matches!(fwd.destination, Destination::App) {
+        // A forward route calls another upstream with a service token: only the sidecar can.
+        tracing::warn!(
+            request_id = rid,
+            enforcer = enforcer.label(),
+            app,
+            "a forward route cannot be enforced by an external authorizer"
+        );
+        return Outcome::Answer(
+            crate::http::forward::refusal(fwd.app, fwd.origin.as_ref(), Refusal::RouteUnavailable, rid),
+            described.via,
+        );
+    }
+    if let Some(path) = &fwd.canonical.forward_path {
+        let decided = match described.parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        if decided != described.path_and_query() {
+            tracing::info!(
+                request_id = rid,
+                enforcer = enforcer.label(),
+                app,
+                "refused: the proxy would forward a path other than the normalised one"
+            );
             return Outcome::NotCanonical;
         }
     }
-    Outcome::Plan(plan, via)
+    let scheme = if described.parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
+    let mut set = HeaderMap::new();
+    let mut remove = Vec::new();
+    fwd.header_edits(scheme, |edit| match edit {
+        HeaderEdit::Remove(name) => remove.push(name),
+        HeaderEdit::Set(name, value) => {
+            set.insert(name, value);
+        }
+    });
+    // A proxy applies removals after it sets (Envoy does): a name that is set is replaced.
+    remove.retain(|name| !set.contains_key(name));
+    remove.dedup();
+    let mut cors = HeaderMap::new();
+    fwd.app.cors.apply_to_response(fwd.origin.as_ref(), &mut cors);
+    tracing::debug!(request_id = rid, enforcer = enforcer.label(), app, decision = outcome.decision, "allowed");
+    Outcome::Allow(Allow { set, remove, cors })
 }

@@ -1,4 +1,4 @@
-//! A [`Plan`] in the words of each HTTP-speaking proxy (api.md "External authorizer"):
+//! The proxy's plan in the words of each HTTP-speaking proxy (api.md "External authorizer"):
 //! - Envoy's HTTP ext_authz forwards on `200` only: an allow is `200` with the identity headers
 //!   (which `allowed_upstream_headers` copies), the client copies to drop in
 //!   `x-envoy-auth-headers-to-remove`, and the CORS headers for the app's answer (which
@@ -14,12 +14,12 @@
 //! Owns only the translation and the `portcullis_authz_checks_total` count; every status,
 //! header and body comes from the plan or the refusal table.
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
 use super::describe::Via;
-use super::{Enforcer, ForwardPlan, Outcome, Plan};
+use super::{Allow, Enforcer, Outcome};
 use crate::http::respond::Refusal;
 use crate::http::Proxy;
 use crate::outbound::OutBody;
@@ -27,20 +27,20 @@ use crate::outbound::OutBody;
 /// Envoy's HTTP ext_authz: names of request headers the authorizer asks it to remove.
 pub const ENVOY_HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
-/// The answer to an HTTP ext_authz, forward-auth or direct-preflight request.
+/// The answer to an HTTP ext_authz, forward-auth or direct request.
 pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<OutBody> {
     let (result, resp) = match outcome {
         Outcome::Invalid(e) => ("invalid_description", Refusal::BadRequest(e.reason()).to_response("")),
         Outcome::NotCanonical => ("not_canonical", Refusal::BadRequest("path_not_normalised").to_response("")),
-        Outcome::Plan(Plan::Forward(f), _) => match enforcer {
-            Enforcer::Http | Enforcer::ForwardAuth => ("allow", allow(enforcer, f)),
+        Outcome::Allow(allow) => match enforcer {
+            Enforcer::Http | Enforcer::ForwardAuth => ("allow", allowed(enforcer, allow)),
             // A direct route only ever reaches us for an answer the sidecar makes itself (a
             // preflight, a sign-in step); anything to forward must go through the auth step.
             Enforcer::Direct | Enforcer::Grpc => {
                 ("misrouted", Refusal::BadRequest("not_answered_by_the_authorizer").to_response(""))
             }
         },
-        Outcome::Plan(Plan::Answer(mut resp), via) => {
+        Outcome::Answer(mut resp, via) => {
             let status = resp.status();
             match enforcer {
                 Enforcer::Http if status.is_success() => *resp.status_mut() = StatusCode::NO_CONTENT,
@@ -61,18 +61,19 @@ pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<Out
     resp
 }
 
-/// `200` with the identity headers, the CORS headers for the app's answer and, for Envoy, the
-/// client copies to remove.
-fn allow(enforcer: Enforcer, f: ForwardPlan) -> Response<OutBody> {
+/// `200` with the identity headers (the routed `Host` left out: it is the proxy's to send), the
+/// CORS headers for the app's answer and, for Envoy, the client copies to remove.
+fn allowed(enforcer: Enforcer, allow: Allow) -> Response<OutBody> {
     let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
     let h = resp.headers_mut();
-    *h = f.cors;
-    for (name, value) in &f.set {
-        h.insert(name, value.clone());
+    *h = allow.cors;
+    for (name, value) in &allow.set {
+        if name != HOST {
+            h.insert(name, value.clone());
+        }
     }
-    // Envoy removes after it sets: a name it sets is replaced, not removed.
-    let names: Vec<&str> = f.remove.iter().filter(|n| !f.set.contains_key(*n)).map(HeaderName::as_str).collect();
-    if enforcer == Enforcer::Http && !names.is_empty() {
+    if enforcer == Enforcer::Http && !allow.remove.is_empty() {
+        let names: Vec<&str> = allow.remove.iter().map(HeaderName::as_str).collect();
         if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
             h.insert(ENVOY_HEADERS_TO_REMOVE, v);
         }

@@ -22,8 +22,9 @@ pub enum LoadError {
     NoFiles { path: PathBuf },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("{0}")]
-    Compile(#[from] CompileErrors),
+    /// Compile errors, each with the file its resource was read from (when known).
+    #[error("{errors}")]
+    Compile { errors: CompileErrors, files: Vec<Option<String>> },
     #[error("{0}")]
     Render(#[from] super::live::LiveError),
 }
@@ -35,7 +36,7 @@ impl LoadError {
             LoadError::Io { .. } => "io",
             LoadError::NoFiles { .. } => "no_files",
             LoadError::Manifest(_) => "invalid_manifest",
-            LoadError::Compile(_) => "invalid_spec",
+            LoadError::Compile { .. } => "invalid_spec",
             LoadError::Render(_) => "invalid_snapshot",
         }
     }
@@ -89,7 +90,11 @@ pub fn compile_sources(sources: &Sources, default_namespace: &str) -> Result<Com
     for (path, text) in &sources.files {
         resources.add_yaml(&path.display().to_string(), text)?;
     }
-    Ok(resources.compile(default_namespace)?)
+    resources.compile(default_namespace).map_err(|errors| {
+        let files =
+            errors.0.iter().map(|e| resources.source_of(&e.resource, default_namespace).map(str::to_owned)).collect();
+        LoadError::Compile { errors, files }
+    })
 }
 
 /// Compiles what was read and installs it, logging compile warnings; counts and stamps a
@@ -158,12 +163,30 @@ pub async fn watch(
     }
 }
 
+/// What a rejected change leaves in force.
+pub const KEPT_LAST_GOOD: &str = "configuration change rejected; the last good configuration stays in force";
+
+/// Logs a configuration that did not load: one line per problem, naming the file, the resource
+/// and the field (api.md, "Standalone"), never a multi-line message.
+pub fn log_rejection(e: &LoadError, what_happens: &str, transient: bool) {
+    match e {
+        LoadError::Compile { errors, files } => {
+            for (err, file) in errors.0.iter().zip(files) {
+                let file = file.as_deref().unwrap_or("?");
+                let value = err.value.as_deref().unwrap_or("");
+                tracing::error!(reason = e.reason(), file, resource = %err.resource, field = %err.field, value, error = %err.message, transient, "{what_happens}");
+            }
+        }
+        _ => tracing::error!(reason = e.reason(), error = %e, transient, "{what_happens}"),
+    }
+}
+
 fn report(store: &ConfigStore, last_error: &mut Option<String>, e: &LoadError, transient: bool) {
     let text = e.to_string();
     if last_error.as_deref() == Some(text.as_str()) {
         return;
     }
     store.metrics().config_reloads.with_label_values(&["error"]).inc();
-    tracing::error!(reason = e.reason(), error = %text, transient, "configuration change rejected; the last good configuration stays in force");
+    log_rejection(e, KEPT_LAST_GOOD, transient);
     *last_error = Some(text);
 }

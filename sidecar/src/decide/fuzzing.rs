@@ -86,11 +86,11 @@ pub fn run(data: &[u8]) {
 /// invariants asserted.
 pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now: i64) {
     let h = harness();
-    let Ok(routed) = request::route(&h.router, uri, headers) else { return };
+    let Ok(routed) = request::route(&h.router, http::Version::HTTP_11, uri, headers) else { return };
     let app = &h.apps[routed.app];
     let decisions =
         AppDecisions { spec: &app.spec, cors: &app.cors, jwt: &app.jwt, tokens: &app.tokens, keys: &app.keys };
-    let origin = match request::front(&app.cors, method, headers, &routed.target.path) {
+    let origin = match request::front(&app.cors, method, headers, &routed.target.path.matching) {
         Front::Reserved => return,
         Front::Preflight(p, outcome) => {
             match outcome {
@@ -115,7 +115,7 @@ pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now
         assert!(matches!(authn, Authn::Authenticated(_)), "allowed without authentication");
     }
     assert_eq!(verdict.refusal.is_none(), matches!(verdict.decision, Decision::Allow { .. } | Decision::Bypass { .. }));
-    let _ = request::destination(&app.spec, &routed.target.path);
+    let _ = request::destination(&app.spec, &routed.target.path.matching);
     let mut response = HeaderMap::new();
     response.insert("access-control-allow-origin", HeaderValue::from_static("https://app.example"));
     app.cors.apply_to_response(origin.as_ref(), &mut response);

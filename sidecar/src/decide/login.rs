@@ -163,7 +163,12 @@ pub fn return_url(rd: &str, base: &Url, router: &Router, app: usize) -> Result<U
         Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
         None => return Err(ReturnUrlError::NotAbsolute),
     };
-    let path = portcullis_crds::paths::normalize_path(url.path()).map_err(|_| ReturnUrlError::NotAbsolute)?;
+    // Routed as a request to it would be: a return URL whose path servers read differently
+    // (an encoded slash) is refused rather than guessed at.
+    let path = match portcullis_crds::paths::canonical_path(url.path()) {
+        Ok(p) if !p.ambiguous => p.matching,
+        _ => return Err(ReturnUrlError::NotAbsolute),
+    };
     match router.route(&host, &path) {
         Some(i) if i == app => Ok(url),
         _ => Err(ReturnUrlError::OffDomain),
@@ -319,6 +324,21 @@ pub fn callback_params(query: Option<&str>) -> Result<CallbackParams<'_>, Callba
         return Err(CallbackError::MissingParams);
     }
     Ok(CallbackParams { code, state })
+}
+
+/// Whether an ID token's email may sign in: a token that says `email_verified: false` (a JSON
+/// boolean, or the string `"false"` some providers send) is refused unless the application sets
+/// `login.oidc.allowUnverifiedEmail`, since anyone can put an unverified address in a profile at
+/// many providers and `email` rules would then admit them (api.md, "Browser sign-in paths").
+/// A token without the claim is accepted: many providers only issue verified addresses and
+/// omit it.
+pub fn email_acceptable(claims: &serde_json::Map<String, serde_json::Value>, allow_unverified: bool) -> bool {
+    let unverified = match claims.get("email_verified") {
+        Some(serde_json::Value::Bool(b)) => !b,
+        Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("false"),
+        _ => false,
+    };
+    allow_unverified || !unverified
 }
 
 /// Checks the callback's `state` against the pending sign-in read from this browser's cookie

@@ -2,6 +2,7 @@
 //! tokio, no clock, no environment: time and the peer address are arguments.
 
 pub mod authn;
+pub mod client_headers;
 pub mod client_ip;
 pub mod cors;
 #[doc(hidden)]

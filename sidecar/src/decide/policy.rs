@@ -110,7 +110,7 @@ pub fn trace(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Vec<Polic
     let subject = Subject { who: Who::of(authn), ip: client_ip.to_canonical() };
     let authenticated = !matches!(subject.who, Who::Nobody);
     let decided = evaluate(policies, authn, client_ip).policy();
-    let rules = |rules: &[Rule]| rules.iter().map(|r| subject.matches_rule(r)).collect::<Vec<_>>();
+    let rules = |p: &Policy, rules: &[Rule]| rules.iter().map(|r| subject.matches_rule(p, r)).collect::<Vec<_>>();
     let phase_one = |p: &Policy| matches!(p.action, PolicyAction::Bypass | PolicyAction::ServiceAuth);
     let order = policies
         .iter()
@@ -130,9 +130,9 @@ pub fn trace(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Vec<Polic
                 policy: i,
                 phase,
                 evaluated,
-                include: rules(&p.include),
-                require: rules(&p.require),
-                exclude: rules(&p.exclude),
+                include: rules(p, &p.include),
+                require: rules(p, &p.require),
+                exclude: rules(p, &p.exclude),
                 matched,
             }
         })
@@ -168,13 +168,16 @@ impl<'a> Who<'a> {
 
 impl Subject<'_> {
     fn matches(&self, p: &Policy) -> bool {
-        p.include.iter().any(|r| self.matches_rule(r))
-            && p.require.iter().all(|r| self.matches_rule(r))
-            && !p.exclude.iter().any(|r| self.matches_rule(r))
+        p.include.iter().any(|r| self.matches_rule(p, r))
+            && p.require.iter().all(|r| self.matches_rule(p, r))
+            && !p.exclude.iter().any(|r| self.matches_rule(p, r))
     }
 
-    fn matches_rule(&self, rule: &Rule) -> bool {
+    fn matches_rule(&self, policy: &Policy, rule: &Rule) -> bool {
         match (rule, &self.who) {
+            // In a Bypass policy `everyone` is every request, anonymous ones included: "Bypass —
+            // Everyone" is how Cloudflare Access makes a path public (api.md, "Selectors").
+            (Rule::Everyone, _) if policy.action == PolicyAction::Bypass => true,
             // The address rule holds for any caller, authenticated or not.
             (Rule::IpRange(net), _) => net.contains(&self.ip),
             // Rule values are lower-case already (compile); JWT emails are compared

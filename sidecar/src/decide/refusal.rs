@@ -38,6 +38,8 @@ pub enum Refusal {
     RouteUnavailable,
     UpstreamUnreachable,
     UpstreamTimeout,
+    /// The request body did not arrive within `--body-read-timeout`.
+    BodyTimeout,
 }
 
 impl Refusal {
@@ -50,6 +52,7 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::SignIn { status, .. } => *status,
         }
     }
@@ -67,6 +70,7 @@ impl Refusal {
             Refusal::RouteUnavailable => "forward_route_token_missing",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::BodyTimeout => "body_timeout",
             Refusal::SignIn { reason, .. } => reason,
         }
     }
@@ -75,6 +79,14 @@ impl Refusal {
     pub fn message(&self) -> &'static str {
         match self {
             Refusal::NoConfig => "the sidecar has no configuration loaded yet",
+            Refusal::BadRequest("ambiguous_path") => {
+                "the path holds an encoded slash or backslash, a backslash or an encoded control character, \
+                 which servers read in different ways; this application refuses such paths (spec.paths.escapedSlashes)"
+            }
+            Refusal::BadRequest("conflicting_host") => "the host header names another authority than :authority",
+            Refusal::BadRequest("underscore_header") => {
+                "a header name contains '_', which this sidecar refuses (--headers-with-underscores Reject)"
+            }
             Refusal::BadRequest(_) => "the request's Host or path is malformed",
             Refusal::UnknownHost => "no application is configured for this host and path",
             Refusal::ReservedPath => "no such path",
@@ -84,6 +96,7 @@ impl Refusal {
             Refusal::RouteUnavailable => "the service token of this forward route is not available",
             Refusal::UpstreamUnreachable => "the application could not be reached",
             Refusal::UpstreamTimeout => "the application did not answer in time",
+            Refusal::BodyTimeout => "the request body did not arrive in time",
             Refusal::SignIn { .. } => "sign-in could not complete; go back to the application and try again",
         }
     }

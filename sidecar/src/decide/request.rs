@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::HeaderValue;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, Uri, Version};
 use ipnet::IpNet;
 use portcullis_crds::snapshot::{Application, ForwardRoute, RouteCredentials};
 use portcullis_crds::v1alpha1::Mode;
@@ -63,10 +63,16 @@ impl RouteMiss<'_> {
     }
 }
 
-/// Step 1: which application (api.md "Domains").
-pub fn route<'r>(router: &Router, uri: &'r Uri, headers: &'r HeaderMap) -> Result<Routed<'r>, RouteMiss<'r>> {
-    let target = request_target(uri, headers).map_err(RouteMiss::Invalid)?;
-    match router.route(&target.host, &target.path) {
+/// Step 1: the canonical request, and which application it is for (api.md "Domains", "What the
+/// app receives is what was decided").
+pub fn route<'r>(
+    router: &Router,
+    version: Version,
+    uri: &'r Uri,
+    headers: &'r HeaderMap,
+) -> Result<Routed<'r>, RouteMiss<'r>> {
+    let target = request_target(version, uri, headers).map_err(RouteMiss::Invalid)?;
+    match router.route_target(&target).map_err(RouteMiss::Invalid)? {
         Some(app) => Ok(Routed { app, target }),
         None => Err(RouteMiss::UnknownHost(target)),
     }
@@ -228,6 +234,11 @@ pub fn policies(
             reason: "blocked_by_policy",
             policy: spec.policies.get(policy).map(|p| p.name.clone()),
         }),
+        // A valid service token is an identity: one that no policy admits is refused by policy
+        // (403), not as a bad credential (api.md, "Statuses").
+        Decision::NoMatch if matches!(authn, Authn::Authenticated(Principal::Service(_))) => {
+            Some(Refusal::Forbidden { reason: "service_token_not_included", policy: None })
+        }
         Decision::NoMatch => Some(Refusal::Forbidden { reason: "no_policy_matched", policy: None }),
     };
     Verdict { client_ip: ip, decision, refusal, audit: spec.mode == Mode::Audit }
@@ -254,11 +265,39 @@ pub fn destination<'a>(spec: &'a Application, path: &str) -> Destination<'a> {
     }
 }
 
-/// The path a routed request is forwarded with: `None` when the client's path needed no
-/// normalising (the common case: no copy).
-pub fn changed_path(target: Target<'_>) -> Option<String> {
-    match target.path {
-        Cow::Owned(p) => Some(p),
-        Cow::Borrowed(_) => None,
+/// The canonical request as the glue keeps it once the client's request is taken apart: owned
+/// only where it differs from what the client sent (the common case copies nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canonical {
+    /// What the app receives as `Host` and `X-Forwarded-Host`: the routed authority.
+    pub authority: HeaderValue,
+    /// The path the app receives, when it is not the client's own.
+    pub forward_path: Option<String>,
+    /// The path that was matched, when it is not the client's own.
+    pub matching_path: Option<String>,
+}
+
+// === impl Routed ===
+
+impl Routed<'_> {
+    /// The canonical parts to keep; `headers` are the request's, whose `Host` value is reused
+    /// when it already is the canonical authority.
+    pub fn canonical(&self, headers: &HeaderMap) -> Canonical {
+        let authority = self.target.authority.as_ref();
+        let authority = match headers.get(http::header::HOST) {
+            Some(h) if h.as_bytes() == authority.as_bytes() => h.clone(),
+            // `request_target` admits only letters, digits, `-_.:[]` in an authority: always a
+            // valid header value; an empty one would route nowhere should that ever change.
+            _ => HeaderValue::from_str(authority).unwrap_or_else(|_| HeaderValue::from_static("")),
+        };
+        let owned = |p: &Cow<'_, str>| match p {
+            Cow::Owned(p) => Some(p.clone()),
+            Cow::Borrowed(_) => None,
+        };
+        Canonical {
+            authority,
+            forward_path: owned(&self.target.path.forward),
+            matching_path: owned(&self.target.path.matching),
+        }
     }
 }

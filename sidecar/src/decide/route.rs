@@ -12,18 +12,23 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::header::HOST;
-use http::{HeaderMap, Uri};
-use portcullis_crds::paths::{normalize_path, prefix_matches};
+use http::{HeaderMap, Uri, Version};
+use portcullis_crds::paths::{canonical_path, lenient_reading, prefix_matches, CanonicalPath};
 use portcullis_crds::snapshot::{Application, DomainPattern, ForwardRoute, HostPattern};
+use portcullis_crds::v1alpha1::EscapedSlashes;
 
-/// Where a request is going, normalised for matching.
+/// The canonical request target: what is routed, and exactly what the app receives (api.md,
+/// "What the app receives is what was decided").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target<'a> {
-    /// Lower-case, without port or trailing dot; IPv6 literals keep their brackets (`[::1]`),
-    /// as `compile` stores them.
+    /// The routing key: lower-case, without port or trailing dot; IPv6 literals keep their
+    /// brackets (`[::1]`), as `compile` stores them.
     pub host: Cow<'a, str>,
-    /// Normalised with [`normalize_path`]: dot segments removed, unreserved escapes decoded.
-    pub path: Cow<'a, str>,
+    /// The authority the app receives as `Host` and `X-Forwarded-Host`: [`Target::host`] with
+    /// the port the client named, if any.
+    pub authority: Cow<'a, str>,
+    /// The path: the form forwarded, the form matched, and whether servers read it differently.
+    pub path: CanonicalPath<'a>,
 }
 
 /// Why a request has no usable target. Every variant is a `400` (api.md, "Domains").
@@ -35,8 +40,14 @@ pub enum TargetError {
     DuplicateHost,
     /// A `Host` or authority that is not `host[:port]` (userinfo, bad characters, bad port).
     InvalidHost,
+    /// HTTP/2: a `host` header that names another authority than `:authority` (RFC 9113 §8.3.1).
+    ConflictingHost,
     /// A path that cannot be normalised (not absolute, bad percent-encoding, control bytes).
     InvalidPath,
+    /// A path with an encoded slash or backslash, a raw backslash or an encoded control byte,
+    /// for an application that does not keep them (`spec.paths.escapedSlashes`), or whose
+    /// decoded reading would route elsewhere.
+    AmbiguousPath,
 }
 
 // === impl TargetError ===
@@ -48,41 +59,49 @@ impl TargetError {
             TargetError::MissingHost => "missing_host",
             TargetError::DuplicateHost => "duplicate_host",
             TargetError::InvalidHost => "invalid_host",
+            TargetError::ConflictingHost => "conflicting_host",
             TargetError::InvalidPath => "invalid_path",
+            TargetError::AmbiguousPath => "ambiguous_path",
         }
     }
 }
 
-/// The host and normalised path a request routes by.
+/// The canonical target of a request: its authority and its path.
 ///
-/// RFC 9112 §3.2.2: a request in absolute form (and an HTTP/2 request, whose `:authority` hyper
-/// puts in the URI) routes by the URI's own authority, and the `Host` header is ignored for
-/// routing. Otherwise exactly one valid `Host` header is required. RFC 9112 §3.2 also makes
-/// "more than one Host field line" and "a Host field with an invalid value" a 400 for any
-/// request, so those are refused even when the URI carries the authority: an app behind us
-/// must never see a `Host` we did not check. (A missing `Host` on an HTTP/1.1 absolute-form
-/// request is also a 400 by §3.2, but only the glue knows the version; it checks that.)
-/// Userinfo in an authority is invalid (RFC 9110 §4.2.4: senders must not generate it).
-pub fn request_target<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Target<'a>, TargetError> {
+/// RFC 9112 §3.2.2: a request in absolute form routes by the URI's own authority, which
+/// *replaces* `Host` (the app receives the authority that was routed, never the client's
+/// `Host`). HTTP/2 carries it in `:authority` (hyper puts it in the URI); a `host` header that
+/// disagrees with it is a 400 (RFC 9113 §8.3.1: they must be the same). Otherwise exactly one
+/// valid `Host` header is required. RFC 9112 §3.2 also makes "more than one Host field line" and
+/// "a Host field with an invalid value" a 400 for any request, so those are refused even when
+/// the URI carries the authority. Userinfo in an authority is invalid (RFC 9110 §4.2.4).
+pub fn request_target<'a>(version: Version, uri: &'a Uri, headers: &'a HeaderMap) -> Result<Target<'a>, TargetError> {
     let mut host_headers = headers.get_all(HOST).iter();
     let host_header = host_headers.next();
     if host_headers.next().is_some() {
         return Err(TargetError::DuplicateHost);
     }
-    let header_host = match host_header {
+    let header_authority = match host_header {
         Some(v) => Some(v.to_str().map_err(|_| TargetError::InvalidHost).and_then(parse_authority)?),
         None => None,
     };
-    let host = match uri.authority() {
-        Some(authority) => parse_authority(authority.as_str())?,
-        None => header_host.ok_or(TargetError::MissingHost)?,
+    let (host, authority) = match uri.authority() {
+        Some(a) => {
+            let routed = parse_authority(a.as_str())?;
+            if version == Version::HTTP_2 && header_authority.as_ref().is_some_and(|h| h.1 != routed.1) {
+                return Err(TargetError::ConflictingHost);
+            }
+            routed
+        }
+        None => header_authority.ok_or(TargetError::MissingHost)?,
     };
-    let path = normalize_path(uri.path()).map_err(|_| TargetError::InvalidPath)?;
-    Ok(Target { host, path })
+    let path = canonical_path(uri.path()).map_err(|_| TargetError::InvalidPath)?;
+    Ok(Target { host, authority, path })
 }
 
-/// Parses `host[:port]` (RFC 9110 §7.2 `uri-host [ ":" port ]`) into the normalised host.
-fn parse_authority(authority: &str) -> Result<Cow<'_, str>, TargetError> {
+/// Parses `host[:port]` (RFC 9110 §7.2 `uri-host [ ":" port ]`) into the routing host and the
+/// canonical authority (lower-case host, no trailing dot, the port when one is given).
+fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), TargetError> {
     if authority.contains('@') {
         return Err(TargetError::InvalidHost);
     }
@@ -104,27 +123,39 @@ fn parse_authority(authority: &str) -> Result<Cow<'_, str>, TargetError> {
             None => (authority, None),
         }
     };
-    // RFC 3986 §3.2.3: port = *DIGIT; we also bound it to what fits a u16.
+    // RFC 3986 §3.2.3: port = *DIGIT; we also bound it to what fits a u16. An empty port is the
+    // same as none (§6.2.3), so it is not forwarded.
+    let port = port.filter(|p| !p.is_empty());
     if let Some(port) = port {
         if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TargetError::InvalidHost);
         }
     }
-    if host.starts_with('[') {
-        return Ok(lower(host));
-    }
-    // One trailing dot is the absolute form of the same DNS name (RFC 1034 §3.1).
-    let host = host.strip_suffix('.').unwrap_or(host);
-    // reg-name restricted to what a configured domain can hold (letters, digits, '-', '_') plus
-    // '.' between non-empty labels: anything else (percent-encoding, sub-delims) matches no
-    // domain and only serves to confuse whatever reads `Host` after us.
-    if host.is_empty()
-        || host.split('.').any(str::is_empty)
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(TargetError::InvalidHost);
-    }
-    Ok(lower(host))
+    let host = if host.starts_with('[') {
+        lower(host)
+    } else {
+        // One trailing dot is the absolute form of the same DNS name (RFC 1034 §3.1).
+        let host = host.strip_suffix('.').unwrap_or(host);
+        // reg-name restricted to what a configured domain can hold (letters, digits, '-', '_')
+        // plus '.' between non-empty labels: anything else (percent-encoding, sub-delims)
+        // matches no domain and only serves to confuse whatever reads `Host` after us.
+        if host.is_empty()
+            || host.split('.').any(str::is_empty)
+            || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(TargetError::InvalidHost);
+        }
+        lower(host)
+    };
+    let canonical = match port {
+        None => host.clone(),
+        // Already canonical: borrow the client's own bytes (the common case).
+        Some(p) if matches!(host, Cow::Borrowed(h) if authority.len() == h.len() + 1 + p.len()) => {
+            Cow::Borrowed(authority)
+        }
+        Some(p) => Cow::Owned(format!("{host}:{p}")),
+    };
+    Ok((host, canonical))
 }
 
 /// ASCII lower-case, borrowing in the common case where the host already is.
@@ -155,6 +186,9 @@ pub struct Router {
     exact: HashMap<Box<str>, Vec<Entry>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<Box<str>, Vec<Entry>>,
+    /// Per application: whether it keeps escaped slashes (`spec.paths.escapedSlashes`), and its
+    /// forward-route prefixes, for the two-readings check of [`Router::route_target`].
+    escapes: Vec<(bool, Vec<Box<str>>)>,
 }
 
 // === impl Router ===
@@ -163,6 +197,10 @@ impl Router {
     pub fn new(apps: &[Application]) -> Self {
         let mut router = Router::default();
         for (app, application) in apps.iter().enumerate() {
+            router.escapes.push((
+                application.escaped_slashes == EscapedSlashes::KeepUnchanged,
+                application.forward_routes.iter().map(|r| r.path_prefix.as_str().into()).collect(),
+            ));
             for DomainPattern { host, path_prefix } in &application.domains {
                 let (map, key) = match host {
                     HostPattern::Exact(h) => (&mut router.exact, h),
@@ -178,6 +216,36 @@ impl Router {
             entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         }
         router
+    }
+
+    /// The application a canonical target routes to: `Ok(None)` for no application (404).
+    ///
+    /// A path servers read differently ([`CanonicalPath::ambiguous`]) is refused unless the
+    /// application it routes to keeps escaped slashes, and even then when reading the escapes as
+    /// slashes (as a decoding app would) routes to another application or forward route — the
+    /// one application's opt-in must not weaken another's protection.
+    pub fn route_target(&self, target: &Target<'_>) -> Result<Option<usize>, TargetError> {
+        let Some(app) = self.route(&target.host, &target.path.matching) else {
+            return if target.path.ambiguous { Err(TargetError::AmbiguousPath) } else { Ok(None) };
+        };
+        if !target.path.ambiguous {
+            return Ok(Some(app));
+        }
+        let Some((keeps, routes)) = self.escapes.get(app) else {
+            return Err(TargetError::AmbiguousPath);
+        };
+        let decoded = lenient_reading(&target.path.matching);
+        let same_route = |path: &str| routes.iter().position(|p| prefix_matches(p, path));
+        match decoded {
+            Some(d)
+                if *keeps
+                    && self.route(&target.host, &d) == Some(app)
+                    && same_route(&d) == same_route(&target.path.matching) =>
+            {
+                Ok(Some(app))
+            }
+            _ => Err(TargetError::AmbiguousPath),
+        }
     }
 
     /// The index of the application serving `host` and `path`, both as [`request_target`]

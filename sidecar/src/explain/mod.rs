@@ -16,7 +16,7 @@ mod text;
 use std::net::{IpAddr, Ipv4Addr};
 
 use http::header::{HeaderName, HeaderValue, HOST, ORIGIN};
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, Uri, Version};
 use ipnet::IpNet;
 use portcullis_crds::snapshot::{Application, DomainPattern, HostPattern, Rule};
 use portcullis_crds::v1alpha1::PolicyAction;
@@ -32,7 +32,7 @@ use crate::decide::login as login_rules;
 use crate::decide::policy::{self, Decision};
 use crate::decide::refusal::Refusal;
 use crate::decide::request::{self, Destination, Front, Presented, RouteMiss};
-use crate::decide::route::{Candidate, Target};
+use crate::decide::route::{Candidate, Target, TargetError};
 use crate::http::headers::REQUEST_ID;
 
 pub use text::render_text;
@@ -112,8 +112,18 @@ pub struct RouteReport {
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The path routing matched (normalised, `;parameters` removed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The canonical request the app receives when the request is forwarded: the routed
+    /// authority as `Host` and `X-Forwarded-Host`, and the normalised path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_path: Option<String>,
+    /// Why the path is risky or refused, when it holds escapes servers read differently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +300,9 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
             result: "matched",
             host: None,
             path: None,
+            forwarded_host: None,
+            forwarded_path: None,
+            path_note: None,
             application: None,
             domain: None,
             mode: None,
@@ -313,10 +326,14 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
     };
 
     // 1. Route.
-    let routed = match request::route(&live.router, &p.uri, &p.headers) {
+    let routed = match request::route(&live.router, Version::HTTP_11, &p.uri, &p.headers) {
         Ok(r) => r,
         Err(miss) => {
             match &miss {
+                RouteMiss::Invalid(TargetError::AmbiguousPath) => {
+                    out.route.result = "bad_request";
+                    out.route.path_note = Some(AMBIGUOUS_REFUSED.to_owned());
+                }
                 RouteMiss::Invalid(_) => out.route.result = "bad_request",
                 RouteMiss::UnknownHost(target) => {
                     out.route.result = "unknown_host";
@@ -333,7 +350,7 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
     out.route.application = Some(app.label.clone());
     out.route.mode = Some(mode_label(&app.spec));
     out.route.domain = out.route.candidates.iter().find(|c| c.path_matches).map(|c| c.domain.clone());
-    let path = routed.target.path.as_ref();
+    let path = routed.target.path.matching.as_ref();
 
     // 2. Reserved paths and preflights.
     let origin = match request::front(&app.cors, &p.method, &p.headers, path) {
@@ -472,12 +489,26 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers.iter().map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
 
+/// Why a path with ambiguous escapes was refused.
+const AMBIGUOUS_REFUSED: &str = "the path holds %2F, %5C, a backslash or an encoded control character, which servers \
+     read in different ways: refused (400 ambiguous_path) unless the application sets spec.paths.escapedSlashes: \
+     KeepUnchanged and reading the escapes as slashes routes to the same application and forward route";
+/// The risk an application that keeps escaped slashes takes.
+const AMBIGUOUS_KEPT: &str = "the path holds %2F, %5C, a backslash or an encoded control character: forwarded \
+     unchanged (spec.paths.escapedSlashes: KeepUnchanged); an app that decodes them after routing may serve another \
+     path than the one decided";
+
 fn describe_target(route: &mut RouteReport, live: &Live, target: &Target<'_>) {
     route.host = Some(target.host.to_string());
-    route.path = Some(target.path.to_string());
+    route.path = Some(target.path.matching.to_string());
+    route.forwarded_host = Some(target.authority.to_string());
+    route.forwarded_path = Some(target.path.forward.to_string());
+    if target.path.ambiguous {
+        route.path_note = Some(AMBIGUOUS_KEPT.to_owned());
+    }
     route.candidates = live
         .router
-        .candidates(&target.host, &target.path)
+        .candidates(&target.host, &target.path.matching)
         .iter()
         .map(|c| CandidateReport {
             application: live.apps[c.app].label.clone(),
@@ -501,7 +532,7 @@ fn nearest_miss(live: &Live, target: &Target<'_>, candidates: &[CandidateReport]
     if let Some(c) = candidates.first() {
         return Some(format!(
             "{} (application {}) matches the host but its path prefix does not cover {}",
-            c.domain, c.application, target.path
+            c.domain, c.application, target.path.matching
         ));
     }
     let labels: Vec<&str> = target.host.rsplit('.').collect();

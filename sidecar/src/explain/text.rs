@@ -20,6 +20,12 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
     if let (Some(host), Some(path)) = (&r.host, &r.path) {
         writeln!(s, "  host {host}, normalised path {path}")?;
     }
+    if let (Some(host), Some(path)) = (&r.forwarded_host, &r.forwarded_path) {
+        writeln!(s, "  if forwarded, the app receives Host {host} and path {path}")?;
+    }
+    if let Some(note) = &r.path_note {
+        writeln!(s, "  note: {note}")?;
+    }
     if let Some(app) = &r.application {
         writeln!(
             s,

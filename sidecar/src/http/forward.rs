@@ -5,21 +5,25 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, HOST, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::body::{Deadline, Expired};
 use super::headers::{
-    is_upgrade_request, remove_cookie, strip_hop_by_hop, strip_identity, AUTHENTICATED_USER_EMAIL, CLIENT_ID,
-    CLIENT_SECRET, JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    is_upgrade_request, remove_cookie, strip_hop_by_hop, AUTHENTICATED_USER_EMAIL, CLIENT_ID, CLIENT_SECRET,
+    JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use super::pipeline::Proxy;
 use super::respond::Refusal;
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
+use crate::decide::client_headers::PROTECTED_NAMES;
+use crate::decide::request::Canonical;
 use crate::outbound::OutBody;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
 
@@ -58,6 +62,62 @@ pub struct Forward<'a> {
     pub identity: IdentityHeaders,
     /// The request's `Origin` for an actual CORS request (CORS headers on the answer).
     pub origin: Option<HeaderValue>,
+    /// The request as decided: the authority and path the app receives.
+    pub canonical: Canonical,
+    /// Client headers to remove besides the protected names (`decide::client_headers`).
+    pub drop_headers: Vec<HeaderName>,
+}
+
+/// One change to the client's request headers on the way to the app.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Remove every value of this name.
+    Remove(HeaderName),
+    /// Replace every value of this name with this one.
+    Set(HeaderName, HeaderValue),
+}
+
+// === impl Forward ===
+
+impl Forward<'_> {
+    /// The edits that make the client's headers the ones decided, removals first: every client
+    /// copy of a protected name (`decide::client_headers`, and the application's own JWT header)
+    /// and the underscore spellings, then the routed authority as `X-Forwarded-Host` (and `Host`
+    /// for the app), `X-Forwarded-Proto`, and the identity headers. The proxy applies them to the
+    /// upstream request; the external authorizer hands the same edits to the proxy it serves.
+    /// Hop-by-hop headers, `X-Forwarded-For` and a forward route's own headers stay the glue's.
+    pub fn header_edits(&self, client_scheme: &'static str, mut edit: impl FnMut(HeaderEdit)) {
+        for name in &PROTECTED_NAMES {
+            // X-Forwarded-Host and -Proto are set below; X-Forwarded-For is appended to.
+            if !name.as_str().starts_with("x-forwarded-") {
+                edit(HeaderEdit::Remove(name.clone()));
+            }
+        }
+        edit(HeaderEdit::Remove(self.app.jwt.header_name().clone()));
+        for name in &self.drop_headers {
+            edit(HeaderEdit::Remove(name.clone()));
+        }
+        edit(HeaderEdit::Set(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme)));
+        edit(HeaderEdit::Set(X_FORWARDED_HOST, self.canonical.authority.clone()));
+        if !matches!(self.destination, Destination::App) {
+            return; // another application: its own Host and token, never our identity headers
+        }
+        // The app sees the authority that was routed, never a `Host` the client sent beside
+        // another target (RFC 9112 §3.2.2: the target's authority replaces it).
+        edit(HeaderEdit::Set(HOST, self.canonical.authority.clone()));
+        match &self.identity {
+            IdentityHeaders::None => {}
+            IdentityHeaders::User(values) => {
+                if let Some(j) = &values.assertion {
+                    edit(HeaderEdit::Set(JWT_ASSERTION, j.clone()));
+                }
+                if let Some(e) = &values.email {
+                    edit(HeaderEdit::Set(AUTHENTICATED_USER_EMAIL, e.clone()));
+                }
+            }
+            IdentityHeaders::Service { client_id } => edit(HeaderEdit::Set(CLIENT_ID, client_id.clone())),
+        }
+    }
 }
 
 /// Sends the request on and returns the answer (or the sidecar's own 502/504/503).
@@ -65,7 +125,6 @@ pub async fn forward(
     proxy: &Proxy,
     fwd: Forward<'_>,
     mut req: Request<Incoming>,
-    normalized_path: Option<String>,
     peer: SocketAddr,
     upstream_time: &mut Duration,
     request_id: &str,
@@ -75,14 +134,10 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let original_host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let forward_path = fwd.canonical.forward_path.as_deref();
     let (upstream, path_and_query): (&Upstream, PathAndQuery) = match &fwd.destination {
-        Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, normalized_path)),
-        Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, normalized_path)),
+        Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, forward_path)),
+        Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, forward_path)),
     };
     let uri = match build_uri(upstream, path_and_query) {
         Some(u) => u,
@@ -91,33 +146,17 @@ pub async fn forward(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    strip_identity(headers, app.jwt.header_name());
-    append_forwarded_for(headers, peer);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proxy.settings.client_scheme));
-    if let Some(h) = &original_host {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-    }
-    match &fwd.destination {
-        Destination::App => {
-            // The app sees the Host the client asked for.
-            if let Some(h) = original_host {
-                headers.insert(HOST, h);
-            }
-            match fwd.identity {
-                IdentityHeaders::None => {}
-                IdentityHeaders::User(values) => {
-                    if let Some(j) = values.assertion {
-                        headers.insert(JWT_ASSERTION, j);
-                    }
-                    if let Some(e) = values.email {
-                        headers.insert(AUTHENTICATED_USER_EMAIL, e);
-                    }
-                }
-                IdentityHeaders::Service { client_id } => {
-                    headers.insert(CLIENT_ID, client_id);
-                }
-            }
+    fwd.header_edits(proxy.settings.client_scheme, |edit| match edit {
+        HeaderEdit::Remove(name) => {
+            headers.remove(name);
         }
+        HeaderEdit::Set(name, value) => {
+            headers.insert(name, value);
+        }
+    });
+    append_forwarded_for(headers, peer);
+    match &fwd.destination {
+        Destination::App => {}
         Destination::Route(route) => {
             // Another application: its own authority as Host, the route's token, and neither
             // the user's session cookie nor identity headers.
@@ -141,13 +180,24 @@ pub async fn forward(
     parts.uri = uri;
     // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
     parts.version = http::Version::HTTP_11;
-    let out = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    // Only a body still to come can trickle; GETs and the like skip the timer.
+    let (body, body_expired) = if body.is_end_stream() {
+        (body.map_err(Into::into).boxed(), None)
+    } else {
+        let (body, expired) = Deadline::new(body, proxy.settings.body_read_timeout);
+        (body.boxed(), Some(expired))
+    };
+    let out = Request::from_parts(parts, body);
 
     let sent = Instant::now();
     let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
     *upstream_time = sent.elapsed();
     let mut resp = match result {
         Ok(Ok(r)) => r,
+        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
+            proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
+            return refusal(app, fwd.origin.as_ref(), Refusal::BodyTimeout, request_id);
+        }
         Ok(Err(e)) => {
             let kind = if e.is_connect() { "connect" } else { "io" };
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
@@ -194,24 +244,23 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// One of the sidecar's own answers, with the CORS headers for the request's origin.
-pub(super) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
+pub(crate) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
     let mut resp = r.to_response(request_id);
     app.cors.apply_to_response(origin, resp.headers_mut());
     resp
 }
 
-/// The path the app sees: the normalised one (what the policies were evaluated on) with the
-/// original query.
-fn app_path(uri: &Uri, normalized: Option<String>) -> PathAndQuery {
-    match normalized {
+/// The path the app sees: the canonical one (what was routed) with the original query.
+fn app_path(uri: &Uri, canonical: Option<&str>) -> PathAndQuery {
+    match canonical {
         None => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
-        Some(p) => with_query(&p, uri.query()),
+        Some(p) => with_query(p, uri.query()),
     }
 }
 
 /// `/api/items` with prefix `/api` and `stripPrefix` → `/items`; the upstream's base path first.
-fn route_path(route: &ForwardRoute, uri: &Uri, normalized: Option<String>) -> PathAndQuery {
-    let path = normalized.as_deref().unwrap_or_else(|| uri.path());
+fn route_path(route: &ForwardRoute, uri: &Uri, canonical: Option<&str>) -> PathAndQuery {
+    let path = canonical.unwrap_or_else(|| uri.path());
     let rest = if route.strip_prefix { path.strip_prefix(route.path_prefix.as_str()).unwrap_or(path) } else { path };
     let rest = if rest.is_empty() { "/" } else { rest };
     let joined = format!("{}{}", route.upstream.base_path, rest);
@@ -271,7 +320,7 @@ mod tests {
     #[test]
     fn app_path_uses_the_normalised_path_with_the_query() {
         let uri: Uri = "/public/../admin?q=1".parse().unwrap();
-        assert_eq!(app_path(&uri, Some("/admin".into())), "/admin?q=1");
+        assert_eq!(app_path(&uri, Some("/admin")), "/admin?q=1");
         assert_eq!(app_path(&uri, None), "/public/../admin?q=1");
     }
 

@@ -67,16 +67,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every client-sent header that could claim an identity: the JWT assertion (default
-/// and configured names), the email, the service-token pair.
-pub fn strip_identity(headers: &mut HeaderMap, configured_jwt_header: &HeaderName) {
-    headers.remove(&JWT_ASSERTION);
-    headers.remove(configured_jwt_header);
-    headers.remove(&AUTHENTICATED_USER_EMAIL);
-    headers.remove(&CLIENT_ID);
-    headers.remove(&CLIENT_SECRET);
-}
-
 /// Removes one cookie (the session cookie) from every `Cookie` header, keeping the others.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
@@ -128,18 +118,6 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
-    }
-
-    #[test]
-    fn strips_identity_headers() {
-        let mut h = HeaderMap::new();
-        let custom = HeaderName::from_static("x-my-jwt");
-        for name in [&JWT_ASSERTION, &AUTHENTICATED_USER_EMAIL, &CLIENT_ID, &CLIENT_SECRET, &custom] {
-            h.append(name, HeaderValue::from_static("forged"));
-            h.append(name, HeaderValue::from_static("forged-again"));
-        }
-        strip_identity(&mut h, &custom);
-        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use url::Url;
@@ -17,7 +17,6 @@ use super::respond::Refusal;
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal};
 use crate::decide::login::{self as rules, CallbackError, Endpoint, Pending};
-use crate::decide::policy::{evaluate, Decision};
 use crate::decide::request;
 use crate::login::session::random_b64url;
 use crate::login::AppLogin;
@@ -33,6 +32,8 @@ pub struct Ctx<'a> {
     pub app_index: usize,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+    /// The canonical authority the request was routed by (port included).
+    pub authority: &'a HeaderValue,
     pub origin: Option<&'a HeaderValue>,
     pub peer: IpAddr,
     pub now: i64,
@@ -44,9 +45,9 @@ impl Ctx<'_> {
         &self.live.apps[self.app_index]
     }
 
-    /// `Host` as requested (port included), or the absolute-form authority.
+    /// The authority the request was routed by: the absolute-form target's or `Host`.
     fn authority(&self) -> Option<&str> {
-        self.uri.authority().map(|a| a.as_str()).or_else(|| self.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        self.authority.to_str().ok()
     }
 
     /// The origin the browser addressed (see `decide::login::public_scheme`).
@@ -191,18 +192,17 @@ async fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Result<Response<OutBody>, Res
         .await
         .map_err(|e| cx.sign_in_failed(e.status(), e.reason(), &e))?;
 
-    // The policies decide on every request; asking them now gives a refused user a clear 403
-    // instead of a session that every request then refuses.
+    if !rules::email_acceptable(&user.claims, login.allow_unverified_email) {
+        cx.count("email_unverified");
+        return Err(cx.refuse(Refusal::Forbidden { reason: "email_unverified", policy: None }));
+    }
+    // The policies decide on every request; asking them now (the request path's own step) gives
+    // a refused user a clear 403 naming the policy instead of a session every request refuses.
     let authn = Authn::Authenticated(Principal::User(user.clone()));
-    let ip = crate::decide::client_ip::client_ip(cx.peer, cx.headers, &cx.proxy.settings.trusted_proxies);
-    match evaluate(&cx.app().spec.policies, &authn, ip) {
-        Decision::Allow { .. } | Decision::Bypass { .. } => {}
-        decision => {
-            cx.count("forbidden");
-            let reason =
-                if matches!(decision, Decision::Block { .. }) { "blocked_by_policy" } else { "no_policy_matched" };
-            return Err(cx.refuse(Refusal::Forbidden { reason, policy: None }));
-        }
+    let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, &cx.proxy.settings.trusted_proxies);
+    if let Some(refusal) = verdict.enforced_refusal() {
+        cx.count("forbidden");
+        return Err(cx.refuse(refusal.clone()));
     }
     let session = login
         .mint_session(&user, cx.now)

@@ -1,6 +1,7 @@
 //! The hyper glue: accepts connections, runs each request through the pure decisions, and
 //! moves bytes to and from the app. It decides nothing itself.
 
+pub mod body;
 pub mod forward;
 pub mod headers;
 pub mod login;

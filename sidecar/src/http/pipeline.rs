@@ -19,7 +19,8 @@ use super::respond::{preflight_answer, Refusal};
 use crate::config::live::mode_label;
 use crate::config::{ConfigStore, LiveApp};
 use crate::decide::authn::{Authn, Principal};
-use crate::decide::cors::PreflightOutcome;
+use crate::decide::client_headers::{self, UnderscoreHeaders};
+use crate::decide::cors::{PreflightOutcome, PREFLIGHT_VARY};
 use crate::decide::login as login_rules;
 use crate::decide::policy::Decision;
 use crate::decide::request::{self, AppDecisions, Front, Presented, RouteMiss};
@@ -39,6 +40,11 @@ pub struct ProxySettings {
     pub upstream_timeout: Duration,
     /// Scheme clients reach us with (`X-Forwarded-Proto`).
     pub client_scheme: &'static str,
+    /// `--headers-with-underscores`: what header names with `_` get (protected spellings are
+    /// always removed).
+    pub underscore_headers: UnderscoreHeaders,
+    /// `--body-read-timeout`: the longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -53,6 +59,11 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
         Self { store, client, settings, metrics, request_ids: RequestIds::new() }
+    }
+
+    /// A fresh request id (`x-request-id`), for an answer made outside [`handle`] (`authz`).
+    pub fn next_request_id(&self) -> HeaderValue {
+        self.request_ids.next()
     }
 }
 
@@ -91,16 +102,23 @@ fn format_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
 }
 
 /// What the pipeline did, for the log line and the latency metric.
-struct Outcome {
-    app: Option<usize>,
-    decision: &'static str,
-    reason: &'static str,
+pub struct Outcome {
+    /// The application routed to.
+    pub app: Option<usize>,
+    pub decision: &'static str,
+    pub reason: &'static str,
     /// Time spent waiting on the upstream (excluded from the added-latency histogram).
-    upstream: Duration,
+    pub upstream: Duration,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Outcome {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self { app: None, decision: "deny", reason: "", upstream: Duration::ZERO }
     }
 }
@@ -143,27 +161,68 @@ async fn run(
     outcome: &mut Outcome,
 ) -> Response<OutBody> {
     let rid = request_id.to_str().unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    match decide(proxy, live, &parts, peer, rid, outcome).await {
+        Plan::Answer(resp) => resp,
+        Plan::Forward(fwd) => {
+            let req = Request::from_parts(parts, body);
+            forward::forward(proxy, fwd, req, peer, &mut outcome.upstream, rid).await
+        }
+    }
+}
+
+/// What the sidecar does with one request.
+pub enum Plan<'a> {
+    /// The sidecar answers itself: a refusal, an answered or refused preflight, a sign-in step
+    /// (CORS headers for an allowed origin included).
+    Answer(Response<OutBody>),
+    /// The request goes on, as decided: its destination, the canonical authority and path, the
+    /// identity headers and the client headers to remove, and the origin whose CORS headers the
+    /// answer gets.
+    Forward(Forward<'a>),
+}
+
+/// Decides one request without reading its body: route → reserved paths and preflights →
+/// authenticate → policies → destination, counting and recording the outcome. The proxy runs
+/// it before forwarding; the external authorizer answers with its [`Plan`].
+pub async fn decide<'a>(
+    proxy: &'a Proxy,
+    live: &'a crate::config::Live,
+    req: &http::request::Parts,
+    peer: SocketAddr,
+    rid: &str,
+    outcome: &mut Outcome,
+) -> Plan<'a> {
     let refuse = |outcome: &mut Outcome, r: Refusal| {
         outcome.reason = r.reason();
         r.to_response(rid)
     };
 
-    // 1. Route by host and normalised path.
-    let routed = match request::route(&live.router, req.uri(), req.headers()) {
+    // 1. The canonical request (authority, path), routed by host and matching path.
+    let routed = match request::route(&live.router, req.version, &req.uri, &req.headers) {
         Ok(routed) => routed,
         Err(miss) => {
             if matches!(miss, RouteMiss::UnknownHost(_)) {
                 proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
             }
-            return refuse(outcome, miss.refusal());
+            return Plan::Answer(refuse(outcome, miss.refusal()));
         }
     };
     let app_index = routed.app;
-    let normalized_path = request::changed_path(routed.target);
+    let canonical = routed.canonical(&req.headers);
     outcome.app = Some(app_index);
     let app = &live.apps[app_index];
     let decisions = app.decisions();
-    let path = normalized_path.as_deref().unwrap_or_else(|| req.uri().path());
+    // What routing matched; the path the app receives is `canonical.forward_path`.
+    let path = canonical.matching_path.as_deref().unwrap_or_else(|| req.uri.path());
+    let drop_headers = match client_headers::underscore_names(
+        &req.headers,
+        proxy.settings.underscore_headers,
+        app.jwt.header_name(),
+    ) {
+        Ok(names) => names,
+        Err(refused) => return Plan::Answer(refuse(outcome, Refusal::BadRequest(refused.reason()))),
+    };
     // The sidecar's own answers to a routed request carry CORS headers, so the page can read them.
     let refuse_readable = |outcome: &mut Outcome, r: Refusal, origin: Option<&HeaderValue>| {
         outcome.reason = r.reason();
@@ -175,8 +234,9 @@ async fn run(
         proxy,
         live,
         app_index,
-        uri: req.uri(),
-        headers: req.headers(),
+        uri: &req.uri,
+        headers: &req.headers,
+        authority: &canonical.authority,
         origin,
         peer: peer.ip(),
         now,
@@ -184,40 +244,50 @@ async fn run(
     };
 
     // 2. Reserved paths, then preflights, before any authentication: they never carry credentials.
-    let origin = match request::front(&app.cors, req.method(), req.headers(), path) {
+    let origin = match request::front(&app.cors, &req.method, &req.headers, path) {
         Front::Reserved => {
             // Sign-in endpoints answer for themselves; the rest of the prefix is a 404.
-            let cx = login_cx(req.headers().get(ORIGIN));
+            let cx = login_cx(req.headers.get(ORIGIN));
             let (resp, reason) = login::handle(&cx, login_rules::endpoint(path)).await;
             outcome.decision = "sign_in";
             outcome.reason = reason;
-            return resp;
+            return Plan::Answer(resp);
         }
         Front::Preflight(_, PreflightOutcome::Answer(headers)) => {
             app.counters.preflight_answered.inc();
             outcome.decision = "preflight";
             outcome.reason = "answered";
-            return preflight_answer(headers);
+            return Plan::Answer(preflight_answer(headers));
         }
         Front::Preflight(_, PreflightOutcome::Forward) => {
             proxy.metrics.preflights.with_label_values(&[&app.label, "forwarded"]).inc();
             outcome.decision = "bypass";
             outcome.reason = "preflight_forwarded";
-            let fwd = Forward { app, destination: Destination::App, identity: IdentityHeaders::None, origin: None };
-            return forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await;
+            let fwd = Forward {
+                app,
+                destination: Destination::App,
+                identity: IdentityHeaders::None,
+                origin: None,
+                canonical,
+                drop_headers,
+            };
+            return Plan::Forward(fwd);
         }
         Front::Preflight(_, PreflightOutcome::Refuse(why)) => {
             proxy.metrics.preflights.with_label_values(&[&app.label, why.reason()]).inc();
             outcome.decision = "preflight";
-            // A refused preflight carries no Access-Control-Allow-* header.
-            return refuse(outcome, Refusal::PreflightRefused(why.reason()));
+            // A refused preflight carries no Access-Control-Allow-* header, and the same `Vary`
+            // as an answered one: the refusal depends on the same request headers (api.md).
+            let mut resp = refuse(outcome, Refusal::PreflightRefused(why.reason()));
+            resp.headers_mut().insert(http::header::VARY, PREFLIGHT_VARY);
+            return Plan::Answer(resp);
         }
         Front::Request { origin } => origin.cloned(),
     };
 
     // 3. Authenticate, 4. evaluate the policies.
-    let authn = authenticate(app, &decisions, req.headers(), now).await;
-    let verdict = request::policies(&app.spec, req.headers(), &authn, peer.ip(), &proxy.settings.trusted_proxies);
+    let authn = authenticate(app, &decisions, &req.headers, now).await;
+    let verdict = request::policies(&app.spec, &req.headers, &authn, peer.ip(), &proxy.settings.trusted_proxies);
     let identity = match &authn {
         Authn::Authenticated(p) if verdict.forwards_identity() => IdentityHeaders::from_principal(p),
         _ => IdentityHeaders::None,
@@ -233,12 +303,12 @@ async fn run(
                 let redirect = login_rules::redirects_to_sign_in(
                     app.spec.unauthenticated_response,
                     true,
-                    req.method(),
-                    req.headers(),
+                    &req.method,
+                    &req.headers,
                 );
-                return login::unauthenticated(&login_cx(origin.as_ref()), reason, redirect);
+                return Plan::Answer(login::unauthenticated(&login_cx(origin.as_ref()), reason, redirect));
             }
-            return refuse_readable(outcome, r, origin.as_ref());
+            return Plan::Answer(refuse_readable(outcome, r, origin.as_ref()));
         }
         Some(r) => {
             // Audit: count and log what Enforce would do, then forward without identity.
@@ -265,13 +335,12 @@ async fn run(
     // 5. Forward: a forward route, or the app.
     let destination = match request::destination(&app.spec, path) {
         request::Destination::Unavailable(_) => {
-            return refuse_readable(outcome, Refusal::RouteUnavailable, origin.as_ref());
+            return Plan::Answer(refuse_readable(outcome, Refusal::RouteUnavailable, origin.as_ref()));
         }
         request::Destination::Route(route) => Destination::Route(route),
         request::Destination::App => Destination::App,
     };
-    let fwd = Forward { app, destination, identity, origin };
-    forward::forward(proxy, fwd, req, normalized_path, peer, &mut outcome.upstream, rid).await
+    Plan::Forward(Forward { app, destination, identity, origin, canonical, drop_headers })
 }
 
 /// Step 3 with its one asynchronous part: an unknown `kid` triggers one (rate-limited) JWKS

@@ -14,6 +14,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
+
+/// A client connection being served: holds its `--max-connections` slot and counts itself in
+/// `portcullis_connections_open` until it ends, however it ends.
+struct OpenConnection(#[allow(dead_code)] OwnedSemaphorePermit, Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.1.connections_open.dec();
+    }
+}
 
 use super::pipeline::{handle, Proxy};
 use super::tls::TlsReloader;
@@ -33,6 +46,9 @@ pub struct ServerLimits {
     pub max_headers: usize,
     /// Longest graceful drain before remaining connections are closed.
     pub drain: Duration,
+    /// Most client connections open at once (`--max-connections`); beyond it new connections
+    /// wait in the kernel's listen backlog rather than being accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerLimits {
@@ -42,6 +58,7 @@ impl Default for ServerLimits {
             max_header_bytes: 64 * 1024,
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -55,8 +72,9 @@ pub async fn serve(
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = proxy.metrics.clone();
     let handler = move |req, peer| handle(proxy.clone(), req, peer);
-    serve_with(listener, handler, limits, tls, shutdown).await
+    serve_with(listener, handler, metrics, limits, tls, shutdown).await
 }
 
 /// [`serve`] with any request handler: the external authorizer (`authz`) answers on the same
@@ -64,6 +82,7 @@ pub async fn serve(
 pub async fn serve_with<H, Fut>(
     listener: TcpListener,
     handler: H,
+    metrics: Arc<Metrics>,
     limits: ServerLimits,
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
@@ -90,8 +109,25 @@ pub async fn serve_with<H, Fut>(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        // A slot first, then accept: at the limit, connections queue in the backlog (and the
+        // kernel refuses them once it is full) instead of costing memory here.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                metrics.connection_limit_reached.inc();
+                tracing::warn!(max = limits.max_connections, "--max-connections reached; new connections wait");
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break, // the semaphore is never closed
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -118,7 +154,10 @@ pub async fn serve_with<H, Fut>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.as_ref().map(|t| t.config());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            metrics.connections_open.inc();
+            let _open = OpenConnection(slot, metrics);
             let mut probe = [0u8; 1];
             match tokio::time::timeout(first_byte_deadline, stream.peek(&mut probe)).await {
                 Ok(Ok(n)) if n > 0 => {}

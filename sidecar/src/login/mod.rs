@@ -62,6 +62,8 @@ pub struct AppLogin {
     pub cookie_name: String,
     pub attrs: CookieAttrs,
     pub session_secs: i64,
+    /// `login.oidc.allowUnverifiedEmail`.
+    pub allow_unverified_email: bool,
     redeemed: quick_cache::sync::Cache<String, ()>,
 }
 
@@ -97,6 +99,7 @@ impl AppLogin {
             cookie_name: app.identity.cookie_name.clone(),
             attrs,
             session_secs: i64::try_from(app.session_duration_secs).unwrap_or(i64::MAX / 4),
+            allow_unverified_email: login.allow_unverified_email,
             redeemed: quick_cache::sync::Cache::new(REDEEMED_CAPACITY),
             oidc: Oidc::new(login, client, jwks),
         })

@@ -150,6 +150,7 @@ const OWNED_ANSWER: &[(&str, &str)] = &[
     ("vary", VARY_ALL),
 ];
 
+// Behaviour: B-CORS-4, B-CORS-5, B-CORS-6, B-CORS-9 (docs/behaviour.md).
 #[test]
 fn preflights() {
     use PreflightRefusal::*;

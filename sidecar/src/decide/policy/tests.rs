@@ -40,6 +40,7 @@ fn net(s: &str) -> Rule {
     Rule::IpRange(s.parse().unwrap())
 }
 
+// Behaviour: B-POLICY-4, B-POLICY-5, B-POLICY-7, B-JWT-7 (docs/behaviour.md).
 #[test]
 fn every_selector() {
     struct Case {
@@ -295,12 +296,11 @@ fn every_selector() {
         },
     ];
     for c in cases {
-        // A Bypass policy admits any subject its rule matches, so it tests the rule alone.
-        let got = evaluate(&[policy(PolicyAction::Bypass, vec![c.rule.clone()], vec![], vec![])], &c.authn, ip(c.ip));
-        assert_eq!(got == Decision::Bypass { policy: 0 }, c.want, "{}: got {got:?}", c.desc);
+        assert_eq!(rule_matches(&c.rule, PolicyAction::Allow, &c.authn, ip(c.ip)), c.want, "{}", c.desc);
     }
 }
 
+// Behaviour: B-POLICY-1, B-POLICY-2 (docs/behaviour.md).
 #[test]
 fn evaluation_order() {
     use PolicyAction::*;
@@ -485,11 +485,12 @@ fn evaluation_order() {
             want: Decision::NoMatch,
         },
         Case {
-            desc: "exclude on bypass: anonymous passes",
+            // In a Bypass policy `everyone` is every request: excluding it excludes all.
+            desc: "exclude everyone on bypass excludes anonymous too",
             policies: vec![policy(Bypass, vec![office()], vec![], vec![Rule::Everyone])],
             authn: Authn::Anonymous,
             ip: "10.0.0.1",
-            want: Decision::Bypass { policy: 0 },
+            want: Decision::Unauthenticated,
         },
         Case {
             desc: "exclude by ip",
@@ -511,6 +512,27 @@ fn evaluation_order() {
             authn: user(None, json!({})),
             ip: "1.1.1.1",
             want: Decision::NoMatch,
+        },
+        Case {
+            desc: "bypass everyone admits anonymous requests (a public path)",
+            policies: vec![policy(Bypass, vec![Rule::Everyone], vec![], vec![])],
+            authn: Authn::Anonymous,
+            ip: "203.0.113.9",
+            want: Decision::Bypass { policy: 0 },
+        },
+        Case {
+            desc: "bypass everyone admits failed credentials too",
+            policies: vec![policy(Bypass, vec![Rule::Everyone], vec![], vec![])],
+            authn: failed(),
+            ip: "203.0.113.9",
+            want: Decision::Bypass { policy: 0 },
+        },
+        Case {
+            desc: "allow everyone still needs an identity",
+            policies: vec![policy(Allow, vec![Rule::Everyone], vec![], vec![])],
+            authn: Authn::Anonymous,
+            ip: "203.0.113.9",
+            want: Decision::Unauthenticated,
         },
         Case {
             desc: "phases by action even if unordered",
@@ -614,10 +636,22 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
     ]
 }
 
-/// Whether one rule matches, through `evaluate` itself: a lone Bypass policy.
-fn rule_matches(rule: &Rule, authn: &Authn, ip: IpAddr) -> bool {
-    evaluate(&[policy(PolicyAction::Bypass, vec![rule.clone()], vec![], vec![])], authn, ip)
-        == Decision::Bypass { policy: 0 }
+/// Whether one rule matches in a policy of `action`, through `evaluate` itself: a lone Bypass
+/// policy admits any subject its rule matches, so it tests the rule alone — except `everyone`,
+/// which in a Bypass policy is every request (api.md, "Selectors") and in any other action
+/// every authenticated user, so it is tested through a lone Allow policy.
+fn rule_matches(rule: &Rule, action: PolicyAction, authn: &Authn, ip: IpAddr) -> bool {
+    match (rule, action) {
+        (Rule::Everyone, PolicyAction::Bypass) => true,
+        (Rule::Everyone, _) => {
+            evaluate(&[policy(PolicyAction::Allow, vec![Rule::Everyone], vec![], vec![])], authn, ip)
+                == Decision::Allow { policy: 0 }
+        }
+        _ => {
+            evaluate(&[policy(PolicyAction::Bypass, vec![rule.clone()], vec![], vec![])], authn, ip)
+                == Decision::Bypass { policy: 0 }
+        }
+    }
 }
 
 /// Cloudflare Access's order, written differently: collect matches, then choose.
@@ -626,9 +660,9 @@ fn naive_evaluate(policies: &[Policy], authn: &Authn, ip: IpAddr) -> Decision {
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            p.include.iter().any(|r| rule_matches(r, authn, ip))
-                && p.require.iter().all(|r| rule_matches(r, authn, ip))
-                && !p.exclude.iter().any(|r| rule_matches(r, authn, ip))
+            p.include.iter().any(|r| rule_matches(r, p.action, authn, ip))
+                && p.require.iter().all(|r| rule_matches(r, p.action, authn, ip))
+                && !p.exclude.iter().any(|r| rule_matches(r, p.action, authn, ip))
         })
         .map(|(i, p)| (i, p.action))
         .collect();

@@ -2,7 +2,7 @@
 //! `Router::route` against a naive reference.
 
 use super::*;
-use http::HeaderValue;
+use http::{HeaderValue, Version};
 use portcullis_crds::snapshot::{Cors, Identity, ResourceId, RouteCredentials, Upstream};
 use portcullis_crds::v1alpha1::{Mode, UnauthenticatedResponse};
 use proptest::prelude::*;
@@ -36,6 +36,7 @@ fn app(name: &str, domains: &[&str]) -> Application {
         forward_routes: vec![],
         unauthenticated_response: UnauthenticatedResponse::Auto,
         mode: Mode::Enforce,
+        escaped_slashes: Default::default(),
     }
 }
 
@@ -180,8 +181,8 @@ fn request_targets() {
     for c in cases {
         let uri: Uri = c.uri.parse().unwrap();
         let h = headers(c.hosts);
-        let got = request_target(&uri, &h);
-        let got = got.as_ref().map(|t| (t.host.as_ref(), t.path.as_ref())).map_err(|e| *e);
+        let got = request_target(Version::HTTP_11, &uri, &h);
+        let got = got.as_ref().map(|t| (t.host.as_ref(), t.path.matching.as_ref())).map_err(|e| *e);
         assert_eq!(got, c.want, "{}", c.desc);
     }
 }
@@ -190,21 +191,87 @@ fn request_targets() {
 fn request_target_borrows_when_already_normal() {
     let uri: Uri = "/a/b".parse().unwrap();
     let h = headers(&[b"api.example.com:8080"]);
-    let t = request_target(&uri, &h).unwrap();
+    let t = request_target(Version::HTTP_11, &uri, &h).unwrap();
     assert!(matches!(t.host, Cow::Borrowed(_)));
-    assert!(matches!(t.path, Cow::Borrowed(_)));
+    assert!(matches!(t.authority, Cow::Borrowed("api.example.com:8080")));
+    assert!(matches!(t.path.forward, Cow::Borrowed(_)));
+    assert!(matches!(t.path.matching, Cow::Borrowed(_)));
+}
+
+#[test]
+fn the_authority_forwarded_is_the_one_routed() {
+    // (version, uri, Host headers, want: authority forwarded or the error)
+    type Case = (Version, &'static str, &'static [&'static [u8]], Result<&'static str, TargetError>);
+    let cases: [Case; 10] = [
+        (Version::HTTP_11, "/", &[b"API.Example.com"], Ok("api.example.com")),
+        (Version::HTTP_11, "/", &[b"api.example.com.:8443"], Ok("api.example.com:8443")),
+        (Version::HTTP_11, "/", &[b"api.example.com:"], Ok("api.example.com")),
+        (Version::HTTP_11, "/", &[b"[::1]:8080"], Ok("[::1]:8080")),
+        // RFC 9112 §3.2.2: the absolute form's authority replaces a conflicting Host.
+        (Version::HTTP_11, "http://public.example.com/x", &[b"admin.example.com"], Ok("public.example.com")),
+        (Version::HTTP_11, "http://public.example.com:81/x", &[], Ok("public.example.com:81")),
+        // RFC 9113 §8.3.1: over HTTP/2 a host that disagrees with :authority is a 400.
+        (Version::HTTP_2, "https://public.example.com/x", &[b"admin.example.com"], Err(TargetError::ConflictingHost)),
+        (Version::HTTP_2, "https://public.example.com/x", &[b"Public.Example.com."], Ok("public.example.com")),
+        (
+            Version::HTTP_2,
+            "https://public.example.com:443/x",
+            &[b"public.example.com"],
+            Err(TargetError::ConflictingHost),
+        ),
+        (Version::HTTP_2, "/x", &[b"public.example.com"], Ok("public.example.com")),
+    ];
+    for (version, uri, hosts, want) in cases {
+        let uri: Uri = uri.parse().unwrap();
+        let h = headers(hosts);
+        let got = request_target(version, &uri, &h);
+        assert_eq!(got.as_ref().map(|t| t.authority.as_ref()).map_err(|e| *e), want, "{version:?} {uri} {hosts:?}");
+    }
+}
+
+#[test]
+fn ambiguous_paths_route_only_where_both_readings_agree() {
+    let mut keeps = app("files", &["api.example.com/files"]);
+    keeps.escaped_slashes = portcullis_crds::v1alpha1::EscapedSlashes::KeepUnchanged;
+    let apps = [app("public", &["api.example.com"]), app("admin", &["api.example.com/admin"]), keeps];
+    let router = Router::new(&apps);
+    let route = |path: &str| {
+        let uri: Uri = path.parse().unwrap();
+        let h = headers(&[b"api.example.com"]);
+        let t = request_target(Version::HTTP_11, &uri, &h).unwrap();
+        router.route_target(&t).map(|a| a.map(|i| apps[i].id.name.as_str()))
+    };
+    // Default: refused, whatever the app.
+    assert_eq!(route("/admin%2Fx"), Err(TargetError::AmbiguousPath));
+    assert_eq!(route("/public/..%2Fadmin/x"), Err(TargetError::AmbiguousPath));
+    assert_eq!(route("/a\\b"), Err(TargetError::AmbiguousPath));
+    // Kept by the application that opted in, when the decoded reading stays there.
+    assert_eq!(route("/files/a%2Fb.txt"), Ok(Some("files")));
+    // ... but never when decoding would leave it for another application.
+    assert_eq!(route("/files/..%2Fadmin/x"), Err(TargetError::AmbiguousPath));
+    // Plain paths are unaffected.
+    assert_eq!(route("/admin/x"), Ok(Some("admin")));
+    assert_eq!(route("//admin/x"), Ok(Some("admin")));
+    assert_eq!(route("/admin;jsessionid=1/x"), Ok(Some("admin")));
 }
 
 #[test]
 fn target_error_reasons_are_distinct() {
-    let all =
-        [TargetError::MissingHost, TargetError::DuplicateHost, TargetError::InvalidHost, TargetError::InvalidPath];
+    let all = [
+        TargetError::MissingHost,
+        TargetError::DuplicateHost,
+        TargetError::InvalidHost,
+        TargetError::ConflictingHost,
+        TargetError::InvalidPath,
+        TargetError::AmbiguousPath,
+    ];
     let mut reasons: Vec<_> = all.iter().map(|e| e.reason()).collect();
     reasons.sort();
     reasons.dedup();
     assert_eq!(reasons.len(), all.len());
 }
 
+// Behaviour: B-ROUTE-3, B-ROUTE-4, B-ROUTE-5 (docs/behaviour.md).
 #[test]
 fn routes_most_specific() {
     let apps = [
@@ -280,8 +347,8 @@ fn routes_through_request_target() {
     ] {
         let uri: Uri = uri.parse().unwrap();
         let h = headers(&[host.as_bytes()]);
-        let t = request_target(&uri, &h).unwrap();
-        assert_eq!(router.route(&t.host, &t.path), want, "{host} {uri}");
+        let t = request_target(Version::HTTP_11, &uri, &h).unwrap();
+        assert_eq!(router.route(&t.host, &t.path.matching), want, "{host} {uri}");
     }
 }
 
