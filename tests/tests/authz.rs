@@ -301,26 +301,31 @@ async fn seed_scenarios(kind: Kind) {
     );
 }
 
+// Behaviour: B-AUTHZ-1 (docs/behaviour.md).
 #[tokio::test]
 async fn envoy_grpc_ext_authz() {
     seed_scenarios(Kind::EnvoyGrpc).await;
 }
 
+// Behaviour: B-AUTHZ-2 (docs/behaviour.md).
 #[tokio::test]
 async fn envoy_http_ext_authz() {
     seed_scenarios(Kind::EnvoyHttp).await;
 }
 
+// Behaviour: B-AUTHZ-3, B-AUTHZ-4 (docs/behaviour.md).
 #[tokio::test]
 async fn traefik_forward_auth() {
     seed_scenarios(Kind::Traefik).await;
 }
 
+// Behaviour: B-AUTHZ-3, B-AUTHZ-4 (docs/behaviour.md).
 #[tokio::test]
 async fn caddy_forward_auth() {
     seed_scenarios(Kind::Caddy).await;
 }
 
+// Behaviour: B-AUTHZ-3, B-AUTHZ-4 (docs/behaviour.md).
 #[tokio::test]
 async fn nginx_auth_request() {
     seed_scenarios(Kind::Nginx).await;
@@ -329,6 +334,7 @@ async fn nginx_auth_request() {
 /// A forward-auth request that does not describe the request, or describes it twice
 /// differently, is refused (400), never allowed — straight at the authorizer, as a
 /// misconfigured proxy would send it.
+// Behaviour: B-AUTHZ-3 (docs/behaviour.md).
 #[tokio::test]
 async fn unreadable_descriptions_are_refused() {
     let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS)).start().await;

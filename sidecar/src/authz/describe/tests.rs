@@ -57,6 +57,7 @@ fn forward_auth_reads_ingress_nginx() {
     assert_eq!(bare.path_and_query(), "/");
 }
 
+// Behaviour: B-AUTHZ-3 (docs/behaviour.md).
 #[test]
 fn missing_malformed_or_contradictory_descriptions_are_refused() {
     let with = |extra: &[(&str, &str)], drop: &str| {
