@@ -91,16 +91,19 @@ hz=$(getconf CLK_TCK)
 # measure NAME PORT PIDS...: the JWT-cookie GET with Origin through PORT.
 measure() {
   local name=$1 port=$2; shift 2
-  local code before after reqs rps
+  local code before after authz_before authz_after reqs rps
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: api.mysite.com" -H "Origin: https://example.com" \
     -H "Cookie: CF_Authorization=$token" "http://127.0.0.1:$port/")
   before=$(ticks "$@")
+  authz_before=$(ticks "$authz_pid")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: api.mysite.com" -H "Origin: https://example.com" \
     -H "Cookie: CF_Authorization=$token" "http://127.0.0.1:$port/" > "$work/wrk.txt"
   after=$(ticks "$@")
+  authz_after=$(ticks "$authz_pid")
   reqs=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
-  echo "$name|$code|$rps|$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) / n * 1e6 }')" >> "$work/results"
+  per_req() { awk -v t="$1" -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) / n * 1e6 }'; }
+  echo "$name|$code|$rps|$(per_req $((after - before)))|$(per_req $((authz_after - authz_before)))" >> "$work/results"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -124,14 +127,16 @@ done
   echo "${DURATION}s per run, median of $ROUNDS rounds; proxy and authorizer pinned to CPU 0 (one worker"
   echo "each), wrk and the upstream on CPU 1. CPU = utime+stime of the proxy (and the authorizer) per request."
   echo
-  echo "| setup | status | req/s | CPU µs/req |"
-  echo "|---|---|---|---|"
+  echo "| setup | status | req/s | CPU µs/req | of which the authorizer |"
+  echo "|---|---|---|---|---|"
   cut -d'|' -f1 "$work/results" | awk '!seen[$0]++' | while read -r name; do
     rows=$(grep -F "$name|" "$work/results")
     code=$(echo "$rows" | cut -d'|' -f2 | sort -u | paste -sd/)
     rps=$(echo "$rows" | cut -d'|' -f3 | median)
     us=$(echo "$rows" | cut -d'|' -f4 | median)
-    echo "| $name | $code | $rps | $us |"
+    authz_us=$(echo "$rows" | cut -d'|' -f5 | median)
+    case $name in *authz*) ;; *) authz_us="–" ;; esac
+    echo "| $name | $code | $rps | $us | $authz_us |"
   done
   echo
   echo "All rounds (µs/req): $(cut -d'|' -f1,4 "$work/results" | tr '\n' ';')"
