@@ -27,7 +27,13 @@ done
 cargo build --release -q -p portcullis-sidecar --bin portcullis-sidecar --example hello --example mint-jwt
 sidecar=./target/release/portcullis-sidecar
 
-UP_PORT=3911 AUTHZ_PORT=3912 AUTHZ_ADMIN=3913 PROXY_PORT=3914 SC_PORT=3915 SC_ADMIN=3916
+# Six loopback ports from BENCH_AUTHZ_PORT_BASE (3911); a taken one stops the script, naming it.
+source scripts/ports.sh
+base=${BENCH_AUTHZ_PORT_BASE:-3911}
+UP_PORT=$base AUTHZ_PORT=$((base + 1)) AUTHZ_ADMIN=$((base + 2)) PROXY_PORT=$((base + 3)) SC_PORT=$((base + 4)) SC_ADMIN=$((base + 5))
+for port in $UP_PORT $AUTHZ_PORT $AUTHZ_ADMIN $PROXY_PORT $SC_PORT $SC_ADMIN; do
+  require_free_port "$port" "one of the bench's ports $UP_PORT-$SC_ADMIN" BENCH_AUTHZ_PORT_BASE
+done
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
