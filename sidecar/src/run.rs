@@ -41,8 +41,23 @@ pub enum StartError {
 /// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// What the process serves on `--listen`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The proxy beside one app (the default).
+    Sidecar,
+    /// `authz`: the external authorizer of another proxy (Envoy ext_authz, forward-auth);
+    /// the same configuration, admin port and decisions, nothing forwarded.
+    Authorizer,
+}
+
 /// Runs the sidecar until `shutdown` resolves, then drains.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    run_as(Role::Sidecar, args, shutdown).await
+}
+
+/// Runs in `role` until `shutdown` resolves, then drains.
+pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let client = outbound::client(args.connect_timeout)?;
     let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
@@ -100,7 +115,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         drain: args.drain_timeout,
         max_connections: args.max_connections as usize,
     };
-    tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+    match role {
+        Role::Sidecar => {
+            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+        }
+        Role::Authorizer => {
+            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
+        }
+    }
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_settings = crate::admin::AdminSettings {
@@ -110,7 +132,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let admin = tokio::spawn(crate::admin::serve(admin_listener, store, admin_settings, async move {
         let _ = admin_stopped.await;
     }));
-    crate::http::serve(listener, proxy, limits, tls, shutdown).await;
+    match role {
+        Role::Sidecar => crate::http::serve(listener, proxy, limits, tls, shutdown).await,
+        Role::Authorizer => crate::authz::serve(listener, proxy, limits, tls, shutdown).await,
+    }
     let _ = admin_stop.send(());
     let _ = admin.await;
     Ok(())

@@ -312,6 +312,8 @@ pub struct SidecarBuilder {
     env: Vec<(String, String)>,
     port: Option<u16>,
     wait_ready: bool,
+    /// `authz`: serve as the external authorizer instead of the proxy.
+    authz: bool,
 }
 
 pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
@@ -322,7 +324,13 @@ pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
         env: vec![],
         port: None,
         wait_ready: true,
+        authz: false,
     }
+}
+
+/// `portcullis-sidecar authz` on free ports with these manifests.
+pub fn authorizer(manifests: &str) -> SidecarBuilder {
+    SidecarBuilder { authz: true, ..sidecar(manifests, "http://127.0.0.1:9") }
 }
 
 impl SidecarBuilder {
@@ -359,6 +367,7 @@ impl SidecarBuilder {
             let log = dir.path().join("sidecar.log");
             let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
             let child = Command::new(sidecar_bin())
+                .args(self.authz.then_some("authz"))
                 .arg("--manifests")
                 .arg(&manifests)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -652,6 +661,19 @@ pub const SEED_CORS: &str = r#"  cors:
     allowedHeaders: [office]
     allowCredentials: true
     maxAge: 600
+"#;
+
+/// A document to append to `seed_manifests`: `api.mysite.com/public` is public (Bypass).
+pub const PUBLIC_BYPASS: &str = r#"---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: { name: public, namespace: shop }
+spec:
+  domains: [api.mysite.com/public]
+  policies:
+    - name: open
+      action: Bypass
+      include: [ { ipRange: 0.0.0.0/0 } ]
 "#;
 
 /// Inline JWKS lines for `seed_manifests`.
