@@ -69,11 +69,8 @@ impl BootKey {
         let mut id = [0; BOOT_ID_BYTES];
         SystemRandom::new().fill(&mut id).map_err(|_| KeyError::Boot("no randomness for the boot id".into()))?;
         let private = PrivateKey::generate(&X25519).map_err(|_| KeyError::Boot("X25519 key generation".into()))?;
-        let public = private
-            .compute_public_key()
-            .map_err(|_| KeyError::Boot("X25519 public key".into()))?
-            .as_ref()
-            .to_vec();
+        let public =
+            private.compute_public_key().map_err(|_| KeyError::Boot("X25519 public key".into()))?.as_ref().to_vec();
         Ok(Self { id: B64.encode(id), private, public })
     }
 
@@ -112,7 +109,8 @@ mod tests {
         assert_eq!(info.sealing_key().unwrap().len(), 32);
         assert_eq!(format!("{a:?}"), format!("BootKey({})", a.id()));
 
-        let other_suite = BootInfo { hpke: "DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-128-GCM".into(), ..info.clone() };
+        let other_suite =
+            BootInfo { hpke: "DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-128-GCM".into(), ..info.clone() };
         assert!(other_suite.sealing_key().is_err());
         let short = BootInfo { public_key: B64.encode([1; 16]), ..info };
         assert!(short.sealing_key().is_err());

@@ -277,7 +277,12 @@ pub fn verify(body: &[u8], trusted: &[VerifyingKey]) -> Result<Verified, PushErr
     let field = |name: &str, b64: &str| B64.decode(b64).map_err(|e| PushError::Malformed(format!("{name}: {e}")));
     let header = serde_json::from_slice(&field("header", &signed.header)?)
         .map_err(|e| PushError::Malformed(format!("header: {e}")))?;
-    Ok(Verified { header, enc: field("enc", &signed.enc)?, sealed: field("sealed", &signed.sealed)?, aad: signed.header })
+    Ok(Verified {
+        header,
+        enc: field("enc", &signed.enc)?,
+        sealed: field("sealed", &signed.sealed)?,
+        aad: signed.header,
+    })
 }
 
 // === impl Verified ===

@@ -40,7 +40,8 @@ fn seal_sign_and_open_round_trip_through_pem() {
     let key = SigningKey::from_pem(&private_key_pem(&der)).unwrap();
     let boot = BootKey::generate().unwrap();
     let snapshot = Snapshot::new(vec![]);
-    let sealed = key.seal(&ConfigPush { snapshot: snapshot.clone(), ..push(7, "api-0", 100) }, &boot.info(&me())).unwrap();
+    let sealed =
+        key.seal(&ConfigPush { snapshot: snapshot.clone(), ..push(7, "api-0", 100) }, &boot.info(&me())).unwrap();
     let trusted = VerifyingKey::parse(&key.verifying_key().to_base64()).unwrap();
     let v = verify(&body(&sealed), &[trusted]).unwrap();
     assert_eq!(v.header, header(7, "api-0", 100, boot.id()));
@@ -59,7 +60,8 @@ fn refuses_forged_tampered_unknown_and_old_pushes() {
     assert!(receive(&body(&sealed), &trusted, &boot).is_ok());
     let reason = |p: &SealedPush| receive(&body(p), &trusted, &boot).unwrap_err().reason();
 
-    let forged = SealedPush { key_id: key.verifying_key().key_id().into(), ..other.seal(&push(1, "api-0", 0), &info).unwrap() };
+    let forged =
+        SealedPush { key_id: key.verifying_key().key_id().into(), ..other.seal(&push(1, "api-0", 0), &info).unwrap() };
     assert_eq!(reason(&forged), Refused::BadSignature);
     assert_eq!(reason(&other.seal(&push(1, "api-0", 0), &info).unwrap()), Refused::UnknownKey);
 
@@ -80,7 +82,10 @@ fn refuses_forged_tampered_unknown_and_old_pushes() {
     assert_eq!(e.reason(), Refused::UnsupportedFormat);
     assert!(e.to_string().contains("unsealed"), "{e}");
     let future = serde_json::json!({"format": "portcullis-push-v9"});
-    assert_eq!(receive(future.to_string().as_bytes(), &trusted, &boot).unwrap_err().reason(), Refused::UnsupportedFormat);
+    assert_eq!(
+        receive(future.to_string().as_bytes(), &trusted, &boot).unwrap_err().reason(),
+        Refused::UnsupportedFormat
+    );
     for junk in [&b"{not json"[..], b"[]", b"{\"format\": 3}", b"{\"format\": \"portcullis-push-v2\"}"] {
         assert_eq!(receive(junk, &trusted, &boot).unwrap_err().reason(), Refused::Malformed);
     }
