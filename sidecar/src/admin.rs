@@ -72,21 +72,19 @@ fn refused(reason: Refused, message: String) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({"error": reason.as_str(), "message": message}))
 }
 
-/// The receiver, or the refusal of a sidecar that takes no pushes.
-fn receiver_or_refusal(receiver: Option<&PushReceiver>) -> Result<&PushReceiver, Response<Full<Bytes>>> {
-    receiver.ok_or_else(|| {
-        refused(
-            Refused::Disabled,
-            "this sidecar takes no pushes (standalone --manifests, or no --push-public-key)".to_owned(),
-        )
-    })
+/// The refusal of a sidecar that takes no pushes.
+fn disabled() -> Response<Full<Bytes>> {
+    refused(
+        Refused::Disabled,
+        "this sidecar takes no pushes (standalone --manifests, or no --push-public-key)".to_owned(),
+    )
 }
 
 /// `GET /config/boot`: this boot's id and the public key pushes are sealed to.
 fn boot(receiver: Option<&PushReceiver>) -> Response<Full<Bytes>> {
-    match receiver_or_refusal(receiver) {
-        Ok(receiver) => json(StatusCode::OK, serde_json::json!(receiver.boot_info())),
-        Err(refusal) => refusal,
+    match receiver {
+        Some(receiver) => json(StatusCode::OK, serde_json::json!(receiver.boot_info())),
+        None => disabled(),
     }
 }
 
@@ -94,12 +92,9 @@ fn boot(receiver: Option<&PushReceiver>) -> Response<Full<Bytes>> {
 async fn push(store: &ConfigStore, receiver: Option<&PushReceiver>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // Refusals before the receiver sees the body are counted here, under the same labels.
     let count = |reason: Refused| store.metrics().config_pushes.with_label_values(&[reason.as_str()]).inc();
-    let receiver = match receiver_or_refusal(receiver) {
-        Ok(receiver) => receiver,
-        Err(refusal) => {
-            count(Refused::Disabled);
-            return refusal;
-        }
+    let Some(receiver) = receiver else {
+        count(Refused::Disabled);
+        return disabled();
     };
     let body = match Limited::new(req.into_body(), MAX_PUSH_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
