@@ -123,6 +123,7 @@ async fn the_push_client_configures_a_real_sidecar_once() {
     assert!(!sidecar_metrics.contains("wrong_target"), "the mismatched pod was sent nothing:\n{sidecar_metrics}");
 }
 
+// Behaviour: B-PUSH-2 (docs/behaviour.md).
 #[tokio::test]
 async fn after_the_sidecar_restarts_the_push_client_reads_the_new_boot_and_converges() {
     let up = Upstream::start().await;
@@ -274,6 +275,7 @@ fn leak(wire: &str, secret: &str) -> Option<String> {
     spellings.into_iter().filter(|s| s.len() >= 12).find(|s| wire.contains(s.as_str()))
 }
 
+// Behaviour: B-PUSH-3 (docs/behaviour.md).
 #[tokio::test]
 async fn the_bytes_on_the_wire_hold_no_secret_and_the_boot_is_read_once() {
     let up = Upstream::start().await;

@@ -35,6 +35,7 @@ fn tamper_sealed(body: &str) -> String {
     serde_json::to_string(&p).unwrap()
 }
 
+// Behaviour: B-PUSH-1, B-PUSH-2, B-PUSH-4 (docs/behaviour.md).
 #[tokio::test]
 async fn a_sealed_push_configures_the_sidecar_and_bad_ones_are_refused() {
     let up = Upstream::start().await;
@@ -106,6 +107,7 @@ async fn a_sealed_push_configures_the_sidecar_and_bad_ones_are_refused() {
     assert_eq!(r.status, 404);
 }
 
+// Behaviour: B-PUSH-2 (docs/behaviour.md).
 #[tokio::test]
 async fn a_push_captured_before_a_restart_is_refused_after_it() {
     let up = Upstream::start().await;
@@ -138,6 +140,7 @@ async fn a_push_captured_before_a_restart_is_refused_after_it() {
     assert_eq!(r.status, 401);
 }
 
+// Behaviour: B-PUSH-4 (docs/behaviour.md).
 #[tokio::test]
 async fn a_sidecar_without_a_push_key_refuses_boot_reads_and_pushes_alike() {
     let up = Upstream::start().await;

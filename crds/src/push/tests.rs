@@ -91,6 +91,7 @@ fn refuses_forged_tampered_unknown_and_old_pushes() {
     }
 }
 
+// Behaviour: B-PUSH-2 (docs/behaviour.md).
 #[test]
 fn a_push_for_another_boot_is_stale_and_one_sealed_to_another_key_does_not_open() {
     let (key, _) = SigningKey::generate().unwrap();
