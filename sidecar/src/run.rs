@@ -36,6 +36,8 @@ pub enum StartError {
         "--push-public-key needs --pod-name and --pod-namespace (or POD_NAME and POD_NAMESPACE from the downward API)"
     )]
     PushTarget,
+    #[error("cannot make this boot's push key: {0}")]
+    BootKey(String),
 }
 
 /// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
@@ -160,11 +162,13 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
     let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
         return Err(StartError::PushTarget);
     };
-    Ok(Some(Arc::new(PushReceiver::new(PushSettings {
+    let receiver = PushReceiver::new(PushSettings {
         trusted,
         target: PushTarget { namespace, pod },
         max_age_secs: args.push_max_age.as_secs() as i64,
-    }))))
+    })
+    .map_err(|e| StartError::BootKey(e.to_string()))?;
+    Ok(Some(Arc::new(receiver)))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

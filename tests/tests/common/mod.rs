@@ -752,6 +752,31 @@ async fn try_sidecar_without_manifests_on(
     s.wait_up(false).await.map(|()| s)
 }
 
+/// The sidecar's current boot (`GET /config/boot`), which pushes are sealed to.
+pub async fn boot_info(sc: &Sidecar) -> portcullis_crds::push::BootInfo {
+    let r = get(&format!("http://{}/config/boot", sc.admin), &[]).await.expect("boot info");
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).expect("boot info JSON")
+}
+
+/// A push of `snapshot` to `shop/<pod>`, issued now, sealed to `boot` and signed by `key`:
+/// the body the operator sends.
+pub fn sealed_push(
+    key: &portcullis_crds::push::SigningKey,
+    boot: &portcullis_crds::push::BootInfo,
+    sequence: u64,
+    pod: &str,
+    snapshot: portcullis_crds::Snapshot,
+) -> String {
+    let push = portcullis_crds::push::ConfigPush {
+        sequence,
+        target: portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: pod.into() },
+        issued_at: now(),
+        snapshot,
+    };
+    serde_json::to_string(&key.seal(&push, boot).expect("seal")).expect("JSON")
+}
+
 /// Compiles manifests as the operator and the standalone sidecar do.
 pub fn compile_manifests(yaml: &str) -> portcullis_crds::Snapshot {
     let mut res = portcullis_crds::manifests::Resources::default();
