@@ -56,7 +56,7 @@ async fn main() {
     let sidecar_count = args.first().copied().unwrap_or(100);
     let rounds = args.get(1).copied().unwrap_or(20);
     let app_count = args.get(2).copied().unwrap_or(1000);
-    let Some(setup) = cluster::setup("propagation bench", "portcullis-bench").await else { return };
+    let setup = cluster::setup("propagation bench", "portcullis-bench").await;
     let cluster::Setup { client, op_ns, ns, user } = &setup;
     let mut operator = Operator::start(op_ns, user, "operator-bench").await;
     let key = setup.push_public_key().await;
