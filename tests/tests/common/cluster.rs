@@ -364,6 +364,54 @@ pub async fn running_sidecar_pods(
     sidecars
 }
 
+/// Creates `count` real pods `<app>-<i>` labelled `app: <app>`, each running only the sidecar
+/// container the injection webhook adds (`portcullis_operator::webhook::inject::container`,
+/// image `image`, trusting `push_key`; no resources requested, so that many fit on one node), and
+/// returns each one's traffic address (`http://<pod IP>:14080`) once its sidecar runs. Needs a
+/// cluster with nodes that have the image and whose pod IPs this machine reaches.
+pub async fn injected_pods(
+    pods: &Api<Pod>,
+    ns: &str,
+    app: &str,
+    count: usize,
+    image: &str,
+    push_key: &str,
+) -> Vec<String> {
+    use portcullis_operator::webhook::inject;
+    let injection = portcullis_operator::webhook::Injection {
+        image: image.to_owned(),
+        image_pull_policy: "IfNotPresent".to_owned(),
+        resources: Default::default(),
+        push_public_key: push_key.to_owned(),
+        operator_namespace: String::new(),
+        traffic_port: 14080,
+        admin_port: 14090,
+    };
+    let container = inject::container(&injection, 3000);
+    for i in 0..count {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{app}-{i}"), "namespace": ns, "labels": {"app": app}},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
+        });
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
+    }
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let name = format!("{app}-{i}");
+        let ip = eventually(Duration::from_secs(300), &format!("pod {name} running"), || async {
+            let pod = pods.get(&name).await.ok()?;
+            let status = pod.status?;
+            let running =
+                status.container_statuses?.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+            running.then_some(status.pod_ip?)
+        })
+        .await;
+        addresses.push(format!("http://{ip}:{}", injection.traffic_port));
+    }
+    addresses
+}
+
 /// Writes the status a kubelet would: Running on 127.0.0.1, the sidecar container restarted
 /// `restarts` times (a restart is what makes the operator push a pod again).
 pub async fn set_running(pods: &Api<Pod>, name: &str, restarts: i32) {
