@@ -86,17 +86,34 @@ fn tls_config_with(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig,
         );
         return Ok(builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoRoots(provider)))
+            .with_custom_certificate_verifier(Arc::new(WithoutRoots::refusing(provider)))
             .with_no_client_auth());
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// The verifier when no root is trusted: every server certificate is refused, saying why.
+/// A verifier that checks no server certificate against roots, only the handshake signatures:
+/// it refuses every certificate, saying why (no trusted roots), or accepts any (`doctor
+/// --insecure`, for test deployments with self-signed certificates).
 #[derive(Debug)]
-struct NoRoots(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct WithoutRoots {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    accept_any: bool,
+}
 
-impl ServerCertVerifier for NoRoots {
+impl WithoutRoots {
+    /// Accepts any server certificate.
+    pub(crate) fn accepting(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self { provider, accept_any: true }
+    }
+
+    /// Refuses every server certificate with [`OutboundError::NoRoots`].
+    fn refusing(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self { provider, accept_any: false }
+    }
+}
+
+impl ServerCertVerifier for WithoutRoots {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -105,9 +122,11 @@ impl ServerCertVerifier for NoRoots {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let why = rustls::OtherError(Arc::new(OutboundError::NoRoots));
+        if self.accept_any {
+            return Ok(ServerCertVerified::assertion());
+        }
         // Error::Other displays the message (CertificateError::Other would print its Debug form).
-        Err(rustls::Error::Other(why))
+        Err(rustls::Error::Other(rustls::OtherError(Arc::new(OutboundError::NoRoots))))
     }
 
     fn verify_tls12_signature(
@@ -116,7 +135,7 @@ impl ServerCertVerifier for NoRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -125,11 +144,11 @@ impl ServerCertVerifier for NoRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -13,11 +13,11 @@ import secrets
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portcullis"
@@ -30,21 +30,6 @@ def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def eventually(what, check, timeout=60.0):
-    """`check()`'s first truthy result within `timeout` seconds (bounded polling)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # the API server refusing while the webhook comes up
-            last = e
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last error: {last}")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import eventually as poll
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -43,19 +44,7 @@ POLL = 0.2
 
 
 def eventually(what, check, timeout=WAIT, interval=POLL):
-    """`check()`'s first truthy result within `timeout` seconds (bounded polling)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as e:  # noqa: BLE001 - the API server or a pod not answering yet
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    return poll(what, check, timeout=timeout, interval=interval)
 
 
 # ---------------------------------------------------------------- the README
