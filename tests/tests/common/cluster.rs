@@ -79,6 +79,14 @@ impl Setup {
     /// operator's ClusterRole and ClusterRoleBinding. The CRDs stay (other suites share them).
     pub async fn teardown(self) {
         let dp = kube::api::DeleteParams::default();
+        // The operator may have stopped already: nothing would remove the applications'
+        // finalizer, and the namespace would stay Terminating.
+        let apps = Api::<portcullis_crds::v1alpha1::AccessApplication>::namespaced(self.client.clone(), &self.ns);
+        let unfinalized = json!({"metadata": {"finalizers": null}});
+        for app in apps.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+            let name = app.metadata.name.unwrap_or_default();
+            let _ = apps.patch(&name, &PatchParams::default(), &Patch::Merge(&unfinalized)).await;
+        }
         for ns in [&self.ns, &self.op_ns] {
             let _ = Api::<Namespace>::all(self.client.clone()).delete(ns, &dp).await;
         }
