@@ -62,6 +62,14 @@ k8s_running() { # every component's PID file names a live process (the state lay
   done
 }
 k8s_up() { local out; out=$(bash "$k8s/up.sh") && eval "$out"; }
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo build (binaries the end-to-end tests run)"
+cargo build --workspace --bins
+# The cluster starts only now, so that it does not take CPU from the builds above.
 if [ -n "${KUBECONFIG:-}" ]; then
   cluster="KUBECONFIG=$KUBECONFIG"
 elif [ -f "$k8s/up.sh" ]; then
@@ -85,12 +93,6 @@ elif [ -f "$k8s/up.sh" ]; then
   fi
 fi
 
-echo "==> cargo fmt --check"
-cargo fmt --all --check
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo build (binaries the end-to-end tests run)"
-cargo build --workspace --bins
 if [ -n "$cluster" ] && [ -f "$k8s/image.sh" ] && [ "${KUBECONFIG:-}" -ef "$k8s_state/admin.kubeconfig" ]; then
   echo "==> images localhost/portcullis-{operator,sidecar}:dev (tests/cluster/images.sh)"
   t0=$SECONDS
@@ -105,7 +107,8 @@ status=${PIPESTATUS[0]}
 cluster_status=0
 if [ -n "$cluster" ]; then
   echo "==> cluster tests (cargo test -- --ignored) against $cluster"
-  PORTCULLIS_REQUIRE_CLUSTER=1 cargo test -p portcullis-tests --no-fail-fast -- --ignored 2>&1 | tee -a "$log"
+  # --workspace --tests: the features and targets of the run above, so that nothing is built again.
+  PORTCULLIS_REQUIRE_CLUSTER=1 cargo test --workspace --tests --no-fail-fast -- --ignored 2>&1 | tee -a "$log"
   cluster_status=${PIPESTATUS[0]}
 else
   echo "==> no cluster (KUBECONFIG unset, no $k8s/up.sh): the cluster tests are ignored"
