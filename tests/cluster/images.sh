@@ -12,21 +12,27 @@
 #                                               `nonroot` (65532), /tmp; nothing else: no shell
 #   COPY --from=build /out/<bin> <path>         target/release/<bin> at <path>
 #   USER <uid>:<gid>, ENTRYPOINT [json]         the same in the image's config
-# Usage: tests/cluster/images.sh [--no-build] [component...]   (components: operator sidecar)
+# Usage: tests/cluster/images.sh [--no-build | --check] [component...]   (operator sidecar)
+#   --check: only read the Dockerfiles (PORTCULLIS_DOCKERFILE_DIR, default: the repository) and
+#   fail on what this script cannot reproduce; builds and imports nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 k8s=${PORTCULLIS_K8S_DIR:-../shared/k8s}
 prefix=${PORTCULLIS_IMAGE_PREFIX:-localhost}
 tag=${PORTCULLIS_IMAGE_TAG:-dev}
 target=${CARGO_TARGET_DIR:-target}
-build=1
-if [ "${1:-}" = --no-build ]; then build=0; shift; fi
+build=1 check=0
+case ${1:-} in
+  --no-build) build=0; shift ;;
+  --check) build=0 check=1; shift ;;
+esac
+dockerfiles=${PORTCULLIS_DOCKERFILE_DIR:-.}
 components=("$@")
 ((${#components[@]})) || components=(operator sidecar)
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 die() { echo "images.sh: $*" >&2; exit 1; }
-[ -f "$k8s/image.sh" ] || die "$k8s/image.sh not found (set PORTCULLIS_K8S_DIR)"
+((check)) || [ -f "$k8s/image.sh" ] || die "$k8s/image.sh not found (set PORTCULLIS_K8S_DIR)"
 [ -s "$ca_bundle" ] || die "$ca_bundle missing: apt-get install ca-certificates"
 
 if ((build)); then
@@ -38,7 +44,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for c in "${components[@]}"; do
-  dockerfile=$c/Dockerfile
+  dockerfile=$dockerfiles/$c/Dockerfile
   [ -f "$dockerfile" ] || die "$dockerfile not found"
   root=$work/$c
   mkdir -p "$root"
@@ -58,6 +64,7 @@ for c in "${components[@]}"; do
       COPY)
         read -r from src dest extra <<<"$rest"
         [[ $from == --from=build && $src == /out/* && -n $dest && -z ${extra:-} ]] || die "$dockerfile: COPY $rest: only COPY --from=build /out/<bin> <path> is reproduced"
+        ((check)) && continue
         bin=$target/release/${src#/out/}
         [ -x "$bin" ] || die "$bin not built: cargo build --release -p portcullis-$c"
         install -D -m 0755 "$bin" "$root$dest"
@@ -72,5 +79,6 @@ for c in "${components[@]}"; do
     esac
   done <<<"$stage"
   [ -n "$user" ] && [ -n "$entrypoint" ] || die "$dockerfile: the final stage needs USER and ENTRYPOINT"
+  ((check)) && continue
   bash "$k8s/image.sh" --user "$user" --entrypoint "$entrypoint" "$prefix/portcullis-$c:$tag" "$root"
 done
