@@ -673,7 +673,7 @@ spec:
   policies:
     - name: open
       action: Bypass
-      include: [ { ipRange: 0.0.0.0/0 } ]
+      include: [ { everyone: {} } ]
 "#;
 
 /// Inline JWKS lines for `seed_manifests`.
