@@ -31,8 +31,12 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(rel)
 }
 
-/// The sidecar binary next to this test executable (cargo builds it for `cargo test --workspace`).
+/// The sidecar binary next to this test executable (cargo builds it for `cargo test --workspace`),
+/// or `$PORTCULLIS_SIDECAR_BIN` (the chaos run measures a release build from debug tests).
 pub fn sidecar_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PORTCULLIS_SIDECAR_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
     let bin = dir.join("portcullis-sidecar");
