@@ -1,84 +1,83 @@
-//! The request → decision path driven from arbitrary bytes, for the `cargo fuzz` target in
-//! `sidecar/fuzz` and the property test that runs the same code in CI. It calls exactly the
-//! pure decisions the request path calls, in the same order, and checks the invariants that
-//! must hold whatever the input: no panic, fail closed, no `*` with credentials, a refused
-//! preflight carries no `Access-Control-Allow-*`.
+//! The request → decision path driven from arbitrary bytes. It calls exactly the pure decisions
+//! the request path calls, in the same order, and checks the invariants that must hold whatever
+//! the input: no panic, fail closed, no `*` with credentials, a refused preflight carries no
+//! `Access-Control-Allow-*`. The configuration decided against is `decide.yaml` (the seed's
+//! setup); the other targets reuse its compiled form.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
-use http::header::{HeaderName, HeaderValue, ORIGIN};
+use http::header::{HeaderValue, ORIGIN};
 use http::{HeaderMap, Method, Uri};
 use portcullis_crds::manifests::Resources;
 use portcullis_crds::snapshot::Application;
-
-use super::authn::jwt::{JwtConfig, KeySet};
-use super::authn::service_token::ServiceTokens;
-use super::authn::Authn;
-use super::cors::{CorsConfig, PreflightOutcome};
-use super::policy::Decision;
-use super::request::{self, AppDecisions, Front};
-use super::route::Router;
+use portcullis_sidecar::decide::authn::jwt::{JwtConfig, KeySet};
+use portcullis_sidecar::decide::authn::service_token::ServiceTokens;
+use portcullis_sidecar::decide::authn::Authn;
+use portcullis_sidecar::decide::cors::{CorsConfig, PreflightOutcome};
+use portcullis_sidecar::decide::policy::Decision;
+use portcullis_sidecar::decide::request::{self, AppDecisions, Front};
+use portcullis_sidecar::decide::route::Router;
 
 /// The seed's configuration, with the test JWKS inline and a service token.
-const MANIFESTS: &str = include_str!("fuzzing.yaml");
-const JWKS: &str = include_str!("../../../tests/fixtures/keys/jwks.json");
+const MANIFESTS: &str = include_str!("decide.yaml");
+/// The test JWKS (public keys of the committed test keys in tests/fixtures/keys).
+pub const JWKS: &str = include_str!("../../tests/fixtures/keys/jwks.json");
 
-struct App {
-    spec: Application,
-    cors: CorsConfig,
-    jwt: JwtConfig,
-    tokens: ServiceTokens,
-    keys: Vec<Option<Arc<KeySet>>>,
+/// One application rendered as the request path holds it.
+pub struct App {
+    pub spec: Application,
+    pub cors: CorsConfig,
+    pub jwt: JwtConfig,
+    pub tokens: ServiceTokens,
+    pub keys: Vec<Option<Arc<KeySet>>>,
 }
 
-struct Harness {
-    router: Router,
-    apps: Vec<App>,
+/// The compiled configuration every decision runs against.
+pub struct Harness {
+    pub router: Router,
+    pub apps: Vec<App>,
 }
 
-fn harness() -> &'static Harness {
+/// Built once per process.
+pub fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let indented: String = JWKS.lines().map(|l| format!("          {l}\n")).collect();
         let text = MANIFESTS.replace("          JWKS\n", &indented);
         let mut res = Resources::default();
         // The embedded manifests are part of the build; failing here is a bug in them.
-        res.add_yaml("fuzzing.yaml", &text).expect("embedded fuzzing manifests parse");
+        res.add_yaml("decide.yaml", &text).expect("embedded fuzzing manifests parse");
         let compiled = res.compile("default").expect("embedded fuzzing manifests compile");
-        let apps = compiled.snapshot.applications;
-        let router = Router::new(&apps);
         let keys = KeySet::from_jwks_json(JWKS.as_bytes()).ok().map(Arc::new);
-        let apps = apps
-            .into_iter()
-            .map(|spec| App {
-                cors: CorsConfig::try_from(&spec.cors).expect("compiled CORS renders"),
-                jwt: JwtConfig::new(&spec.identity).expect("compiled identity renders"),
-                tokens: ServiceTokens::new(&spec.service_tokens).expect("compiled tokens render"),
+        render(compiled.snapshot.applications, keys).expect("embedded fuzzing manifests render")
+    })
+}
+
+/// Renders compiled applications as the sidecar's config loader does (router, CORS header
+/// values, JWT verifiers, service-token digests), every issuer with `keys`; the first part that
+/// does not render, named.
+pub fn render(apps: Vec<Application>, keys: Option<Arc<KeySet>>) -> Result<Harness, String> {
+    let router = Router::new(&apps);
+    let apps = apps
+        .into_iter()
+        .map(|spec| {
+            Ok(App {
+                cors: CorsConfig::try_from(&spec.cors).map_err(|e| format!("cors: {e}"))?,
+                jwt: JwtConfig::new(&spec.identity).map_err(|e| format!("identity: {e}"))?,
+                tokens: ServiceTokens::new(&spec.service_tokens).map_err(|e| format!("service tokens: {e}"))?,
                 keys: spec.identity.issuers.iter().map(|_| keys.clone()).collect(),
                 spec,
             })
-            .collect();
-        Harness { router, apps }
-    })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Harness { router, apps })
 }
 
 /// Interprets `data` as a request — first line the method, second the target, then
 /// `name: value` header lines — and runs it through every decision.
 pub fn run(data: &[u8]) {
-    let mut lines = data.split(|b| *b == b'\n');
-    let method = lines.next().and_then(|m| Method::from_bytes(m).ok()).unwrap_or(Method::GET);
-    let Some(uri) = lines.next().and_then(|u| Uri::try_from(u).ok()) else { return };
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
-        let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(line[colon + 1..].trim_ascii()))
-        else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let Some((method, uri, headers)) = crate::request(data) else { return };
     decide(&method, &uri, &headers, IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 1_900_000_000);
 }
 

@@ -1,7 +1,8 @@
-//! The fuzz harness's invariants under proptest, so CI exercises the request → decision path
-//! with hostile input on every run (the coverage-guided `cargo fuzz` target goes deeper).
+//! The decide target's invariants under proptest, so CI exercises the request → decision path
+//! with fresh hostile input on every run besides replaying the corpus (the coverage-guided
+//! libFuzzer run of `fuzz/run.sh` goes deeper).
 
-use portcullis_sidecar::decide::fuzzing::run;
+use portcullis_fuzz::decide::run;
 use proptest::prelude::*;
 
 fn request() -> impl Strategy<Value = Vec<u8>> {

@@ -1,0 +1,150 @@
+//! Replays the committed corpus (`fuzz/corpus/<target>/`: the seeds and every input a fuzzing
+//! run kept or crashed on) through each target, as an ordinary stable `cargo test` on every CI
+//! run. A target without corpus fails: an emptied directory must not look like a pass.
+
+use std::path::{Path, PathBuf};
+
+use portcullis_fuzz::TARGETS;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target)
+}
+
+#[test]
+fn every_corpus_input_passes_its_target() {
+    for (target, run) in TARGETS {
+        let dir = corpus_dir(target);
+        let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("corpus entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        inputs.sort();
+        assert!(inputs.len() >= 3, "{target}: only {} corpus inputs in {}", inputs.len(), dir.display());
+        for input in &inputs {
+            let data = std::fs::read(input).expect("read corpus input");
+            // A panic names the input, so a regression points at the file to debug with.
+            let result = std::panic::catch_unwind(|| run(&data));
+            assert!(result.is_ok(), "{target}: {} fails its target", input.display());
+        }
+        println!("{target}: {} inputs replayed", inputs.len());
+    }
+}
+
+/// Writes the seed corpus (`FUZZ_WRITE_SEEDS=1 cargo test -p portcullis-fuzz --test corpus --
+/// --ignored`): requests, manifests, signed envelopes and tokens minted with the committed
+/// test keys, so the fuzzer starts from inputs that get deep.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand when the seeds change"]
+fn write_seeds() {
+    assert!(std::env::var_os("FUZZ_WRITE_SEEDS").is_some(), "set FUZZ_WRITE_SEEDS=1 to write fuzz/corpus");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys");
+    let key = |f: &str| std::fs::read(fixtures.join(f)).expect("fixture key");
+    let claims = |email: &str| {
+        serde_json::json!({"iss": "https://issuer.test", "aud": "aud-tag-1", "email": email, "sub": email,
+            "iat": 1_899_990_000, "exp": 2_000_000_000, "groups": ["staff"], "amr": ["mfa"]})
+    };
+    let sign = |alg, kid: &str, pem: &[u8], email: &str| {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+            _ => EncodingKey::from_rsa_pem(pem),
+        }
+        .expect("key");
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims(email), &key).expect("sign")
+    };
+    use jsonwebtoken::Algorithm::*;
+    let rsa = sign(RS256, "rsa-1", &key("rsa.pem"), "alice@mysite.com");
+    let ec = sign(ES256, "ec-1", &key("ec.pem"), "bob@mysite.com");
+    let ed = sign(EdDSA, "ed-1", &key("ed25519.pem"), "contractor@mysite.com");
+    let forged = sign(RS256, "rsa-1", &key("rsa2.pem"), "mallory@mysite.com");
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+    };
+
+    for (name, t) in [("rsa", &rsa), ("ec", &ec), ("ed", &ed), ("forged", &forged)] {
+        write("jwt", name, t.as_bytes());
+    }
+    write("jwt", "jwks", portcullis_fuzz::decide::JWKS.as_bytes());
+    write("jwt", "none-alg", b"eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci50ZXN0In0.");
+
+    let requests: Vec<(&str, String)> = vec![
+        ("get-cookie", format!("GET\n/api/items?x=1\nhost: api.mysite.com\ncookie: a=b; CF_Authorization={rsa}; c=d\n")),
+        ("get-header", format!("GET\n/\nhost: api.mysite.com\ncf-access-jwt-assertion: {ec}\norigin: https://example.com\n")),
+        ("bearer", format!("POST\n/x\nhost: x.apps.mysite.com\nauthorization: Bearer {ed}\n")),
+        ("service-token", "GET\n/\nhost: api.mysite.com\ncf-access-client-id: ci.access\ncf-access-client-secret: fuzz-secret\n".into()),
+        ("preflight", "OPTIONS\n/data\nhost: api.mysite.com\norigin: https://x.example.org\naccess-control-request-method: POST\naccess-control-request-headers: office, content-type\n".into()),
+        ("xff", "GET\n/public/x\nhost: api.mysite.com\nx-forwarded-for: 203.0.113.9, 10.1.2.3\nx-forwarded-for: [2001:db8::1]:80\n".into()),
+        ("callback", "GET\n/.portcullis/callback?code=abc&state=def\nhost: api.mysite.com\ncookie: portcullis_login=x\n".into()),
+        ("underscores", "GET\n/\nhost: api.mysite.com\ncf_access_jwt_assertion: x\nx_y: z\n".into()),
+    ];
+    for (name, r) in &requests {
+        write("decide", name, r.as_bytes());
+        write("headers", name, r.as_bytes());
+    }
+
+    let seed_yaml =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/decide.yaml")).expect("yaml");
+    let indented: String = portcullis_fuzz::decide::JWKS.lines().map(|l| format!("          {l}\n")).collect();
+    let seed_yaml = seed_yaml.replace("          JWKS\n", &indented);
+    write("manifests", "decide", seed_yaml.as_bytes());
+    for example in ["quickstart", "sign-in"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{example}/access.yaml"));
+        write("manifests", example, &std::fs::read(path).expect("example manifests"));
+    }
+    let mut res = portcullis_crds::manifests::Resources::default();
+    res.add_yaml("seed", &seed_yaml).expect("seed parses");
+    let snapshot = res.compile("default").expect("seed compiles").snapshot;
+    let json = serde_json::to_vec(&serde_json::json!({"apiVersion": "access.portcullis.dev/v1alpha1",
+        "kind": "AccessApplication", "metadata": {"name": "j", "namespace": "n"},
+        "spec": {"domains": ["j.test"], "policies": [{"name": "all", "action": "Bypass", "include": [{"everyone": true}]}]}}))
+    .expect("json");
+    write("manifests", "json", &json);
+
+    // Push: an envelope signed with the test operator key (mode byte 0) and a payload for the
+    // target to sign (mode byte 1).
+    let push = portcullis_crds::push::ConfigPush {
+        sequence: 7,
+        target: portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: "api-0".into() },
+        issued_at: 1_899_999_000,
+        snapshot,
+    };
+    let pem = String::from_utf8(key("ed25519.pem")).expect("pem");
+    let signing = portcullis_crds::push::SigningKey::from_pem(&pem).expect("signing key");
+    let envelope = serde_json::to_vec(&signing.sign(&push)).expect("envelope");
+    write("push", "envelope", &[&[0u8][..], &envelope].concat());
+    write("push", "payload", &[&[1u8][..], &serde_json::to_vec(&push).expect("payload")].concat());
+    let stale = portcullis_crds::push::ConfigPush { sequence: 1, ..push.clone() };
+    write("push", "payload-stale", &[&[1u8][..], &serde_json::to_vec(&stale).expect("payload")].concat());
+    write("push", "garbage", b"\x00{\"payload\":\"e30=\",\"signature\":\"AAAA\",\"key_id\":\"x\"}");
+}
+
+/// The seeds get past the first checks (a valid token verifies, a signed envelope verifies,
+/// the seed manifests compile), so the fuzzer starts deep rather than at the parsers' doors.
+#[test]
+fn seeds_reach_past_the_first_checks() {
+    let read = |target: &str, name: &str| std::fs::read(corpus_dir(target).join(format!("seed-{name}"))).expect("seed");
+    let app = &portcullis_fuzz::decide::harness().apps[0];
+    let token = String::from_utf8(read("jwt", "rsa")).expect("utf-8");
+    let user = app.jwt.authenticate(&token, &app.keys, portcullis_fuzz::jwt::NOW).expect("the seed token verifies");
+    assert_eq!(user.email.as_deref(), Some("alice@mysite.com"));
+    let forged = String::from_utf8(read("jwt", "forged")).expect("utf-8");
+    assert!(app.jwt.authenticate(&forged, &app.keys, portcullis_fuzz::jwt::NOW).is_err());
+
+    let envelope = read("push", "envelope");
+    let signed: portcullis_crds::push::SignedPush = serde_json::from_slice(&envelope[1..]).expect("envelope");
+    let key = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys/ed25519.pem"))
+        .expect("key");
+    let trusted = [portcullis_crds::push::SigningKey::from_pem(&key).expect("key").verifying_key()];
+    portcullis_crds::push::verify(&signed, &trusted).expect("the seed envelope verifies");
+
+    let yaml = String::from_utf8(read("manifests", "decide")).expect("utf-8");
+    let mut res = portcullis_crds::manifests::Resources::default();
+    res.add_yaml("seed", &yaml).expect("parses");
+    res.compile("default").expect("the seed manifests compile");
+}
