@@ -25,12 +25,13 @@ fi
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
 out=${CARGO_TARGET_DIR:-target}/fuzz
-# --target keeps the instrumentation flags off build scripts and proc macros.
+# Every target at once (they share all but their last link); --target keeps the
+# instrumentation flags off build scripts and proc macros.
 RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
 CARGO_INCREMENTAL=0 \
-  cargo build --release -p portcullis-fuzz --features libfuzzer --bin "$target" \
+  cargo build --release -p portcullis-fuzz --features libfuzzer --bins \
   --target "$triple" --target-dir "$out/build"
 
 work=$out/work/$target

@@ -35,6 +35,7 @@ async fn config_churn_by_signed_pushes_decides_each_request_by_one_version() {
     scenarios::emit(&scenarios::config_churn_pushes(&Knobs::short()).await);
 }
 
+// Behaviour: B-METRIC-5 (docs/behaviour.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_down_keeps_cached_keys_and_a_rotated_key_is_picked_up() {
     let _one = SERIAL.lock().await;
@@ -47,6 +48,7 @@ async fn app_restarting_in_a_loop_gives_502_with_cors_and_recovers() {
     scenarios::emit(&scenarios::app_restart_loop(&Knobs::short()).await);
 }
 
+// Behaviour: B-FWD-7 (docs/behaviour.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_fails_no_in_flight_request() {
     let _one = SERIAL.lock().await;

@@ -279,6 +279,13 @@ async fn metric_of(sc: &Sidecar, series: &str) -> f64 {
     metric(&sc.metrics().await, series).unwrap_or(0.0)
 }
 
+/// The fault is over: half a phase more of load, then the report.
+async fn after_the_fault(load: Load, k: &Knobs) -> Report {
+    load.set_phase(AFTER);
+    tokio::time::sleep(k.phase / 2).await;
+    load.finish().await
+}
+
 // === Scenario 1: config churn ===
 
 /// Two configurations that answer every probe differently in a way one answer shows: A admits
@@ -438,9 +445,7 @@ pub async fn config_churn_files(k: &Knobs) -> Row {
         times.push(written.elapsed());
         loaded = want;
     }
-    load.set_phase(AFTER);
-    tokio::time::sleep(k.phase / 2).await;
-    let report = load.finish().await;
+    let report = after_the_fault(load, k).await;
     assert_never_wrongly_allowed(&report, &app);
     assert_no_failures(&report, "config churn (file reloads)");
     let errors = metric_of(&sc, "portcullis_config_reloads_total{result=\"error\"}").await;
@@ -487,9 +492,7 @@ pub async fn config_churn_pushes(k: &Knobs) -> Row {
         // Spread the pushes over the load rather than landing them in one burst.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    load.set_phase(AFTER);
-    tokio::time::sleep(k.phase / 2).await;
-    let report = load.finish().await;
+    let report = after_the_fault(load, k).await;
     assert_never_wrongly_allowed(&report, &app);
     assert_no_failures(&report, "config churn (signed pushes)");
     let accepted = metric_of(&sc, "portcullis_config_pushes_total{result=\"ok\"}").await;
@@ -678,9 +681,7 @@ pub async fn app_restart_loop(k: &Knobs) -> Row {
         recoveries.push(back.elapsed());
         tokio::time::sleep(up.saturating_sub(back.elapsed())).await;
     }
-    load.set_phase(AFTER);
-    tokio::time::sleep(k.phase / 2).await;
-    let report = load.finish().await;
+    let report = after_the_fault(load, k).await;
     assert_never_wrongly_allowed(&report, &app);
     assert_no_failures(&report, "app restarting (every answer a 200, or a 502/503/504 with CORS headers)");
     let during = &report.phases[DURING as usize];
@@ -702,6 +703,20 @@ pub async fn app_restart_loop(k: &Knobs) -> Row {
 
 // === Scenario 5: SIGTERM during load ===
 
+/// Sends SIGTERM and waits (at most `bound`) for the process to exit: its status and how long
+/// the drain took.
+pub async fn terminate_and_wait(sc: &mut Sidecar, bound: Duration) -> (std::process::ExitStatus, Duration) {
+    sc.terminate();
+    let signalled = Instant::now();
+    loop {
+        if let Some(status) = sc.child.try_wait().expect("wait for the sidecar") {
+            return (status, signalled.elapsed());
+        }
+        assert!(signalled.elapsed() < bound, "the sidecar did not exit within {bound:?} of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn sigterm_during_load(k: &Knobs) -> Row {
     let app = App::start().await;
     let t = Tokens::new();
@@ -718,19 +733,7 @@ pub async fn sigterm_during_load(k: &Knobs) -> Row {
     tokio::time::sleep(k.phase).await;
     // Every request started before this line is in flight or done when the signal lands.
     load.set_phase(DURING);
-    sc.terminate();
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = sc.child.try_wait().expect("wait for the sidecar") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < drain + Duration::from_secs(5),
-            "the sidecar did not exit after its drain timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let exited_after = signalled.elapsed();
+    let (status, exited_after) = terminate_and_wait(&mut sc, drain + Duration::from_secs(5)).await;
     load.set_phase(LATE);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = load.finish().await;

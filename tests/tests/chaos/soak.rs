@@ -58,6 +58,8 @@ async fn single_core_capacity(app: &App, probes: &[Probe]) -> (f64, String) {
     let sc = sidecar(&scenarios::churn_manifests_with('A', &inline_jwks()), &app.url())
         .arg("--worker-threads")
         .arg("1")
+        .arg("--log")
+        .arg("warn")
         .start()
         .await;
     let pid = sc.child.id();
@@ -119,7 +121,10 @@ pub async fn run(total: Duration) {
     let rate = capacity / 2.0;
     println!("soak: single-core capacity ≈ {capacity:.0} req/s ({how}); running at {rate:.0} req/s for {total:?}");
 
+    // Warnings only: a refused request is an info line, and a soak refuses millions.
     let mut sc = sidecar(&scenarios::churn_manifests_with('A', &source), &app.url())
+        .arg("--log")
+        .arg("warn")
         .arg("--drain-timeout")
         .arg("5s")
         .arg("--upstream-timeout")
@@ -168,15 +173,7 @@ pub async fn run(total: Duration) {
     }
     // The end of a pod's life: SIGTERM under load; the drain must not fail what is in flight.
     load.set_phase(DURING);
-    sc.terminate();
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(s) = sc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(signalled.elapsed() < Duration::from_secs(15), "the sidecar did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, _) = scenarios::terminate_and_wait(&mut sc, Duration::from_secs(15)).await;
     let report = load.finish().await;
     assert!(status.success(), "exit status {status:?}");
     scenarios::assert_never_wrongly_allowed(&report, &app);

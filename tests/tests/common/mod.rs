@@ -363,7 +363,13 @@ impl SidecarBuilder {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .args(["--upstream", &self.upstream])
-                .args(["--worker-threads", "2", "--log", "debug"])
+                // Two worker threads and debug logs, unless the test gives its own.
+                .args(
+                    [["--worker-threads", "2"], ["--log", "debug"]]
+                        .into_iter()
+                        .filter(|[flag, _]| !self.extra.iter().any(|a| a == flag))
+                        .flatten(),
+                )
                 .args(&self.extra)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
