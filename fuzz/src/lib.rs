@@ -12,8 +12,11 @@ pub mod push;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 
+/// A fuzz target: bytes in; a panic is a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("decide", decide::run),
     ("manifests", manifests::run),
     ("push", push::run),
