@@ -2,7 +2,7 @@
 //! requests back to back (or paced to a total rate), until a deadline or a request budget.
 //! Every request is a [`Probe`] that carries its own judge of the answer, so "wrongly allowed"
 //! is decided per request, not inferred from totals. Results are aggregated as they come
-//! (per phase and per second, latencies in log-scale histograms), so a 24 h soak holds a few
+//! (per phase, latencies in log-scale histograms), so a 24 h soak holds a few
 //! megabytes, not one record per request. Must not talk to anything but the given loopback
 //! address, and never runs unbounded.
 
@@ -204,8 +204,6 @@ pub const LATE: u8 = 3;
 #[derive(Clone, Default)]
 struct WorkerStats {
     phases: [Tally; PHASES],
-    /// Per whole second since the start: requests by outcome (no latencies: they are in phases).
-    seconds: Vec<[u64; OUTCOMES]>,
     /// The first few unexpected answers, for the failure message.
     examples: Vec<String>,
 }
@@ -214,7 +212,6 @@ struct WorkerStats {
 #[derive(Default)]
 pub struct Report {
     pub phases: [Tally; PHASES],
-    pub seconds: Vec<[u64; OUTCOMES]>,
     pub examples: Vec<String>,
     pub elapsed: Duration,
 }
@@ -297,14 +294,6 @@ impl Load {
             for (a, b) in report.phases.iter_mut().zip(&stats.phases) {
                 a.merge(b);
             }
-            if report.seconds.len() < stats.seconds.len() {
-                report.seconds.resize(stats.seconds.len(), [0; OUTCOMES]);
-            }
-            for (a, b) in report.seconds.iter_mut().zip(&stats.seconds) {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-            }
             for e in stats.examples {
                 if report.examples.len() < 12 {
                     report.examples.push(e);
@@ -370,11 +359,6 @@ impl Worker {
                 ));
             }
             stats.phases[phase].record(outcome, latency);
-            let second = (t0 - self.started).as_secs() as usize;
-            if stats.seconds.len() <= second {
-                stats.seconds.resize(second + 1, [0; OUTCOMES]);
-            }
-            stats.seconds[second][outcome.index()] += 1;
             if outcome == Outcome::ConnError {
                 // A refused connect is retried at once by the next request; keep a refused
                 // listener from turning the loop into a busy spin.
