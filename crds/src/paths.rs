@@ -11,8 +11,8 @@
 //! `/public/../admin`, `/%61dmin`, `/admin;p=1/x` and `/public/..;/admin` all match as `/admin…`.
 //!
 //! What cannot be canonicalised without guessing how the app decodes is flagged
-//! [`CanonicalPath::ambiguous`]: an encoded slash or backslash (`%2F`, `%5C`), a raw `\`, an
-//! encoded NUL or control byte. Whether that is refused is the caller's call (per application,
+//! [`CanonicalPath::ambiguous`]: an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`),
+//! a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
 //! `spec.paths.escapedSlashes`); [`lenient_reading`] gives the path as a server that decodes
 //! them would see it, so a caller can check that both readings land in the same place.
 //!
@@ -40,7 +40,7 @@ pub struct CanonicalPath<'a> {
     pub forward: Cow<'a, str>,
     /// What routing matches: `forward` without the `;parameters` of each segment.
     pub matching: Cow<'a, str>,
-    /// The path holds `%2F`, `%5C`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
+    /// The path holds `%2F`, `%5C`, `%3B`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
     /// servers disagree on what such a path names.
     pub ambiguous: bool,
 }
@@ -96,8 +96,8 @@ pub fn normalize_prefix(path: &str) -> Result<String, String> {
     Ok(c.matching.into_owned())
 }
 
-/// The path as a server that decodes `%2F` and `%5C` and reads `\` as `/` would route it, in
-/// matching form; `None` when that reading is not a valid path either.
+/// The path as a server that decodes `%2F`, `%5C` and `%3B` and reads `\` as `/` would route
+/// it, in matching form; `None` when that reading is not a valid path either.
 pub fn lenient_reading(path: &str) -> Option<String> {
     let mut s = String::with_capacity(path.len());
     let bytes = path.as_bytes();
@@ -108,6 +108,11 @@ pub fn lenient_reading(path: &str) -> Option<String> {
         match escaped.as_deref() {
             Some("%2F") | Some("%5C") => {
                 s.push('/');
+                i += 3;
+                continue;
+            }
+            Some("%3B") => {
+                s.push(';');
                 i += 3;
                 continue;
             }
@@ -155,7 +160,10 @@ fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
             if is_unreserved(v) {
                 out.push(v as char);
             } else {
-                ambiguous |= matches!(v, b'/' | b'\\' | 0..=0x1f | 0x7f);
+                // `%3B` too: `;` delimits path parameters, and a server that decodes before it
+                // strips them (Jetty, CVE-2021-34429; Spring's firewall refuses it) reads
+                // `/%3B/admin` as `/admin`.
+                ambiguous |= matches!(v, b'/' | b'\\' | b';' | 0..=0x1f | 0x7f);
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
@@ -250,7 +258,6 @@ mod tests {
             ("/public/..;/admin", "/admin", "/admin"),
             ("/;x/admin", "/admin", "/admin"),
             ("/a;b=c", "/a;b=c", "/a"),
-            ("/%3Badmin", "/%3Badmin", "/%3Badmin"),
         ];
         for (input, forward, want) in cases {
             let c = canonical_path(input).unwrap();
@@ -261,7 +268,18 @@ mod tests {
 
     #[test]
     fn flags_ambiguous_escapes() {
-        for p in ["/admin%2Fx", "/%2fadmin/x", "/public/..%2Fadmin/x", "/a%5Cb", "/a\\b", "/a%00", "/a%1f", "/a%7F"] {
+        for p in [
+            "/%3B/admin",
+            "/admin%3bx",
+            "/admin%2Fx",
+            "/%2fadmin/x",
+            "/public/..%2Fadmin/x",
+            "/a%5Cb",
+            "/a\\b",
+            "/a%00",
+            "/a%1f",
+            "/a%7F",
+        ] {
             assert!(canonical_path(p).unwrap().ambiguous, "{p}");
         }
         assert_eq!(canonical_path("/a%2fb").unwrap().forward, "/a%2Fb");

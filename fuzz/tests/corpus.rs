@@ -106,22 +106,19 @@ fn write_seeds() {
     .expect("json");
     write("manifests", "json", &json);
 
-    // Push: an envelope signed with the test operator key (mode byte 0) and a payload for the
-    // target to sign (mode byte 1).
-    let push = portcullis_crds::push::ConfigPush {
-        sequence: 7,
-        target: portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: "api-0".into() },
-        issued_at: 1_899_999_000,
-        snapshot,
-    };
-    let pem = String::from_utf8(key("ed25519.pem")).expect("pem");
-    let signing = portcullis_crds::push::SigningKey::from_pem(&pem).expect("signing key");
-    let envelope = serde_json::to_vec(&signing.sign(&push)).expect("envelope");
+    // Push (see fuzz/src/push.rs for the mode byte): an envelope sealed to a boot of the seed
+    // writer (mode 0: verifies, then refused as stale_boot), the seed snapshot to seal (mode 1),
+    // and envelope fields to sign (mode 2).
+    let target = portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: "api-0".into() };
+    let boot = portcullis_crds::push::BootKey::generate().expect("boot").info(&target);
+    let push = portcullis_crds::push::ConfigPush { sequence: 7, target, issued_at: 1_899_999_000, snapshot };
+    let signing = portcullis_crds::push::SigningKey::from_pem(portcullis_fuzz::push::KEY_PEM).expect("signing key");
+    let sealed = signing.seal(&push, &boot).expect("seal");
+    let envelope = serde_json::to_vec(&sealed).expect("envelope");
     write("push", "envelope", &[&[0u8][..], &envelope].concat());
-    write("push", "payload", &[&[1u8][..], &serde_json::to_vec(&push).expect("payload")].concat());
-    let stale = portcullis_crds::push::ConfigPush { sequence: 1, ..push.clone() };
-    write("push", "payload-stale", &[&[1u8][..], &serde_json::to_vec(&stale).expect("payload")].concat());
-    write("push", "garbage", b"\x00{\"payload\":\"e30=\",\"signature\":\"AAAA\",\"key_id\":\"x\"}");
+    write("push", "snapshot", &[&[1u8][..], &serde_json::to_vec(&push.snapshot).expect("snapshot")].concat());
+    write("push", "fields", &[&[2u8][..], &envelope].concat());
+    write("push", "old-format", b"\x00{\"payload\":\"e30=\",\"signature\":\"AAAA\",\"key_id\":\"x\"}");
 }
 
 /// The seeds get past the first checks (a valid token verifies, a signed envelope verifies,
@@ -137,11 +134,8 @@ fn seeds_reach_past_the_first_checks() {
     assert!(app.jwt.authenticate(&forged, &app.keys, portcullis_fuzz::jwt::NOW).is_err());
 
     let envelope = read("push", "envelope");
-    let signed: portcullis_crds::push::SignedPush = serde_json::from_slice(&envelope[1..]).expect("envelope");
-    let key = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys/ed25519.pem"))
-        .expect("key");
-    let trusted = [portcullis_crds::push::SigningKey::from_pem(&key).expect("key").verifying_key()];
-    portcullis_crds::push::verify(&signed, &trusted).expect("the seed envelope verifies");
+    let key = portcullis_crds::push::SigningKey::from_pem(portcullis_fuzz::push::KEY_PEM).expect("key");
+    portcullis_crds::push::verify(&envelope[1..], &[key.verifying_key()]).expect("the seed envelope verifies");
 
     let yaml = String::from_utf8(read("manifests", "decide")).expect("utf-8");
     let mut res = portcullis_crds::manifests::Resources::default();

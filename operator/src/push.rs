@@ -1,11 +1,13 @@
-//! The push client: signs each sidecar's desired [`Snapshot`] and sends it to the pod's admin
-//! port (`PUT /config`), remembering what every sidecar acknowledged so that an unchanged config
-//! is not sent again.
+//! The push client: seals each sidecar's desired [`Snapshot`] to that sidecar's current boot,
+//! signs it and sends it to the pod's admin port (`PUT /config`), remembering what every sidecar
+//! acknowledged so that an unchanged config is not sent again.
 //!
-//! Owns sequencing (Unix milliseconds, never going backwards within the process), bounded
-//! concurrency, timeouts and retries, and the push metrics. It must not decide what a pod runs
-//! ([`crate::desired`] does) nor write any Kubernetes object. The signing key never leaves it:
-//! errors and logs carry the pod, the HTTP status and the sidecar's reason, never the key.
+//! Owns the boot cache (each pod's `GET /config/boot`, read once per pod incarnation and again
+//! when the sidecar answers `stale_boot`), sequencing (Unix milliseconds, never going backwards
+//! within the process), bounded concurrency, timeouts and retries, and the push metrics. It must
+//! not decide what a pod runs ([`crate::desired`] does) nor write any Kubernetes object. The
+//! signing key and the configs never leave it in clear: errors and logs carry the pod, the HTTP
+//! status and the sidecar's reason, never the key or a config value.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
-use portcullis_crds::push::{ConfigPush, PushTarget, SigningKey};
+use portcullis_crds::push::{BootInfo, ConfigPush, PushTarget, Refused, SigningKey};
 
 use crate::desired::PodConfig;
 use crate::metrics::Metrics;
@@ -38,9 +40,10 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// Why a push to one sidecar did not land.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
-    /// The sidecar answered and refused; `reason` is its own (`stale`, `unknown_key`, ...).
-    #[error("sidecar {pod} refused the config with HTTP {status} ({reason})")]
-    Refused { pod: String, status: u16, reason: String },
+    /// The sidecar answered and refused; `reason` is its own, `None` when this build does not
+    /// know it (a newer sidecar).
+    #[error("sidecar {pod} refused the config with HTTP {status} ({})", reason.map_or("an unknown reason", Refused::as_str))]
+    Refused { pod: String, status: u16, reason: Option<Refused> },
     #[error("sidecar {pod} did not answer within {ATTEMPT_TIMEOUT:?}")]
     Timeout { pod: String },
     #[error("sidecar {pod} is unreachable: {detail}")]
@@ -49,26 +52,35 @@ pub enum PushError {
     /// version of one.
     #[error("sidecar {pod} answered HTTP {status} without a usable acknowledgement")]
     BadAnswer { pod: String, status: u16 },
+    /// `GET /config/boot` gave nothing to seal to: a sidecar older than sealed pushes, or one
+    /// sealing with another suite.
+    #[error("sidecar {pod} gave no usable boot info ({detail}); is it a sidecar older than this operator?")]
+    NoBoot { pod: String, detail: String },
+    /// The sidecar at the pod's address says it is another pod (the IP was reused): nothing is
+    /// sealed to it.
+    #[error("the sidecar at {pod}'s address is {other}; nothing was sent to it")]
+    BootMismatch { pod: String, other: String },
 }
 
 impl PushError {
-    /// Metric label: the sidecar's refusal reasons are a fixed set; anything else is `refused`.
+    /// Metric label and event reason: the sidecar's refusals come from the one shared table;
+    /// a reason this build does not know is `refused`.
     pub fn reason(&self) -> &'static str {
         match self {
-            PushError::Refused { reason, .. } => match reason.as_str() {
-                "malformed" => "malformed",
-                "unknown_key" => "unknown_key",
-                "bad_signature" => "bad_signature",
-                "wrong_target" => "wrong_target",
-                "stale" => "stale",
-                "expired" => "expired",
-                "too_large" => "too_large",
-                "invalid_snapshot" => "invalid_snapshot",
-                _ => "refused",
-            },
+            PushError::Refused { reason, .. } => reason.map_or("refused", Refused::as_str),
             PushError::Timeout { .. } => "timeout",
             PushError::Unreachable { .. } => "unreachable",
             PushError::BadAnswer { .. } => "bad_answer",
+            PushError::NoBoot { .. } => "no_boot_info",
+            PushError::BootMismatch { .. } => "boot_mismatch",
+        }
+    }
+
+    /// The sidecar's refusal, if it refused for a reason this build knows.
+    pub fn refused(&self) -> Option<Refused> {
+        match self {
+            PushError::Refused { reason, .. } => *reason,
+            _ => None,
         }
     }
 
@@ -78,7 +90,7 @@ impl PushError {
         match self {
             PushError::Refused { status, .. } => *status >= 500,
             PushError::Timeout { .. } | PushError::Unreachable { .. } => true,
-            PushError::BadAnswer { .. } => false,
+            PushError::BadAnswer { .. } | PushError::NoBoot { .. } | PushError::BootMismatch { .. } => false,
         }
     }
 }
@@ -107,6 +119,16 @@ struct Acked {
     version: String,
 }
 
+/// A pod's boot info, valid for the pod incarnation (uid and sidecar restarts) and address it
+/// was read from: a restart the API server has seen is re-read before the push, one it has not
+/// seen yet is answered `stale_boot` and re-read then.
+#[derive(Clone, Debug)]
+struct CachedBoot {
+    incarnation: String,
+    ip: String,
+    info: BootInfo,
+}
+
 /// How long an idle connection to a sidecar is kept for the next push.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -119,6 +141,9 @@ pub struct Pusher {
     /// Per pod (`namespace/name`): what it acknowledged. Lost on restart, so a new operator
     /// process re-pushes once; the sidecar answers `unchanged` cheaply.
     acked: Mutex<HashMap<String, Acked>>,
+    /// Per pod (`namespace/name`): the boot its pushes are sealed to, so that a steady state
+    /// costs one request per push, not two.
+    boots: Mutex<HashMap<String, CachedBoot>>,
 }
 
 // === impl Pusher ===
@@ -133,7 +158,7 @@ impl Pusher {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(1)
             .build(connector);
-        Self { key, http, metrics, sequence: AtomicU64::new(0), acked: Mutex::default() }
+        Self { key, http, metrics, sequence: AtomicU64::new(0), acked: Mutex::default(), boots: Mutex::default() }
     }
 
     /// The sequence for a compile at `now`: its Unix milliseconds, or one more than the last
@@ -176,8 +201,8 @@ impl Pusher {
             .await
     }
 
-    /// Sends one pod its config, retrying transient failures with backoff, and records the
-    /// acknowledgement and the metrics.
+    /// Sends one pod its config, retrying transient failures with backoff and a `stale_boot`
+    /// at once with the boot read again, and records the acknowledgement and the metrics.
     pub async fn push(&self, pod: &PodConfig, sequence: u64, now: Timestamp) -> Result<Pushed, PushError> {
         let push = ConfigPush {
             sequence,
@@ -185,13 +210,12 @@ impl Pusher {
             issued_at: now.as_second(),
             snapshot: pod.snapshot.clone(),
         };
-        // Serialising plain data structs cannot fail; see `SigningKey::sign`.
-        let body = Bytes::from(serde_json::to_vec(&self.key.sign(&push)).unwrap_or_default());
         let mut wait = FIRST_RETRY;
         let mut attempt = 1;
+        let mut boot_reread = false;
         let result = loop {
             let started = Instant::now();
-            let result = self.attempt(pod, body.clone()).await;
+            let result = self.attempt(pod, &push).await;
             self.metrics.pushed(
                 match &result {
                     Ok(true) => "unchanged",
@@ -201,6 +225,13 @@ impl Pusher {
                 started.elapsed(),
             );
             match result {
+                // The sidecar restarted since its boot was read (a restart the Pod's status does
+                // not show yet): read the new boot and push again now, once.
+                Err(e) if e.refused() == Some(Refused::StaleBoot) && !boot_reread => {
+                    tracing::debug!(pod = %pod_key(pod), "sidecar runs a new boot; reading it again");
+                    self.forget_boot(pod);
+                    boot_reread = true;
+                }
                 Err(e) if e.transient() && attempt < ATTEMPTS => {
                     tracing::debug!(pod = %pod_key(pod), attempt, error = %e, "push failed; retrying");
                     tokio::time::sleep(wait).await;
@@ -220,25 +251,88 @@ impl Pusher {
             Err(e) => {
                 // Whatever it ran before, this process no longer knows it runs the desired one.
                 acked.remove(&pod_key(pod));
+                if !e.transient() {
+                    // A refusal may come from a boot read long ago; the next push reads it again.
+                    self.forget_boot(pod);
+                }
                 Err(e)
             }
         }
     }
 
-    /// Forgets the acknowledgements of `namespace`'s pods that are not in `live` (deleted, or no
-    /// longer running a sidecar), so the map does not grow with every pod ever pushed.
+    /// Forgets the acknowledgements and boots of `namespace`'s pods that are not in `live`
+    /// (deleted, or no longer running a sidecar), so the maps do not grow with every pod ever
+    /// pushed.
     pub fn forget_gone(&self, namespace: &str, live: &[PodConfig]) {
         let prefix = format!("{namespace}/");
-        let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-        acked.retain(|pod, _| !pod.starts_with(&prefix) || live.iter().any(|l| &pod_key(l) == pod));
+        let gone = |pod: &String| pod.starts_with(&prefix) && !live.iter().any(|l| &pod_key(l) == pod);
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !gone(pod));
+        self.boots.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !gone(pod));
     }
 
-    /// One `PUT /config`; `Ok(unchanged)` on an acknowledgement.
-    async fn attempt(&self, pod: &PodConfig, body: Bytes) -> Result<bool, PushError> {
+    /// How many pods' boots are cached (for tests of the cache's bounds).
+    pub fn cached_boots(&self) -> usize {
+        self.boots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn forget_boot(&self, pod: &PodConfig) {
+        self.boots.lock().unwrap_or_else(|e| e.into_inner()).remove(&pod_key(pod));
+    }
+
+    /// One push: the pod's boot (cached, or read), the config sealed to it, one `PUT /config`;
+    /// `Ok(unchanged)` on an acknowledgement.
+    async fn attempt(&self, pod: &PodConfig, push: &ConfigPush) -> Result<bool, PushError> {
         let name = pod_key(pod);
-        let uri = format!("http://{}/config", socket(&pod.pod.ip, pod.pod.admin_port));
+        let boot = self.boot(pod).await?;
+        let sealed =
+            self.key.seal(push, &boot).map_err(|e| PushError::NoBoot { pod: name.clone(), detail: e.to_string() })?;
+        // Serialising plain data structs cannot fail; see `SigningKey::seal`.
+        let body = Bytes::from(serde_json::to_vec(&sealed).unwrap_or_default());
+        let (status, answer) = self.exchange(pod, Method::PUT, "/config", body).await?;
+        if status == StatusCode::OK {
+            return answer["unchanged"].as_bool().ok_or(PushError::BadAnswer { pod: name, status: status.as_u16() });
+        }
+        Err(refusal(name, status, &answer))
+    }
+
+    /// The pod's boot info: cached for its incarnation and address, else read and cached.
+    async fn boot(&self, pod: &PodConfig) -> Result<BootInfo, PushError> {
+        let name = pod_key(pod);
+        let cached = self.boots.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        if let Some(c) = cached.filter(|c| c.incarnation == pod.pod.incarnation && c.ip == pod.pod.ip) {
+            return Ok(c.info);
+        }
+        let (status, answer) = self.exchange(pod, Method::GET, "/config/boot", Bytes::new()).await?;
+        if status != StatusCode::OK {
+            return Err(match Refused::parse(answer["error"].as_str().unwrap_or_default()) {
+                Some(_) => refusal(name, status, &answer),
+                None => PushError::NoBoot { pod: name, detail: format!("GET /config/boot answered HTTP {status}") },
+            });
+        }
+        let info: BootInfo = serde_json::from_value(answer)
+            .map_err(|e| PushError::NoBoot { pod: name.clone(), detail: format!("GET /config/boot: {e}") })?;
+        if info.target.namespace != pod.pod.namespace || info.target.pod != pod.pod.name {
+            let other = format!("{}/{}", info.target.namespace, info.target.pod);
+            return Err(PushError::BootMismatch { pod: name, other });
+        }
+        let entry = CachedBoot { incarnation: pod.pod.incarnation.clone(), ip: pod.pod.ip.clone(), info: info.clone() };
+        self.boots.lock().unwrap_or_else(|e| e.into_inner()).insert(name, entry);
+        Ok(info)
+    }
+
+    /// One request to the pod's admin port, within [`ATTEMPT_TIMEOUT`]: the status and the
+    /// answer's JSON (`Null` when it is not JSON).
+    async fn exchange(
+        &self,
+        pod: &PodConfig,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, serde_json::Value), PushError> {
+        let name = pod_key(pod);
+        let uri = format!("http://{}{path}", socket(&pod.pod.ip, pod.pod.admin_port));
         let request = Request::builder()
-            .method(Method::PUT)
+            .method(method)
             .uri(&uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
@@ -261,13 +355,14 @@ impl Pusher {
         let (status, bytes) = tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
             .await
             .map_err(|_| PushError::Timeout { pod: name.clone() })??;
-        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if status == StatusCode::OK {
-            return answer["unchanged"].as_bool().ok_or(PushError::BadAnswer { pod: name, status: status.as_u16() });
-        }
-        let reason = answer["error"].as_str().unwrap_or("none").to_owned();
-        Err(PushError::Refused { pod: name, status: status.as_u16(), reason })
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or_default()))
     }
+}
+
+/// A sidecar's refusal: `{"error": "<reason>"}` read through the shared table.
+fn refusal(pod: String, status: StatusCode, answer: &serde_json::Value) -> PushError {
+    let reason = answer["error"].as_str().and_then(Refused::parse);
+    PushError::Refused { pod, status: status.as_u16(), reason }
 }
 
 fn pod_key(pod: &PodConfig) -> String {
@@ -310,11 +405,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_refusal_reasons_do_not_become_labels() {
-        let refused = |reason: &str| PushError::Refused { pod: "a/b".into(), status: 409, reason: reason.into() };
-        assert_eq!(refused("stale").reason(), "stale");
-        assert_eq!(refused("something new from a later sidecar").reason(), "refused");
-        assert!(!refused("stale").transient());
-        assert!(PushError::Refused { pod: "a/b".into(), status: 503, reason: "none".into() }.transient());
+    fn refusals_are_read_through_the_shared_table_and_unknown_ones_do_not_become_labels() {
+        let refused = |status: u16, reason: &str| {
+            refusal("a/b".into(), StatusCode::from_u16(status).unwrap(), &serde_json::json!({ "error": reason }))
+        };
+        for r in Refused::ALL {
+            let e = refused(r.status(), r.as_str());
+            assert_eq!((e.reason(), e.refused()), (r.as_str(), Some(r)));
+            assert!(!e.transient(), "{r}: the same push is refused again");
+        }
+        let unknown = refused(409, "something new from a later sidecar");
+        assert_eq!((unknown.reason(), unknown.refused()), ("refused", None));
+        assert!(unknown.to_string().contains("an unknown reason"), "{unknown}");
+        assert!(refused(503, "none").transient());
     }
 }

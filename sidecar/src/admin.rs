@@ -1,6 +1,7 @@
 //! The admin listener (its own port): `/healthz` (alive), `/readyz` (200 once a config is
-//! loaded, else 503), `/metrics` (Prometheus text), `PUT /config` (signed pushes from the
-//! operator, when this sidecar runs in cluster mode) and — only with
+//! loaded, else 503), `/metrics` (Prometheus text), `GET /config/boot` and `PUT /config` (the
+//! boot to seal to, and sealed, signed pushes from the operator, when this sidecar runs in
+//! cluster mode) and — only with
 //! `--enable-explain-endpoint` — `POST /explain` against the live config. `/explain` is off by
 //! default because its answers reveal the configuration (domains, origins, policy names and
 //! rules) to whoever can reach this port.
@@ -19,6 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
+
+use portcullis_crds::push::Refused;
 
 use crate::config::push::{PushReceiver, MAX_PUSH_BYTES};
 use crate::config::ConfigStore;
@@ -62,19 +65,42 @@ fn answer(status: StatusCode, content_type: &'static str, body: String) -> Respo
     resp
 }
 
+/// A refusal as every push refusal is answered: its status and `{"error": "<reason>"}`, plus
+/// a message for people (it names fields and pods, never a config value).
+fn refused(reason: Refused, message: String) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json(status, serde_json::json!({"error": reason.as_str(), "message": message}))
+}
+
+/// The refusal of a sidecar that takes no pushes.
+fn disabled() -> Response<Full<Bytes>> {
+    refused(
+        Refused::Disabled,
+        "this sidecar takes no pushes (standalone --manifests, or no --push-public-key)".to_owned(),
+    )
+}
+
+/// `GET /config/boot`: this boot's id and the public key pushes are sealed to.
+fn boot(receiver: Option<&PushReceiver>) -> Response<Full<Bytes>> {
+    match receiver {
+        Some(receiver) => json(StatusCode::OK, serde_json::json!(receiver.boot_info())),
+        None => disabled(),
+    }
+}
+
 /// `PUT /config`: reads the body (capped), hands it to the receiver, answers JSON.
 async fn push(store: &ConfigStore, receiver: Option<&PushReceiver>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // Refusals before the receiver sees the body are counted here, under the same labels.
+    let count = |reason: Refused| store.metrics().config_pushes.with_label_values(&[reason.as_str()]).inc();
     let Some(receiver) = receiver else {
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": "push_disabled",
-            "message": "this sidecar takes no pushes (standalone --manifests, or no --push-public-key)"}),
-        );
+        count(Refused::Disabled);
+        return disabled();
     };
     let body = match Limited::new(req.into_body(), MAX_PUSH_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": "too_large"}));
+            count(Refused::TooLarge);
+            return refused(Refused::TooLarge, format!("the body must be at most {MAX_PUSH_BYTES} bytes"));
         }
     };
     let now = jiff::Timestamp::now().as_second();
@@ -87,9 +113,8 @@ async fn push(store: &ConfigStore, receiver: Option<&PushReceiver>, req: Request
             )
         }
         Err(e) => {
-            tracing::warn!(reason = e.reason(), error = %e, "configuration push refused; the running configuration stays");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            json(status, serde_json::json!({"error": e.reason(), "message": e.to_string()}))
+            tracing::warn!(reason = %e.reason(), error = %e, "configuration push refused; the running configuration stays");
+            refused(e.reason(), e.to_string())
         }
     }
 }
@@ -158,6 +183,7 @@ pub async fn serve(
                 async move {
                     let resp = match (&settings.explain, req.method(), req.uri().path()) {
                         (_, &Method::PUT, "/config") => push(&store, settings.push.as_deref(), req).await,
+                        (_, &Method::GET, "/config/boot") => boot(settings.push.as_deref()),
                         (Some(trusted), &Method::POST, "/explain") => explain_endpoint(&store, trusted, req).await,
                         _ => respond(&store, &req),
                     };

@@ -165,6 +165,37 @@ pub enum Command {
     /// Diagnose a running deployment from outside.
     #[command(subcommand)]
     Doctor(DoctorCommand),
+    /// Serve as the external authorizer of the proxy you already run: Envoy ext_authz over gRPC
+    /// (`envoy.service.auth.v3.Authorization/Check`, h2c) and HTTP (under `/ext-authz/`), and
+    /// forward-auth for Traefik, Caddy and nginx (`/forward-auth`), all on `--listen`. Takes the
+    /// serving flags (`--manifests`, `--listen`, `--admin-listen`, `--trusted-proxies`, …);
+    /// `--upstream` is not used.
+    Authz(AuthzArgs),
+}
+
+/// `authz`: the serving flags, parsed by [`AuthzArgs::serving`] with the very definitions the
+/// sidecar uses, so the two cannot drift apart.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthzArgs {
+    /// The serving flags (see `portcullis-sidecar --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "FLAGS")]
+    pub flags: Vec<String>,
+}
+
+impl AuthzArgs {
+    /// The flags as the sidecar's [`Args`]; another subcommand after `authz` is an error.
+    pub fn serving(&self) -> Result<Args, clap::Error> {
+        use clap::CommandFactory;
+        let argv = std::iter::once("portcullis-sidecar authz".to_owned()).chain(self.flags.iter().cloned());
+        let args = Args::try_parse_from(argv)?;
+        if args.command.is_some() {
+            return Err(Args::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "`authz` takes the serving flags only, not another subcommand",
+            ));
+        }
+        Ok(args)
+    }
 }
 
 /// `explain`: the manifests and the request.
@@ -361,5 +392,32 @@ mod tests {
             Args::try_parse_from(["x", "explain", "--manifests", "m", "--url", "u", "--header", "nocolon"]).is_err()
         );
         assert!(Args::try_parse_from(["x", "explain", "--manifests", "m", "--url", "u", "--now", "yesterday"]).is_err());
+    }
+
+    #[test]
+    fn authz_takes_the_serving_flags() {
+        let a = Args::try_parse_from([
+            "x",
+            "authz",
+            "--manifests",
+            "m.yaml",
+            "--listen",
+            "127.0.0.1:9191",
+            "--admin-listen",
+            "127.0.0.1:9192",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        let Some(Command::Authz(authz)) = a.command else { panic!("authz") };
+        let s = authz.serving().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9192");
+        assert_eq!(s.manifests.as_deref(), Some(std::path::Path::new("m.yaml")));
+        assert_eq!(s.trusted_proxies.len(), 1);
+        let bad = |flags: &[&str]| AuthzArgs { flags: flags.iter().map(|f| f.to_string()).collect() }.serving();
+        assert!(bad(&["--listen", "9191"]).is_err());
+        assert!(bad(&["explain", "--manifests", "m", "--url", "u"]).is_err());
+        assert!(bad(&["--no-such-flag"]).is_err());
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! `decide` holds the pure decisions (routing, CORS, authentication, policy) over a compiled
 //! config; `http` is the hyper glue that moves bytes and calls them; `admin` serves health,
-//! metrics and config; `config` keeps the live snapshot. Nothing here talks to Kubernetes.
+//! metrics and config; `config` keeps the live snapshot; `authz` answers other proxies'
+//! external-authorization calls with the same decisions. Nothing here talks to Kubernetes.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod decide;

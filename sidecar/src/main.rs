@@ -1,4 +1,5 @@
 //! `portcullis-sidecar`: parse flags, set up logging, run until SIGTERM/SIGINT, drain, exit.
+//! `authz` serves the same way, as the external authorizer of another proxy.
 //! The `explain` and `doctor cors` subcommands run once and exit: 0 when the request would be
 //! served (or the CORS setup works), 1 when not, 2 on a usage or configuration error.
 
@@ -6,20 +7,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use portcullis_sidecar::cli::{Args, Command, DoctorCommand, LogFormat};
+use portcullis_sidecar::run::Role;
 use portcullis_sidecar::{doctor, explain};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match args.command.clone() {
-        Some(command) => run_once(command),
-        None => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:?}");
-                ExitCode::FAILURE
-            }
+    let (role, args) = match args.command.clone() {
+        Some(Command::Authz(authz)) => match authz.serving() {
+            Ok(args) => (Role::Authorizer, args),
+            Err(e) => e.exit(),
         },
+        Some(command) => return run_once(command),
+        None => (Role::Sidecar, args),
+    };
+    match serve(role, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -53,6 +60,11 @@ fn run_once(command: Command) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        // main() serves `authz` itself; this arm only keeps the match exhaustive.
+        Command::Authz(_) => {
+            eprintln!("error: `authz` serves; it is not a one-shot command");
+            return ExitCode::from(2);
+        }
     };
     print!("{text}");
     if ok {
@@ -62,7 +74,7 @@ fn run_once(command: Command) -> ExitCode {
     }
 }
 
-fn serve(args: Args) -> anyhow::Result<()> {
+fn serve(role: Role, args: Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", args.log))?;
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
@@ -92,7 +104,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
     };
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
-        portcullis_sidecar::run::run(args, shutdown_signal()).await?;
+        portcullis_sidecar::run::run_as(role, args, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub connections_open: prometheus::IntGauge,
     /// `portcullis_connection_limit_reached_total`: times `--max-connections` held back accepts.
     pub connection_limit_reached: prometheus::IntCounter,
+    /// `portcullis_authz_checks_total{enforcer,result}`: `authz` answers by the proxy protocol
+    /// that asked (`authz-grpc`, `authz-http`, `forward-auth`, `forward-auth-direct`).
+    pub authz_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,6 +135,14 @@ impl Metrics {
             "Times --max-connections connections were open and new ones waited in the listen backlog.",
         )
         .expect("static metric definition is valid");
+        let authz_checks = IntCounterVec::new(
+            Opts::new(
+                "portcullis_authz_checks_total",
+                "External-authorizer answers by enforcer (the proxy protocol that asked) and result.",
+            ),
+            &["enforcer", "result"],
+        )
+        .expect("static metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(client_timeouts.clone()),
@@ -149,6 +160,7 @@ impl Metrics {
             Box::new(config_pushes.clone()),
             Box::new(logins.clone()),
             Box::new(tls_reloads.clone()),
+            Box::new(authz_checks.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -173,6 +185,7 @@ impl Metrics {
             client_timeouts,
             connections_open,
             connection_limit_reached,
+            authz_checks,
         }
     }
 

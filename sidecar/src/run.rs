@@ -36,13 +36,30 @@ pub enum StartError {
         "--push-public-key needs --pod-name and --pod-namespace (or POD_NAME and POD_NAMESPACE from the downward API)"
     )]
     PushTarget,
+    #[error("cannot make this boot's push key: {0}")]
+    BootKey(String),
 }
 
 /// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// What the process serves on `--listen`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The proxy beside one app (the default).
+    Sidecar,
+    /// `authz`: the external authorizer of another proxy (Envoy ext_authz, forward-auth);
+    /// the same configuration, admin port and decisions, nothing forwarded.
+    Authorizer,
+}
+
 /// Runs the sidecar until `shutdown` resolves, then drains.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    run_as(Role::Sidecar, args, shutdown).await
+}
+
+/// Runs in `role` until `shutdown` resolves, then drains.
+pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let client = outbound::client(args.connect_timeout)?;
     let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
@@ -100,7 +117,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         drain: args.drain_timeout,
         max_connections: args.max_connections as usize,
     };
-    tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+    match role {
+        Role::Sidecar => {
+            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+        }
+        Role::Authorizer => {
+            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
+        }
+    }
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_settings = crate::admin::AdminSettings {
@@ -110,7 +134,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     let admin = tokio::spawn(crate::admin::serve(admin_listener, store, admin_settings, async move {
         let _ = admin_stopped.await;
     }));
-    crate::http::serve(listener, proxy, limits, tls, shutdown).await;
+    match role {
+        Role::Sidecar => crate::http::serve(listener, proxy, limits, tls, shutdown).await,
+        Role::Authorizer => crate::authz::serve(listener, proxy, limits, tls, shutdown).await,
+    }
     let _ = admin_stop.send(());
     let _ = admin.await;
     Ok(())
@@ -135,11 +162,13 @@ fn push_receiver(args: &Args) -> Result<Option<Arc<PushReceiver>>, StartError> {
     let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
         return Err(StartError::PushTarget);
     };
-    Ok(Some(Arc::new(PushReceiver::new(PushSettings {
+    let receiver = PushReceiver::new(PushSettings {
         trusted,
         target: PushTarget { namespace, pod },
         max_age_secs: args.push_max_age.as_secs() as i64,
-    }))))
+    })
+    .map_err(|e| StartError::BootKey(e.to_string()))?;
+    Ok(Some(Arc::new(receiver)))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

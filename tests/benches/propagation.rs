@@ -6,6 +6,11 @@
 //! Run with release binaries (the numbers are for them):
 //!   cargo build --release --workspace --bins
 //!   KUBECONFIG=… cargo bench -p portcullis-tests --bench propagation [-- SIDECARS ROUNDS APPS PER_NAMESPACE]
+//!
+//! With `--real-pods`, the sidecars are real pods instead (the container the injection webhook
+//! adds, image `localhost/portcullis-sidecar:dev` or PORTCULLIS_SIDECAR_IMAGE, e.g. from
+//! tests/cluster/images.sh), reached at their pod IPs: the cluster needs nodes, and this machine
+//! must reach its pod network (the shared test cluster's is).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -35,10 +40,10 @@ fn application(namespace: &str, name: &str, domain: &str, selector: &str) -> ser
     })
 }
 
-/// A sidecar enforcing an application with `host` answers 401 (known host, no credentials);
-/// one that does not answers 404.
-async fn enforces(sc: &Sidecar, host: &str) -> bool {
-    matches!(get(&sc.url("/"), &[("host", host)]).await, Ok(a) if a.status == 401)
+/// A sidecar (its traffic address `base`) enforcing an application with `host` answers 401
+/// (known host, no credentials); one that does not answers 404.
+async fn enforces(base: &str, host: &str) -> bool {
+    matches!(get(&format!("{base}/"), &[("host", host)]).await, Ok(a) if a.status == 401)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -53,10 +58,11 @@ fn ms(d: Duration) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let real_pods = std::env::args().any(|a| a == "--real-pods");
     let sidecar_count = args.first().copied().unwrap_or(100);
     let rounds = args.get(1).copied().unwrap_or(20);
     let app_count = args.get(2).copied().unwrap_or(1000);
-    let Some(setup) = cluster::setup("propagation bench", "portcullis-bench").await else { return };
+    let setup = cluster::setup("propagation bench", "portcullis-bench").await;
     let cluster::Setup { client, op_ns, ns, user } = &setup;
     let mut operator = Operator::start(op_ns, user, "operator-bench").await;
     let key = setup.push_public_key().await;
@@ -64,8 +70,20 @@ async fn main() {
 
     let up = Upstream::start().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let sidecars = cluster::running_sidecar_pods(&pods, ns, "web", sidecar_count, &up.url(), &key).await;
-    eprintln!("{sidecar_count} sidecars running behind Pod objects");
+    // The processes (process mode) live until the end; the addresses are what is measured.
+    let (_processes, sidecars) = if real_pods {
+        let image =
+            std::env::var("PORTCULLIS_SIDECAR_IMAGE").unwrap_or_else(|_| "localhost/portcullis-sidecar:dev".into());
+        let started = Instant::now();
+        let addresses = cluster::injected_pods(&pods, ns, "web", sidecar_count, &image, &key).await;
+        eprintln!("{sidecar_count} real sidecar pods running after {:.1} s", started.elapsed().as_secs_f64());
+        (Vec::new(), addresses)
+    } else {
+        let processes = cluster::running_sidecar_pods(&pods, ns, "web", sidecar_count, &up.url(), &key).await;
+        eprintln!("{sidecar_count} sidecars running behind Pod objects");
+        let addresses = processes.iter().map(|sc| sc.url("")).collect::<Vec<_>>();
+        (processes, addresses)
+    };
 
     let apps: Api<AccessApplication> = Api::namespaced(client.clone(), ns);
     cluster::apply(&apps, application(ns, "web", "v0.mysite.com", "web")).await;
@@ -142,7 +160,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_apps = operator.rss_kib();
 
-    println!("## Propagation ({sidecar_count} sidecars, {rounds} updates, poll every {POLL:?})");
+    let kind = if real_pods { "real pods" } else { "processes behind Pod objects" };
+    println!("## Propagation ({sidecar_count} sidecars as {kind}, {rounds} updates, poll every {POLL:?})");
     if each.is_empty() {
         println!("(no sidecars or no updates: propagation not measured)");
     } else {
@@ -159,6 +178,7 @@ async fn main() {
         peak.max(rss_apps) / 1024
     );
     operator.stop();
+    setup.teardown().await;
 }
 
 fn report_propagation(each: &[Duration], all: &[Duration]) {

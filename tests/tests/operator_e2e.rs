@@ -1,5 +1,5 @@
-//! The operator end to end, against the cluster `KUBECONFIG` names (skipped with a message when
-//! it is unset): CRDs applied, two operator replicas (leader election) with the least RBAC of
+//! The operator end to end, against the cluster `KUBECONFIG` names (ignored unless asked for:
+//! `cargo test -p portcullis-tests --test operator_e2e -- --ignored`): CRDs applied, two operator replicas (leader election) with the least RBAC of
 //! `operator/rbac.yaml`, three sidecar processes behind Pod objects, an AccessServiceToken and an
 //! AccessApplication. Every step is checked with real requests through every sidecar.
 
@@ -64,8 +64,9 @@ async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: set KUBECONFIG"]
 async fn the_operator_configures_sidecars_through_a_real_api_server() {
-    let Some(setup) = cluster::setup("operator_e2e", "portcullis-e2e-shop").await else { return };
+    let setup = cluster::setup("operator_e2e", "portcullis-e2e-shop").await;
     let cluster::Setup { client, op_ns, ns, user } = &setup;
     let (client, op_ns, ns, user) = (client.clone(), op_ns.as_str(), ns.as_str(), user.as_str());
 
@@ -233,4 +234,5 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     assert!(!first.logs().contains(&secret), "the client secret is never logged");
     second.stop();
     first.stop();
+    setup.teardown().await;
 }

@@ -298,18 +298,7 @@ async fn app_cors_headers_are_replaced_never_duplicated_and_vary_merged_once() {
 #[tokio::test]
 async fn routing_unknown_host_404_bad_host_400_and_traversal_cannot_borrow_a_bypass() {
     let up = Upstream::start().await;
-    let extra = r#"---
-apiVersion: access.portcullis.dev/v1alpha1
-kind: AccessApplication
-metadata: { name: public, namespace: shop }
-spec:
-  domains: [api.mysite.com/public]
-  policies:
-    - name: open
-      action: Bypass
-      include: [ { ipRange: 0.0.0.0/0 } ]
-"#;
-    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, extra), &up.url()).start().await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS), &up.url()).start().await;
     let r = get(&sc.url("/"), &[("host", "unknown.test")]).await.unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "unknown_host");

@@ -340,6 +340,25 @@ async fn id_tokens_are_verified_before_a_session_is_minted() {
             "id_token_invalid",
         ),
         (
+            // Anyone can put an unverified address in a profile at many providers.
+            "email not verified",
+            "rsa.pem",
+            "rsa-1",
+            Box::new(|c| c["email_verified"] = false.into()),
+            true,
+            403,
+            "email_unverified",
+        ),
+        (
+            "email not verified, as a string",
+            "rsa.pem",
+            "rsa-1",
+            Box::new(|c| c["email_verified"] = "false".into()),
+            true,
+            403,
+            "email_unverified",
+        ),
+        (
             "refused by policy",
             "rsa.pem",
             "rsa-1",
@@ -359,9 +378,10 @@ async fn id_tokens_are_verified_before_a_session_is_minted() {
         assert!(r.all("set-cookie").iter().all(|c| !c.starts_with("CF_Authorization=")), "{what}: no session");
     }
 
-    // A good answer: a session for the user, back to rd.
+    // A good answer: a session for the user, back to rd (a verified email signs in).
     let (cookie, q) = start_login_via(&s).await;
-    *idp.id_token.lock().unwrap() = id_token("rsa.pem", "rsa-1", &keep, param(&q, "nonce"));
+    let verified = |c: &mut serde_json::Value| c["email_verified"] = true.into();
+    *idp.id_token.lock().unwrap() = id_token("rsa.pem", "rsa-1", &verified, param(&q, "nonce"));
     let r = get(&s.sidecar_url_callback(param(&q, "state")), &[HOST, ("cookie", &cookie)]).await.unwrap();
     assert_eq!((r.status, r.header("location")), (302, Some("https://api.mysite.com/x")), "{}", r.text());
     let session = r.all("set-cookie").into_iter().find(|c| c.starts_with("CF_Authorization=")).expect("session");

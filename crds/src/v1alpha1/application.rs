@@ -76,7 +76,7 @@ pub struct AccessApplicationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathsSpec {
-    /// What a path holding an encoded slash or backslash (`%2F`, `%5C`), a raw `\`, or an
+    /// What a path holding an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`), a raw `\`, or an
     /// encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
     /// `KeepUnchanged`: forwarded as sent, the escapes matched as ordinary bytes — only for apps
     /// that need encoded slashes in a path segment (object keys, some REST APIs). The risk: an app

@@ -1,10 +1,12 @@
-//! Receiving a config push from the operator (`PUT /config` on the admin port): size cap,
-//! signature, target, order and age checked before the snapshot is rendered; a refused push
-//! leaves the running config in force and says why (status, reason, metric, log).
+//! Receiving a config push from the operator on the admin port: `GET /config/boot` tells the
+//! operator which boot it is talking to and which key to seal to; `PUT /config` takes the push —
+//! size cap, format, signature, boot, target, order and age checked before the snapshot is
+//! opened and rendered. A refused push leaves the running config in force and says why
+//! (status, reason, metric, log); the log and the answer never carry the config itself.
 
 use std::sync::Mutex;
 
-use portcullis_crds::push::{self, PushError, PushTarget, Receiver, SignedPush, VerifyingKey};
+use portcullis_crds::push::{self, BootInfo, BootKey, PushError, PushTarget, Receiver, Refused, VerifyingKey};
 
 use super::live::LiveError;
 use super::store::ConfigStore;
@@ -24,9 +26,12 @@ pub struct PushSettings {
     pub max_age_secs: i64,
 }
 
-/// Accepts pushes and remembers the sequence it runs.
+/// Accepts pushes for this boot and remembers the sequence it runs.
 pub struct PushReceiver {
     settings: PushSettings,
+    /// Made at start, never stored: a restart is a new boot, and pushes made for the old one
+    /// are refused (`stale_boot`) although the sequence memory below is gone.
+    boot: BootKey,
     /// Sequence of the running pushed config (the admin path is rare: a mutex is fine here).
     running: Mutex<Option<u64>>,
 }
@@ -43,23 +48,12 @@ pub enum PushRefusal {
 }
 
 impl PushRefusal {
-    pub fn reason(&self) -> &'static str {
+    /// The refusal in the table shared with the operator (reason and HTTP status).
+    pub fn reason(&self) -> Refused {
         match self {
-            PushRefusal::TooLarge => "too_large",
+            PushRefusal::TooLarge => Refused::TooLarge,
             PushRefusal::Push(e) => e.reason(),
-            PushRefusal::Render(_) => "invalid_snapshot",
-        }
-    }
-
-    /// HTTP status of the refusal: 400 unreadable, 401 not signed by a trusted key, 409 not
-    /// for us or not newer, 413 too large, 422 signed but unusable.
-    pub fn status(&self) -> u16 {
-        match self {
-            PushRefusal::TooLarge => 413,
-            PushRefusal::Push(PushError::Malformed(_)) => 400,
-            PushRefusal::Push(PushError::UnknownKey(_) | PushError::BadSignature) => 401,
-            PushRefusal::Push(_) => 409,
-            PushRefusal::Render(_) => 422,
+            PushRefusal::Render(_) => Refused::InvalidSnapshot,
         }
     }
 }
@@ -74,16 +68,22 @@ pub struct Accepted {
 }
 
 impl PushReceiver {
-    pub fn new(settings: PushSettings) -> Self {
-        Self { settings, running: Mutex::new(None) }
+    /// A receiver for a new boot (fresh boot id and key pair).
+    pub fn new(settings: PushSettings) -> Result<Self, push::KeyError> {
+        Ok(Self { settings, boot: BootKey::generate()?, running: Mutex::new(None) })
     }
 
-    /// Verifies, checks and installs a push. `now` is Unix seconds.
+    /// What `GET /config/boot` answers.
+    pub fn boot_info(&self) -> BootInfo {
+        self.boot.info(&self.settings.target)
+    }
+
+    /// Verifies, checks, opens and installs a push. `now` is Unix seconds.
     pub fn receive(&self, store: &ConfigStore, body: &[u8], now: i64) -> Result<Accepted, PushRefusal> {
         let result = self.receive_inner(store, body, now);
         let label = match &result {
             Ok(_) => "ok",
-            Err(e) => e.reason(),
+            Err(e) => e.reason().as_str(),
         };
         store.metrics().config_pushes.with_label_values(&[label]).inc();
         result
@@ -93,29 +93,30 @@ impl PushReceiver {
         if body.len() > MAX_PUSH_BYTES {
             return Err(PushRefusal::TooLarge);
         }
-        let signed: SignedPush =
-            serde_json::from_slice(body).map_err(|e| PushError::Malformed(format!("envelope: {e}")))?;
-        let pushed = push::verify(&signed, &self.settings.trusted)?;
+        let verified = push::verify(body, &self.settings.trusted)?;
         // Hold the lock across check and install so two concurrent pushes cannot both pass
         // the order check and install out of order.
         let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         push::check(
-            &pushed,
+            &verified.header,
             &Receiver {
                 target: &self.settings.target,
+                boot_id: self.boot.id(),
                 running: *running,
                 now,
                 max_age_secs: self.settings.max_age_secs,
             },
         )?;
-        let version = pushed.snapshot.version.clone();
-        if store.load().is_some_and(|live| live.version == version) && *running == Some(pushed.sequence) {
-            return Ok(Accepted { sequence: pushed.sequence, version, unchanged: true });
-        }
+        let snapshot = verified.open(&self.boot)?;
+        let sequence = verified.header.sequence;
+        let version = snapshot.version.clone();
         let unchanged = store.load().is_some_and(|live| live.version == version);
-        store.install(pushed.snapshot)?;
-        *running = Some(pushed.sequence);
-        Ok(Accepted { sequence: pushed.sequence, version, unchanged })
+        if unchanged && *running == Some(sequence) {
+            return Ok(Accepted { sequence, version, unchanged });
+        }
+        store.install(snapshot)?;
+        *running = Some(sequence);
+        Ok(Accepted { sequence, version, unchanged })
     }
 }
 
@@ -124,7 +125,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use portcullis_crds::push::{ConfigPush, SigningKey};
+    use portcullis_crds::push::{BootInfo, ConfigPush, SigningKey};
     use portcullis_crds::Snapshot;
 
     use super::*;
@@ -141,58 +142,63 @@ mod tests {
         PushTarget { namespace: "shop".into(), pod: "api-0".into() }
     }
 
-    fn body(key: &SigningKey, sequence: u64, pod: &str, issued_at: i64, snapshot: Snapshot) -> Vec<u8> {
+    fn body(key: &SigningKey, boot: &BootInfo, sequence: u64, pod: &str, issued_at: i64) -> Vec<u8> {
         let push = ConfigPush {
             sequence,
             target: PushTarget { namespace: "shop".into(), pod: pod.into() },
             issued_at,
-            snapshot,
+            snapshot: Snapshot::empty(),
         };
-        serde_json::to_vec(&key.sign(&push)).unwrap()
+        serde_json::to_vec(&key.seal(&push, boot).unwrap()).unwrap()
     }
 
-    #[tokio::test]
-    async fn accepts_a_signed_push_and_refuses_what_it_must() {
-        let (key, _) = SigningKey::generate().unwrap();
-        let (rogue, _) = SigningKey::generate().unwrap();
-        let rx = PushReceiver::new(PushSettings {
+    fn receiver(key: &SigningKey) -> PushReceiver {
+        PushReceiver::new(PushSettings {
             trusted: vec![key.verifying_key()],
             target: me(),
             max_age_secs: DEFAULT_MAX_AGE_SECS,
-        });
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepts_a_sealed_push_and_refuses_what_it_must() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let (rogue, _) = SigningKey::generate().unwrap();
+        let rx = receiver(&key);
+        let boot = rx.boot_info();
+        assert_eq!(boot.target, me());
         let store = store();
         let now = 1_900_000_000;
         assert!(store.load().is_none());
 
-        let ok = rx.receive(&store, &body(&key, 10, "api-0", now, Snapshot::empty()), now).unwrap();
+        let ok = rx.receive(&store, &body(&key, &boot, 10, "api-0", now), now).unwrap();
         assert_eq!(ok.sequence, 10);
         assert!(!ok.unchanged);
         assert_eq!(store.load().unwrap().version, Snapshot::empty().version);
 
-        let again = rx.receive(&store, &body(&key, 10, "api-0", now, Snapshot::empty()), now).unwrap();
+        let again = rx.receive(&store, &body(&key, &boot, 10, "api-0", now), now).unwrap();
         assert!(again.unchanged, "a re-push of the running config is idempotent");
 
-        let cases: Vec<(Vec<u8>, &str, u16)> = vec![
-            (b"{not json".to_vec(), "malformed", 400),
-            (body(&rogue, 11, "api-0", now, Snapshot::empty()), "unknown_key", 401),
-            (body(&key, 9, "api-0", now, Snapshot::empty()), "stale", 409),
-            (body(&key, 11, "api-1", now, Snapshot::empty()), "wrong_target", 409),
-            (body(&key, 11, "api-0", now - DEFAULT_MAX_AGE_SECS - 1, Snapshot::empty()), "expired", 409),
-            (vec![b' '; MAX_PUSH_BYTES + 1], "too_large", 413),
+        // Another sidecar's boot (or this pod's previous one).
+        let other = receiver(&key).boot_info();
+        let cases: Vec<(Vec<u8>, Refused, u16)> = vec![
+            (b"{not json".to_vec(), Refused::Malformed, 400),
+            (br#"{"payload":"e30=","signature":"AA==","key_id":"00"}"#.to_vec(), Refused::UnsupportedFormat, 400),
+            (body(&rogue, &boot, 11, "api-0", now), Refused::UnknownKey, 401),
+            (body(&key, &other, 11, "api-0", now), Refused::StaleBoot, 409),
+            (body(&key, &boot, 9, "api-0", now), Refused::Stale, 409),
+            (body(&key, &boot, 11, "api-1", now), Refused::WrongTarget, 409),
+            (body(&key, &boot, 11, "api-0", now - DEFAULT_MAX_AGE_SECS - 1), Refused::Expired, 409),
+            (vec![b' '; MAX_PUSH_BYTES + 1], Refused::TooLarge, 413),
         ];
         for (b, reason, status) in cases {
             let e = rx.receive(&store, &b, now).unwrap_err();
-            assert_eq!((e.reason(), e.status()), (reason, status), "{e}");
+            assert_eq!((e.reason(), e.reason().status()), (reason, status), "{e}");
         }
-        // A forged envelope claiming the trusted key id.
-        let mut forged: SignedPush =
-            serde_json::from_slice(&body(&rogue, 12, "api-0", now, Snapshot::empty())).unwrap();
-        forged.key_id = key.verifying_key().key_id().to_owned();
-        let e = rx.receive(&store, &serde_json::to_vec(&forged).unwrap(), now).unwrap_err();
-        assert_eq!(e.reason(), "bad_signature");
-
         let metrics = store.metrics().render();
         assert!(metrics.contains("portcullis_config_pushes_total{result=\"ok\"} 2"), "{metrics}");
-        assert!(metrics.contains("portcullis_config_pushes_total{result=\"stale\"} 1"), "{metrics}");
+        assert!(metrics.contains("portcullis_config_pushes_total{result=\"stale_boot\"} 1"), "{metrics}");
+        assert_eq!(store.load().unwrap().version, Snapshot::empty().version, "the running config stayed");
     }
 }

@@ -80,7 +80,7 @@ impl Refusal {
         match self {
             Refusal::NoConfig => "the sidecar has no configuration loaded yet",
             Refusal::BadRequest("ambiguous_path") => {
-                "the path holds an encoded slash or backslash, a backslash or an encoded control character, \
+                "the path holds an encoded slash, backslash or semicolon, a backslash or an encoded control character, \
                  which servers read in different ways; this application refuses such paths (spec.paths.escapedSlashes)"
             }
             Refusal::BadRequest("conflicting_host") => "the host header names another authority than :authority",

@@ -17,9 +17,6 @@ use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 
 use super::cors::{analyze, Finding, Observed, Plan, PlanError};
@@ -148,7 +145,7 @@ fn client(resolve: &[String], insecure: bool) -> Result<DoctorClient, DoctorErro
     let mut tls = outbound::tls_config()?;
     if insecure {
         let provider = tls.crypto_provider().clone();
-        tls.dangerous().set_certificate_verifier(Arc::new(NoVerification(provider)));
+        tls.dangerous().set_certificate_verifier(Arc::new(outbound::WithoutRoots::accepting(provider)));
     }
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -184,45 +181,5 @@ impl tower_service::Service<Name> for Resolver {
         }
         let fut = self.system.call(name);
         Box::pin(async move { fut.await.map(|addrs| Box::new(addrs) as Addrs) })
-    }
-}
-
-/// `--insecure`: accepts any certificate (still checks the handshake signatures), for test
-/// deployments with self-signed certificates.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -244,7 +244,7 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// One of the sidecar's own answers, with the CORS headers for the request's origin.
-pub(super) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
+pub(crate) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
     let mut resp = r.to_response(request_id);
     app.cors.apply_to_response(origin, resp.headers_mut());
     resp

@@ -60,6 +60,11 @@ impl Proxy {
     pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
         Self { store, client, settings, metrics, request_ids: RequestIds::new() }
     }
+
+    /// A fresh request id (`x-request-id`), for an answer made outside [`handle`] (`authz`).
+    pub fn next_request_id(&self) -> HeaderValue {
+        self.request_ids.next()
+    }
 }
 
 /// Request ids: a per-process random prefix and a counter — unique, cheap, and not guessable

@@ -3,9 +3,12 @@
 //! requests finish, idle keep-alive connections are closed, and after `drain` the rest is cut.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,6 +30,7 @@ impl Drop for OpenConnection {
 
 use super::pipeline::{handle, Proxy};
 use super::tls::TlsReloader;
+use crate::outbound::OutBody;
 
 /// hyper's own HTTP/1 header-count limit (beyond it: 431).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -68,6 +72,24 @@ pub async fn serve(
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = proxy.metrics.clone();
+    let handler = move |req, peer| handle(proxy.clone(), req, peer);
+    serve_with(listener, handler, metrics, limits, tls, shutdown).await
+}
+
+/// [`serve`] with any request handler: the external authorizer (`authz`) answers on the same
+/// accept loop, limits and drain as the proxy.
+pub async fn serve_with<H, Fut>(
+    listener: TcpListener,
+    handler: H,
+    metrics: Arc<Metrics>,
+    limits: ServerLimits,
+    tls: Option<Arc<TlsReloader>>,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<OutBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -88,7 +110,6 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let metrics = proxy.metrics.clone();
     tokio::pin!(shutdown);
     loop {
         // A slot first, then accept: at the limit, connections queue in the backlog (and the
@@ -120,10 +141,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let handler = handler.clone();
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(proxy, req, peer).await) }
+            let answer = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         // hyper arms its header-read timer only once it knows the protocol, so a client that
         // connects and sends nothing would hold the connection forever: wait for the first

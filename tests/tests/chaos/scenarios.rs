@@ -461,21 +461,15 @@ pub async fn config_churn_files(k: &Knobs) -> Row {
 }
 
 pub async fn config_churn_pushes(k: &Knobs) -> Row {
-    use portcullis_crds::push::{ConfigPush, PushTarget, SigningKey};
+    use portcullis_crds::push::SigningKey;
     let app = App::start().await;
     let t = Tokens::new();
     let (key, _) = SigningKey::generate().expect("key");
     let sc = sidecar_without_manifests(&app.url(), &key.verifying_key().to_base64(), "shop", "chaos-0").await;
     let snapshots = [compile_manifests(&churn_manifests('A')), compile_manifests(&churn_manifests('B'))];
-    let push = |sequence: u64, which: usize| {
-        let p = ConfigPush {
-            sequence,
-            target: PushTarget { namespace: "shop".into(), pod: "chaos-0".into() },
-            issued_at: now(),
-            snapshot: snapshots[which].clone(),
-        };
-        serde_json::to_string(&key.sign(&p)).expect("serialise push")
-    };
+    // Sealed to this sidecar's boot and signed, as the operator sends them.
+    let boot = boot_info(&sc).await;
+    let push = |sequence: u64, which: usize| sealed_push(&key, &boot, sequence, "chaos-0", snapshots[which].clone());
     let url = format!("http://{}/config", sc.admin);
     let r = send_body("PUT", &url, &push(1, 0)).await.expect("first push");
     assert_eq!(r.status, 200, "{}", r.text());

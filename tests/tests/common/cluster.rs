@@ -1,7 +1,13 @@
 //! End-to-end harness against a real Kubernetes API server: whatever cluster `KUBECONFIG`
 //! names. No kubelet is needed: Pod objects are created with a `status` the test writes itself
 //! (`Running`, `podIP: 127.0.0.1`) and container ports that point at sidecar processes the test
-//! starts on loopback, so the operator pushes to real sidecars as it would to real pods.
+//! starts on loopback, so the operator pushes to real sidecars as it would to real pods. Those
+//! Pods carry a scheduling gate, so that on a cluster with nodes no scheduler binds them and no
+//! kubelet overwrites the status the test wrote.
+//!
+//! The tests using it are `#[ignore = "needs a cluster: set KUBECONFIG"]`: `cargo test` lists
+//! them as ignored, and `cargo test -- --ignored` (what tests/run.sh does when it has a
+//! cluster) runs them; run that way without `KUBECONFIG`, they fail.
 //!
 //! The operator runs as its own binary with the least RBAC of `operator/rbac.yaml`: the test
 //! binds those rules to a ServiceAccount and gives the operator a kubeconfig that impersonates
@@ -24,20 +30,24 @@ use super::{eventually, free_port, get, repo_root, tempdir::TempDir};
 /// Field manager of everything the tests write.
 const MANAGER: &str = "portcullis-e2e";
 
-/// The cluster `KUBECONFIG` names, or `None` with a message saying how to run the suite.
-pub async fn connect(suite: &str) -> Option<Client> {
+/// The reason on every test that needs a cluster (`#[ignore = …]` takes a literal, so the tests
+/// repeat it; this names it once for the message below).
+pub const NEEDS_A_CLUSTER: &str = "needs a cluster: set KUBECONFIG";
+
+/// The cluster `KUBECONFIG` names. A test that needs one was asked for explicitly (it is
+/// ignored otherwise), so without `KUBECONFIG` it fails rather than passing without running.
+pub async fn connect(suite: &str) -> Client {
     let Some(path) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) else {
-        eprintln!(
-            "SKIPPED {suite}: KUBECONFIG is not set. Point it at a cluster where you may create \
-             CRDs, namespaces and RBAC (any API server will do: no kubelet is needed) to run it."
+        panic!(
+            "{suite} {NEEDS_A_CLUSTER}. Point it at a cluster where you may create CRDs, namespaces \
+             and RBAC (any API server will do: no kubelet is needed)."
         );
-        return None;
     };
     let kubeconfig = Kubeconfig::read_from(&path).expect("KUBECONFIG is readable");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("KUBECONFIG has a usable current context");
-    Some(Client::try_from(config).expect("a client for KUBECONFIG"))
+    Client::try_from(config).expect("a client for KUBECONFIG")
 }
 
 /// A fresh place to run the operator: the CRDs installed, the operator's namespace with its
@@ -52,20 +62,40 @@ pub struct Setup {
     pub user: String,
 }
 
-/// Prepares a [`Setup`] with namespaces named after `prefix`, or `None` (with a message) when
-/// `KUBECONFIG` is unset.
-pub async fn setup(suite: &str, prefix: &str) -> Option<Setup> {
-    let client = connect(suite).await?;
+/// Prepares a [`Setup`] with namespaces named after `prefix` (panics when `KUBECONFIG` is unset).
+pub async fn setup(suite: &str, prefix: &str) -> Setup {
+    let client = connect(suite).await;
     install_crds(&client).await;
     let op_ns = unique(&format!("{prefix}-system"));
     let ns = unique(prefix);
     create_namespace(&client, &op_ns).await;
     create_namespace(&client, &ns).await;
     let user = operator_identity(&client, &op_ns).await;
-    Some(Setup { client, op_ns, ns, user })
+    Setup { client, op_ns, ns, user }
 }
 
 impl Setup {
+    /// Deletes what [`setup`] made: both namespaces (with everything in them) and the
+    /// operator's ClusterRole and ClusterRoleBinding. The CRDs stay (other suites share them).
+    pub async fn teardown(self) {
+        let dp = kube::api::DeleteParams::default();
+        // The operator may have stopped already: nothing would remove the applications'
+        // finalizer, and the namespace would stay Terminating.
+        let apps = Api::<portcullis_crds::v1alpha1::AccessApplication>::namespaced(self.client.clone(), &self.ns);
+        let unfinalized = json!({"metadata": {"finalizers": null}});
+        for app in apps.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+            let name = app.metadata.name.unwrap_or_default();
+            let _ = apps.patch(&name, &PatchParams::default(), &Patch::Merge(&unfinalized)).await;
+        }
+        for ns in [&self.ns, &self.op_ns] {
+            let _ = Api::<Namespace>::all(self.client.clone()).delete(ns, &dp).await;
+        }
+        for name in operator_cluster_roles(&self.op_ns) {
+            let _ = Api::<ClusterRoleBinding>::all(self.client.clone()).delete(&name, &dp).await;
+            let _ = Api::<ClusterRole>::all(self.client.clone()).delete(&name, &dp).await;
+        }
+    }
+
     /// The push public key (base64) the operator keeps in its namespace, once it made it.
     pub async fn push_public_key(&self) -> String {
         secret_value(&Api::namespaced(self.client.clone(), &self.op_ns), "portcullis-push-key", "public-key").await
@@ -133,12 +163,10 @@ pub async fn operator_identity(client: &Client, namespace: &str) -> String {
     )
     .await;
     let subject = json!([{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]);
-    let text = std::fs::read_to_string(repo_root().join("operator/rbac.yaml")).expect("operator/rbac.yaml");
-    for doc in text.split("\n---").filter(|d| d.contains("kind:")) {
-        let mut object: serde_json::Value = serde_yaml_ng::from_str(doc).expect("an RBAC document");
+    for mut object in rbac_documents() {
         match object["kind"].as_str() {
             Some("ClusterRole") => {
-                let name = format!("{}-{namespace}", object["metadata"]["name"].as_str().unwrap());
+                let name = cluster_role_name(&object, namespace);
                 object["metadata"]["name"] = json!(name);
                 apply(&Api::<ClusterRole>::all(client.clone()), object).await;
                 let binding = json!({
@@ -165,6 +193,24 @@ pub async fn operator_identity(client: &Client, namespace: &str) -> String {
         }
     }
     format!("system:serviceaccount:{namespace}:{sa}")
+}
+
+fn rbac_documents() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo_root().join("operator/rbac.yaml")).expect("operator/rbac.yaml");
+    text.split("\n---")
+        .filter(|d| d.contains("kind:"))
+        .map(|doc| serde_yaml_ng::from_str(doc).expect("an RBAC document"))
+        .collect()
+}
+
+/// The run-unique name of one of `operator/rbac.yaml`'s ClusterRoles for an operator in `namespace`.
+fn cluster_role_name(object: &serde_json::Value, namespace: &str) -> String {
+    format!("{}-{namespace}", object["metadata"]["name"].as_str().expect("ClusterRole name"))
+}
+
+/// The names [`operator_identity`] gave the ClusterRoles (and their bindings) for `namespace`.
+fn operator_cluster_roles(namespace: &str) -> Vec<String> {
+    rbac_documents().iter().filter(|o| o["kind"] == "ClusterRole").map(|o| cluster_role_name(o, namespace)).collect()
 }
 
 /// Writes a copy of `KUBECONFIG` whose current user impersonates `user`.
@@ -289,12 +335,12 @@ impl Drop for Operator {
 }
 
 /// A Pod object for a sidecar the test runs: its `portcullis` and `portcullis-adm` container
-/// ports are the sidecar process's loopback ports.
+/// ports are the sidecar process's loopback ports. Its scheduling gate keeps it unscheduled.
 pub fn sidecar_pod(name: &str, labels: serde_json::Value, traffic: u16, admin: u16) -> serde_json::Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [
+        "spec": {"schedulingGates": [{"name": "access.portcullis.dev/host-process"}], "containers": [
             {"name": "app", "image": "registry.invalid/app:test"},
             {"name": "portcullis-sidecar", "image": "registry.invalid/portcullis-sidecar:test", "ports": [
                 {"name": "portcullis", "containerPort": traffic},
@@ -324,6 +370,54 @@ pub async fn running_sidecar_pods(
         sidecars.push(sc);
     }
     sidecars
+}
+
+/// Creates `count` real pods `<app>-<i>` labelled `app: <app>`, each running only the sidecar
+/// container the injection webhook adds (`portcullis_operator::webhook::inject::container`,
+/// image `image`, trusting `push_key`; no resources requested, so that many fit on one node), and
+/// returns each one's traffic address (`http://<pod IP>:14080`) once its sidecar runs. Needs a
+/// cluster with nodes that have the image and whose pod IPs this machine reaches.
+pub async fn injected_pods(
+    pods: &Api<Pod>,
+    ns: &str,
+    app: &str,
+    count: usize,
+    image: &str,
+    push_key: &str,
+) -> Vec<String> {
+    use portcullis_operator::webhook::inject;
+    let injection = portcullis_operator::webhook::Injection {
+        image: image.to_owned(),
+        image_pull_policy: "IfNotPresent".to_owned(),
+        resources: Default::default(),
+        push_public_key: push_key.to_owned(),
+        operator_namespace: String::new(),
+        traffic_port: 14080,
+        admin_port: 14090,
+    };
+    let container = inject::container(&injection, 3000);
+    for i in 0..count {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{app}-{i}"), "namespace": ns, "labels": {"app": app}},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
+        });
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
+    }
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let name = format!("{app}-{i}");
+        let ip = eventually(Duration::from_secs(300), &format!("pod {name} running"), || async {
+            let pod = pods.get(&name).await.ok()?;
+            let status = pod.status?;
+            let running =
+                status.container_statuses?.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+            running.then_some(status.pod_ip?)
+        })
+        .await;
+        addresses.push(format!("http://{ip}:{}", injection.traffic_port));
+    }
+    addresses
 }
 
 /// Writes the status a kubelet would: Running on 127.0.0.1, the sidecar container restarted

@@ -88,7 +88,8 @@ pub struct Recorded {
 /// `/slow` waits 3 s; `/set-cookie` sets a cookie; `/app-cors` sets its own CORS headers;
 /// `/dup-cors` sets `Access-Control-Allow-Origin` twice (as an app behind a CORS-adding proxy
 /// does); `/cors-no-vary` allows `https://example.com` with credentials but sends no `Vary`;
-/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes.
+/// `/redirect` answers 302 to any method; `/ws` accepts an upgrade and echoes bytes;
+/// `/read-body` answers once the request body has been read.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -159,6 +160,10 @@ async fn upstream_answer(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Recorded
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
     match path.as_str() {
         "/slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+        "/read-body" => {
+            // Answers only once the whole request body arrived (or failed).
+            let _ = req.body_mut().collect().await;
+        }
         "/set-cookie" | "/api/set-cookie" | "/set-cookie-direct" => {
             resp.headers_mut().insert("set-cookie", "upstream_session=abc; Path=/".parse().unwrap());
         }
@@ -311,6 +316,8 @@ pub struct SidecarBuilder {
     env: Vec<(String, String)>,
     port: Option<u16>,
     wait_ready: bool,
+    /// `authz`: serve as the external authorizer instead of the proxy.
+    authz: bool,
 }
 
 pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
@@ -321,7 +328,13 @@ pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
         env: vec![],
         port: None,
         wait_ready: true,
+        authz: false,
     }
+}
+
+/// `portcullis-sidecar authz` on free ports with these manifests.
+pub fn authorizer(manifests: &str) -> SidecarBuilder {
+    SidecarBuilder { authz: true, ..sidecar(manifests, "http://127.0.0.1:9") }
 }
 
 impl SidecarBuilder {
@@ -358,6 +371,7 @@ impl SidecarBuilder {
             let log = dir.path().join("sidecar.log");
             let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
             let child = Command::new(sidecar_bin())
+                .args(self.authz.then_some("authz"))
                 .arg("--manifests")
                 .arg(&manifests)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -659,6 +673,19 @@ pub const SEED_CORS: &str = r#"  cors:
     maxAge: 600
 "#;
 
+/// A document to append to `seed_manifests`: `api.mysite.com/public` is public (Bypass).
+pub const PUBLIC_BYPASS: &str = r#"---
+apiVersion: access.portcullis.dev/v1alpha1
+kind: AccessApplication
+metadata: { name: public, namespace: shop }
+spec:
+  domains: [api.mysite.com/public]
+  policies:
+    - name: open
+      action: Bypass
+      include: [ { everyone: {} } ]
+"#;
+
 /// Inline JWKS lines for `seed_manifests`.
 pub fn inline_jwks() -> String {
     format!("        jwks: |\n{}", yaml_block(&jwks_json(), 10))
@@ -733,6 +760,31 @@ async fn try_sidecar_without_manifests_on(
     let mut s =
         Sidecar { child, addr: ([127, 0, 0, 1], port).into(), admin: ([127, 0, 0, 1], admin_port).into(), dir, log };
     s.wait_up(false).await.map(|()| s)
+}
+
+/// The sidecar's current boot (`GET /config/boot`), which pushes are sealed to.
+pub async fn boot_info(sc: &Sidecar) -> portcullis_crds::push::BootInfo {
+    let r = get(&format!("http://{}/config/boot", sc.admin), &[]).await.expect("boot info");
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).expect("boot info JSON")
+}
+
+/// A push of `snapshot` to `shop/<pod>`, issued now, sealed to `boot` and signed by `key`:
+/// the body the operator sends.
+pub fn sealed_push(
+    key: &portcullis_crds::push::SigningKey,
+    boot: &portcullis_crds::push::BootInfo,
+    sequence: u64,
+    pod: &str,
+    snapshot: portcullis_crds::Snapshot,
+) -> String {
+    let push = portcullis_crds::push::ConfigPush {
+        sequence,
+        target: portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: pod.into() },
+        issued_at: now(),
+        snapshot,
+    };
+    serde_json::to_string(&key.seal(&push, boot).expect("seal")).expect("JSON")
 }
 
 /// Compiles manifests as the operator and the standalone sidecar do.

@@ -237,3 +237,25 @@ fn cookies() {
     assert_eq!(cookie(&h, "b"), Some("2"));
     assert_eq!(cookie(&h, "c"), None);
 }
+
+#[test]
+fn unverified_emails_sign_in_only_when_allowed() {
+    let claims = |v: serde_json::Value| match serde_json::json!({ "email": "a@b.c", "email_verified": v }) {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let absent = serde_json::Map::new();
+    // (claims, allowUnverifiedEmail, accepted)
+    let cases = [
+        (claims(true.into()), false, true),
+        (claims(false.into()), false, false),
+        (claims("false".into()), false, false),
+        (claims("FALSE".into()), false, false),
+        (claims("true".into()), false, true),
+        (absent, false, true),
+        (claims(false.into()), true, true),
+    ];
+    for (c, allow, want) in cases {
+        assert_eq!(email_acceptable(&c, allow), want, "{c:?} allow={allow}");
+    }
+}
