@@ -6,7 +6,7 @@
 
 use portcullis_sidecar::decide::authn::jwt::{identity_header_values, KeySet};
 
-/// A fixed "now" inside the validity of the seed tokens (which `tests/corpus.rs` mints).
+/// A fixed "now" inside the validity of the seed tokens (which `examples/write-seeds.rs` mints).
 pub const NOW: i64 = 1_900_000_000;
 
 pub fn run(data: &[u8]) {

@@ -6,6 +6,10 @@
 //! megabytes, not one record per request. Must not talk to anything but the given loopback
 //! address, and never runs unbounded.
 
+// Shared by the chaos tests (tests/tests/chaos/main.rs) and the long-run program
+// (tests/examples/reliability.rs); each uses a part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;

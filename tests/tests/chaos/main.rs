@@ -2,9 +2,9 @@
 //! generator ([`load`]) while a fault is injected — config churn (file reloads and signed
 //! pushes), the JWKS endpoint down then back with a rotated key, the app restarting in a loop,
 //! SIGTERM during load. Every request carries its expected answer, so a wrongly allowed request
-//! fails the test. The short versions run in `cargo test` (a few seconds each, one at a time);
-//! `bash tests/chaos/run.sh` runs the long ones and the soak and writes the tables of
-//! docs/reliability.md. The operator/API-server faults (issue 14, scenario 4) need the real
+//! fails the test. The short versions run here, in `cargo test` (a few seconds each, one at a
+//! time); the long ones and the soak are `tests/examples/reliability.rs`, run by
+//! `bash tests/chaos/run.sh`, which writes the tables of docs/reliability.md. The operator/API-server faults (issue 14, scenario 4) need the real
 //! cluster and are not here.
 
 #[path = "../common/mod.rs"]
@@ -12,9 +12,6 @@ mod common;
 mod load;
 mod scenarios;
 mod servers;
-mod soak;
-
-use std::time::Duration;
 
 use scenarios::Knobs;
 
@@ -53,27 +50,4 @@ async fn app_restarting_in_a_loop_gives_502_with_cors_and_recovers() {
 async fn sigterm_during_load_fails_no_in_flight_request() {
     let _one = SERIAL.lock().await;
     scenarios::emit(&scenarios::sigterm_during_load(&Knobs::short()).await);
-}
-
-/// The long chaos run (`bash tests/chaos/run.sh`): every scenario at the long sizes, one after
-/// the other, rows appended to `$CHAOS_REPORT`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: run by tests/chaos/run.sh"]
-async fn chaos_long() {
-    let _one = SERIAL.lock().await;
-    let k = Knobs::long();
-    scenarios::emit(&scenarios::config_churn_files(&k).await);
-    scenarios::emit(&scenarios::config_churn_pushes(&k).await);
-    scenarios::emit(&scenarios::jwks_down_then_rotated(&k).await);
-    scenarios::emit(&scenarios::app_restart_loop(&k).await);
-    scenarios::emit(&scenarios::sigterm_during_load(&k).await);
-}
-
-/// The soak (`SOAK_SECONDS`, default 1800; `SOAK_SECONDS=86400` for the 24 h mode).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: run by tests/chaos/run.sh soak"]
-async fn soak() {
-    let _one = SERIAL.lock().await;
-    let secs = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
-    soak::run(Duration::from_secs(secs)).await;
 }

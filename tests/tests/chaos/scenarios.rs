@@ -2,6 +2,10 @@
 //! generator, injects its fault, asserts what must hold (0 wrongly allowed always; the
 //! scenario's own guarantees) and returns a [`Row`] of the figures for docs/reliability.md.
 
+// Shared by the chaos tests (tests/tests/chaos/main.rs) and the long-run program
+// (tests/examples/reliability.rs); each uses a part of it.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,6 +4,10 @@
 //! endpoint. Unlike `common::Upstream` it records nothing per request, so a soak does not grow
 //! the test process. Must not bind anything but 127.0.0.1.
 
+// Shared by the chaos tests (tests/tests/chaos/main.rs) and the long-run program
+// (tests/examples/reliability.rs); each uses a part of it.
+#![allow(dead_code)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -4,6 +4,10 @@
 //! process from /proc every 10 s: resident memory, open file descriptors, CPU per request.
 //! Ends with SIGTERM under load. Writes its table to `$SOAK_REPORT` (when set) and stdout.
 
+// Shared by the chaos tests (tests/tests/chaos/main.rs) and the long-run program
+// (tests/examples/reliability.rs); each uses a part of it.
+#![allow(dead_code)]
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
