@@ -47,9 +47,11 @@ if grep -q -E 'Test unit written|panicked|deadly signal' "$out/$target.log"; the
   echo "fuzz/run.sh: $target CRASHED; input in $artifacts/ (log $out/$target.log)" >&2
   exit 1
 fi
-# Keep what found new coverage (a few hundred small files at most), so CI replays it.
+# Keep the inputs that reach new edges (hit counts ignored, so the set stays small), so CI
+# replays what the run explored.
 before=$(find "fuzz/corpus/$target" -type f | wc -l)
-nice -n 19 "$bin" -merge=1 -timeout=10 -rss_limit_mb=2048 "fuzz/corpus/$target" "$work" >"$out/$target.merge.log" 2>&1
+nice -n 19 "$bin" -set_cover_merge=1 -use_counters=0 -timeout=10 -rss_limit_mb=2048 \
+  "fuzz/corpus/$target" "$work" >"$out/$target.merge.log" 2>&1
 after=$(find "fuzz/corpus/$target" -type f | wc -l)
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$target.log")
 echo "==> $target: ${seconds}s, ${execs:-?} executions, 0 crashes, corpus $before -> $after inputs"
