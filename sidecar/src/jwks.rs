@@ -5,7 +5,8 @@
 //! an unknown `kid` at most once per 30 s (api.md), retried with backoff while failing, and
 //! shared across config reloads (keyed by URI) so a reload does not refetch. The last good
 //! keys stay in force when a fetch fails (architecture.md: keep serving when a JWKS endpoint is
-//! away). Must not verify tokens (that is `decide::authn::jwt`, which reads the keys through
+//! away); the issuer is then *stale* until a fetch succeeds, which the `portcullis_jwks_stale`
+//! gauge and one log line at each change say. Must not verify tokens (that is `decide::authn::jwt`, which reads the keys through
 //! [`KeySource`]) and must never log a token: only issuers, URIs, kids and errors.
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use http::header::{ACCEPT, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use portcullis_crds::snapshot::{self, JwksSource};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGaugeVec};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -94,10 +95,11 @@ impl FetchError {
     }
 }
 
-/// What every store shares: the client, the counter and the settings.
+/// What every store shares: the client, the metrics and the settings.
 struct Shared {
     client: HttpClient,
     refreshes: IntCounterVec,
+    stale: IntGaugeVec,
     settings: JwksSettings,
 }
 
@@ -117,7 +119,12 @@ impl JwksRegistry {
     }
 
     pub fn with_settings(client: HttpClient, metrics: &Metrics, settings: JwksSettings) -> Self {
-        let shared = Arc::new(Shared { client, refreshes: metrics.jwks_refreshes.clone(), settings });
+        let shared = Arc::new(Shared {
+            client,
+            refreshes: metrics.jwks_refreshes.clone(),
+            stale: metrics.jwks_stale.clone(),
+            settings,
+        });
         Self { shared, remote: Mutex::new(HashMap::new()) }
     }
 
@@ -175,6 +182,8 @@ pub struct IssuerKeys {
     /// When `current` last changed, so a request that saw the old keys just before another
     /// request's refresh landed still gets its one retry.
     changed_at: Mutex<Option<Instant>>,
+    /// Since when fetches have been failing; `None` while the last fetch succeeded.
+    stale_since: Mutex<Option<Instant>>,
     shared: Arc<Shared>,
     task: OnceLock<AbortHandle>,
 }
@@ -203,6 +212,7 @@ impl IssuerKeys {
             fetch_lock: tokio::sync::Mutex::new(()),
             unknown_kid: tokio::sync::Mutex::new(None),
             changed_at: Mutex::new(None),
+            stale_since: Mutex::new(None),
             shared,
             task: OnceLock::new(),
         }
@@ -305,6 +315,7 @@ impl IssuerKeys {
         let result = fetch(&self.shared, uri).await;
         let label = if result.is_ok() { "ok" } else { "error" };
         self.shared.refreshes.with_label_values(&[self.issuer.as_str(), label]).inc();
+        self.mark_stale(result.as_ref().err());
         match result {
             Ok(set) => {
                 if self.generation() == Some(set.generation()) {
@@ -327,6 +338,36 @@ impl IssuerKeys {
                 );
                 Err(e)
             }
+        }
+    }
+
+    /// Records whether the issuer is stale after a fetch (`failed` is its error, if any): the
+    /// gauge on every fetch, a log line only when the state changes, so an endpoint down for an
+    /// hour logs "stale" once and "no longer stale" once, beside the per-fetch warnings.
+    fn mark_stale(&self, failed: Option<&FetchError>) {
+        self.shared.stale.with_label_values(&[self.issuer.as_str()]).set(i64::from(failed.is_some()));
+        let mut since = self.stale_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (failed, *since) {
+            (Some(e), None) => {
+                *since = Some(Instant::now());
+                let keys = if self.current.load().is_some() {
+                    "verifying with the last good keys"
+                } else {
+                    "no keys yet: its tokens are refused"
+                };
+                tracing::warn!(
+                    issuer = %self.issuer, uri = %self.source, reason = e.reason(),
+                    "JWKS endpoint failing: issuer is stale, {keys}"
+                );
+            }
+            (None, Some(started)) => {
+                *since = None;
+                tracing::info!(
+                    issuer = %self.issuer, uri = %self.source, stale_secs = started.elapsed().as_secs(),
+                    "JWKS fetched again: issuer no longer stale"
+                );
+            }
+            _ => {}
         }
     }
 
@@ -360,6 +401,10 @@ impl Drop for IssuerKeys {
     fn drop(&mut self) {
         if let Some(task) = self.task.get() {
             task.abort();
+        }
+        // No config uses this store any more: its issuer's staleness is no longer news.
+        if self.uri.is_some() {
+            let _ = self.shared.stale.remove_label_values(&[self.issuer.as_str()]);
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub config_last_success: prometheus::Gauge,
     /// `portcullis_jwks_refreshes_total{issuer,result}`.
     pub jwks_refreshes: IntCounterVec,
+    /// `portcullis_jwks_stale{issuer}`: 1 while the last JWKS fetch failed (tokens are verified
+    /// with the last good keys, if any), 0 after a fetch succeeded.
+    pub jwks_stale: IntGaugeVec,
     /// `portcullis_service_token_last_used_seconds{token}` (Unix time).
     pub token_last_used: GaugeVec,
     /// `portcullis_upstream_errors_total{app,kind}`.
@@ -87,6 +90,14 @@ impl Metrics {
             &["issuer", "result"],
         )
         .expect("static metric definition is valid");
+        let jwks_stale = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_jwks_stale",
+                "1 while an issuer's last JWKS fetch failed and its last good keys are in use, else 0.",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition is valid");
         let token_last_used = GaugeVec::new(
             Opts::new("portcullis_service_token_last_used_seconds", "Unix time a service token was last accepted."),
             &["token"],
@@ -143,6 +154,7 @@ impl Metrics {
             Box::new(config_info.clone()),
             Box::new(config_last_success.clone()),
             Box::new(jwks_refreshes.clone()),
+            Box::new(jwks_stale.clone()),
             Box::new(token_last_used.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(config_pushes.clone()),
@@ -164,6 +176,7 @@ impl Metrics {
             config_info,
             config_last_success,
             jwks_refreshes,
+            jwks_stale,
             token_last_used,
             upstream_errors,
             config_pushes,

@@ -5,8 +5,6 @@ pub mod authn;
 pub mod client_headers;
 pub mod client_ip;
 pub mod cors;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod login;
 pub mod policy;
 pub mod refusal;

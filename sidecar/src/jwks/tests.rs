@@ -226,6 +226,29 @@ async fn last_good_keys_are_kept_when_fetches_fail() {
 }
 
 #[tokio::test]
+async fn a_failing_endpoint_marks_the_issuer_stale_until_a_fetch_succeeds() {
+    let server = Server::start(Answer::Ok(JWKS.into())).await;
+    let (reg, metrics) = registry(fast());
+    let keys = reg.issuer_keys(&issuer(&server.uri));
+    assert!(keys.wait_ready(Duration::from_secs(5)).await);
+    let stale = || metrics.jwks_stale.with_label_values(&["https://idp.test"]).get();
+    assert_eq!(stale(), 0);
+    server.set(Answer::Status(503));
+    for _ in 0..3 {
+        keys.refresh().await.expect_err("endpoint down");
+        assert_eq!(stale(), 1, "stale while fetches fail");
+        assert!(keys.current().is_some(), "last good keys kept");
+    }
+    assert!(metrics.render().contains("portcullis_jwks_stale{issuer=\"https://idp.test\"} 1"));
+    server.set(Answer::Ok(JWKS.into()));
+    keys.refresh().await.expect("endpoint back");
+    assert_eq!(stale(), 0, "fresh after a fetch succeeds, even with unchanged keys");
+    drop(keys);
+    drop(reg);
+    assert!(!metrics.render().contains("portcullis_jwks_stale{"), "a store no config uses leaves no series");
+}
+
+#[tokio::test]
 async fn a_failing_first_fetch_is_retried_with_backoff() {
     let server = Server::start(Answer::Status(503)).await;
     let (reg, metrics) = registry(fast());

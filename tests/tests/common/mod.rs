@@ -31,8 +31,12 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(rel)
 }
 
-/// The sidecar binary next to this test executable (cargo builds it for `cargo test --workspace`).
+/// The sidecar binary next to this test executable (cargo builds it for `cargo test --workspace`),
+/// or `$PORTCULLIS_SIDECAR_BIN` (the chaos run measures a release build from debug tests).
 pub fn sidecar_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PORTCULLIS_SIDECAR_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
     let bin = dir.join("portcullis-sidecar");
@@ -373,7 +377,13 @@ impl SidecarBuilder {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .args(["--upstream", &self.upstream])
-                .args(["--worker-threads", "2", "--log", "debug"])
+                // Two worker threads and debug logs, unless the test gives its own.
+                .args(
+                    [["--worker-threads", "2"], ["--log", "debug"]]
+                        .into_iter()
+                        .filter(|[flag, _]| !self.extra.iter().any(|a| a == flag))
+                        .flatten(),
+                )
                 .args(&self.extra)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
