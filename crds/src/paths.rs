@@ -226,6 +226,25 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// The rest of `path` (forwarding form, `;parameters` kept) after the segments of `prefix`
+/// (matching form, as stored by [`normalize_prefix`]): what a route with `stripPrefix` sends
+/// on. A segment's parameters belong to it (RFC 3986 §3.3), so `/api;v=1/items` under `/api`
+/// is `/items`: the same segments [`prefix_matches`] matched on the parameter-free form.
+/// `None` when the segments do not match.
+pub fn strip_prefix_segments<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let mut rest = path;
+    for want in prefix.trim_end_matches('/').split('/').skip(1) {
+        let after = rest.strip_prefix('/')?;
+        let end = after.find('/').unwrap_or(after.len());
+        let name = after[..end].split(';').next().unwrap_or("");
+        if name != want {
+            return None;
+        }
+        rest = &after[end..];
+    }
+    Some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +252,17 @@ mod tests {
 
     fn matching(p: &str) -> String {
         canonical_path(p).unwrap().matching.into_owned()
+    }
+
+    #[test]
+    fn strips_prefix_segments_with_their_parameters() {
+        assert_eq!(strip_prefix_segments("/api", "/api/items"), Some("/items"));
+        assert_eq!(strip_prefix_segments("/api", "/api;v=1/items;x"), Some("/items;x"));
+        assert_eq!(strip_prefix_segments("/api", "/api;v=1"), Some(""));
+        assert_eq!(strip_prefix_segments("/api/v2", "/api;a/v2;b/x"), Some("/x"));
+        assert_eq!(strip_prefix_segments("/api", "/apix/items"), None);
+        assert_eq!(strip_prefix_segments("/api", "/x/api"), None);
+        assert_eq!(strip_prefix_segments("", "/x"), Some("/x"));
     }
 
     #[test]
@@ -347,6 +377,23 @@ mod tests {
             let c = canonical_path(&p).unwrap();
             let stripped: String = c.forward.split('/').map(|s| s.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/");
             prop_assert_eq!(matching(&stripped), c.matching.as_ref());
+        }
+
+        #[test]
+        fn stripping_a_matched_prefix_strips_its_parameters_with_it(
+            p in "/[a-z/;=]{0,30}",
+            prefix in prop::sample::select(vec!["/a", "/a/b", "/ab", "/a;", "/b/a"]),
+        ) {
+            // A prefix is stored in matching form (no `;`); "/a;" stands for an unmatched one.
+            let c = canonical_path(&p).unwrap();
+            let stripped = strip_prefix_segments(prefix, &c.forward);
+            prop_assert_eq!(stripped.is_some(), prefix_matches(prefix, &c.matching), "{} under {}", c.forward, prefix);
+            if let Some(rest) = stripped {
+                // What is sent on is the forwarded path minus the prefix's segments: put back
+                // behind the prefix, it matches as the request did.
+                prop_assert!(rest.is_empty() || rest.starts_with('/'));
+                prop_assert_eq!(matching(&format!("{prefix}{rest}")), c.matching.as_ref());
+            }
         }
 
         #[test]
