@@ -11,8 +11,8 @@
 //! `/public/../admin`, `/%61dmin`, `/admin;p=1/x` and `/public/..;/admin` all match as `/admin…`.
 //!
 //! What cannot be canonicalised without guessing how the app decodes is flagged
-//! [`CanonicalPath::ambiguous`]: an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`),
-//! a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
+//! [`CanonicalPath::ambiguous`]: an encoded slash, backslash, semicolon or percent sign (`%2F`,
+//! `%5C`, `%3B`, `%25`: a double-encoded path), a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
 //! `spec.paths.escapedSlashes`); [`lenient_reading`] gives the path as a server that decodes
 //! them would see it, so a caller can check that both readings land in the same place.
 //!
@@ -40,7 +40,7 @@ pub struct CanonicalPath<'a> {
     pub forward: Cow<'a, str>,
     /// What routing matches: `forward` without the `;parameters` of each segment.
     pub matching: Cow<'a, str>,
-    /// The path holds `%2F`, `%5C`, `%3B`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
+    /// The path holds `%2F`, `%5C`, `%3B`, `%25`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
     /// servers disagree on what such a path names.
     pub ambiguous: bool,
 }
@@ -96,33 +96,57 @@ pub fn normalize_prefix(path: &str) -> Result<String, String> {
     Ok(c.matching.into_owned())
 }
 
-/// The path as a server that decodes `%2F`, `%5C` and `%3B` and reads `\` as `/` would route
-/// it, in matching form; `None` when that reading is not a valid path either.
+/// The path as a lenient server reads it — every escape decoded (`%2F`, `%5C`, `%3B` and `%25`
+/// included) and `\` read as `/` — in matching form; `None` when that reading is not a valid
+/// path. Decoding is repeated while it changes the path (a few rounds at most), as an app that
+/// decodes twice would: `%252F` is `%2F` after one round and `/` after two.
 pub fn lenient_reading(path: &str) -> Option<String> {
-    let mut s = String::with_capacity(path.len());
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let rest = &path[i..];
-        let escaped = rest.get(..3).map(str::to_ascii_uppercase);
-        match escaped.as_deref() {
-            Some("%2F") | Some("%5C") => {
-                s.push('/');
-                i += 3;
-                continue;
-            }
-            Some("%3B") => {
-                s.push(';');
-                i += 3;
-                continue;
-            }
-            _ => {}
+    const ROUNDS: usize = 4;
+    let mut current = path.to_owned();
+    for _ in 0..ROUNDS {
+        let next = decode_round(&current);
+        if next == current {
+            break;
         }
-        let ch = rest.chars().next()?;
-        s.push(if ch == '\\' { '/' } else { ch });
-        i += ch.len_utf8();
+        current = next;
     }
-    canonical_path(&s).ok().map(|c| c.matching.into_owned())
+    canonical_path(&current).ok().map(|c| c.matching.into_owned())
+}
+
+/// One round of [`lenient_reading`]: each valid `%XX` decoded and `\` read as `/`; what a path
+/// cannot hold raw afterwards (controls, space, non-ASCII bytes, a `%` that starts no escape) is
+/// escaped again, so the result is a path and a literal `%` is a fixed point (`%25` stays).
+fn decode_round(path: &str) -> String {
+    let b = path.as_bytes();
+    let hex_at = |bytes: &[u8], i: usize| {
+        Some(bytes.get(i + 1).copied().and_then(hex_val)? * 16 + bytes.get(i + 2).copied().and_then(hex_val)?)
+    };
+    let mut raw = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex_at(b, i)) {
+            (b'%', Some(v)) => {
+                raw.push(v);
+                i += 3;
+                continue;
+            }
+            (b'\\', _) => raw.push(b'/'),
+            (c, _) => raw.push(c),
+        }
+        i += 1;
+    }
+    let mut out = String::with_capacity(raw.len());
+    for (j, &c) in raw.iter().enumerate() {
+        let lone_percent = c == b'%' && hex_at(&raw, j).is_none();
+        if c <= b' ' || c >= 0x7f || c == b'\\' || lone_percent {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c & 0xf)]));
+        } else {
+            out.push(char::from(c));
+        }
+    }
+    out
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -163,7 +187,9 @@ fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
                 // `%3B` too: `;` delimits path parameters, and a server that decodes before it
                 // strips them (Jetty, CVE-2021-34429; Spring's firewall refuses it) reads
                 // `/%3B/admin` as `/admin`.
-                ambiguous |= matches!(v, b'/' | b'\\' | b';' | 0..=0x1f | 0x7f);
+                // `%25` too: an app that decodes twice reads `%252e%252e` as `..` (Spring's
+                // StrictHttpFirewall refuses an encoded percent for that reason).
+                ambiguous |= matches!(v, b'/' | b'\\' | b';' | b'%' | 0..=0x1f | 0x7f);
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
@@ -321,6 +347,17 @@ mod tests {
             let c = canonical_path(p).unwrap();
             assert!(matches!(c.forward, Cow::Borrowed(_)) && matches!(c.matching, Cow::Borrowed(_)), "{p}");
         }
+    }
+
+    #[test]
+    fn lenient_reading_decodes_twice_encoded_paths() {
+        assert_eq!(lenient_reading("/files/%252e%252e/admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient_reading("/a%252Fb").as_deref(), Some("/a/b"));
+        assert_eq!(lenient_reading("/x%25%32%46y").as_deref(), Some("/x/y"));
+        // A literal percent sign stays one: the reading is stable, not refused.
+        assert_eq!(lenient_reading("/files/100%25").as_deref(), Some("/files/100%25"));
+        assert_eq!(lenient_reading("/a%2Fb%20c").as_deref(), Some("/a/b%20c"));
+        assert!(canonical_path("/files/%252e%252e/admin").unwrap().ambiguous);
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub struct AccessApplicationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathsSpec {
-    /// What a path holding an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`), a raw `\`, or an
-    /// encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
+    /// What a path holding an encoded slash, backslash, semicolon or percent sign (`%2F`, `%5C`,
+    /// `%3B`, `%25`: a double-encoded path), a raw `\`, or an encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
     /// `KeepUnchanged`: forwarded as sent, the escapes matched as ordinary bytes — only for apps
     /// that need encoded slashes in a path segment (object keys, some REST APIs). The risk: an app
     /// or framework that decodes `%2F` after the sidecar routed the request may serve another
