@@ -104,12 +104,14 @@ fn exchange(cx: &Ctx<'_>, login: &AppLogin) -> Result<Resp, Resp> {
 }
 
 /// Where an application's `/.portcullis/logout` sends the browser: the authentication host's
-/// logout, which ends the identity session and comes back to `rd` (else the application's root).
+/// logout, which ends the identity session and comes back to `rd` when one was given (else it
+/// answers 200 itself: sending the browser to a protected page would start a new sign-in).
 pub fn logout_url(cx: &Ctx<'_>, authentication_host: &str, rd: Option<Url>) -> Option<Url> {
     let base = cx.base()?;
-    let back = rd.map_or_else(|| base.to_string(), String::from);
     let mut url = Url::parse(&format!("{}://{authentication_host}/.portcullis/logout", base.scheme())).ok()?;
-    url.query_pairs_mut().append_pair("rd", &back);
+    if let Some(rd) = rd {
+        url.query_pairs_mut().append_pair("rd", rd.as_str());
+    }
     Some(url)
 }
 

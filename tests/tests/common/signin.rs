@@ -229,9 +229,14 @@ fn app_answer(req: Request<Incoming>, rec: &Mutex<Vec<Recorded>>) -> Response<Fu
 
 /// Runs `scenario.mjs <name>` and returns the JSON it printed (panics with its output if none).
 pub fn run_scenario(name: &str, config: &serde_json::Value) -> serde_json::Value {
+    run_script("scenario.mjs", name, config)
+}
+
+/// Runs `tests/browser/<script> <name> <config>` and returns the JSON it printed.
+pub fn run_script(script: &str, name: &str, config: &serde_json::Value) -> serde_json::Value {
     require_tools(true);
     let out = Command::new("node")
-        .arg(browser_dir().join("scenario.mjs"))
+        .arg(browser_dir().join(script))
         .arg(name)
         .arg(config.to_string())
         .current_dir(browser_dir())
