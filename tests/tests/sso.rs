@@ -136,6 +136,7 @@ fn body_email(v: &serde_json::Value) -> Option<String> {
 /// One provider sign-in for three applications on three sites; a fourth whose policy refuses
 /// the user answers 403 without a provider sign-in; the application session is short and
 /// renewed silently from the identity session; sign-out at one application ends all of them.
+/// B-SSO-1, B-SSO-2, B-SSO-4, B-SSO-5, B-SSO-7, B-SSO-8, B-SSO-10.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_provider_sign_in_for_three_hosts_and_one_sign_out_for_all() {
     let s = Setup::start().await;
@@ -206,7 +207,7 @@ async fn one_provider_sign_in_for_three_hosts_and_one_sign_out_for_all() {
 /// expired, for another application, tampered, signed by another key, of another type, for
 /// another browser's hand-off, from another authentication host, without the state cookie,
 /// and replayed; a well-formed one is accepted once. The authentication host hands codes only
-/// to the hand-off URL of applications that use it.
+/// to the hand-off URL of applications that use it. B-SSO-3, B-SSO-6, B-SSO-9, B-LOGIN-3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_hand_off_codes_and_return_urls_are_refused() {
     let s = Setup::start().await;

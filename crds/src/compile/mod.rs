@@ -235,6 +235,22 @@ spec:
     }
 
     #[test]
+    fn an_authentication_host_among_the_applications_own_domains_is_refused() {
+        let login = |host: &str| {
+            format!("{APP}  login: {{ authenticationHost: \"{host}\", oidc: {{ issuer: \"https://idp.test\", clientId: c }} }}\n")
+        };
+        assert!(compile_yaml(&login("login.test:8443")).is_ok());
+        for own in ["a.test", "A.test:8443"] {
+            let e = compile_yaml(&login(own)).unwrap_err();
+            assert_eq!(e.0[0].field, "spec.login.authenticationHost", "{e}");
+            assert!(e.to_string().contains("must not be one of this application's domains"), "{e}");
+        }
+        let wildcard = APP.replace("domains: [a.test]", "domains: [\"*.apps.test\"]");
+        let yaml = format!("{wildcard}  login: {{ authenticationHost: login.apps.test, oidc: {{ issuer: \"https://idp.test\", clientId: c }} }}\n");
+        assert!(compile_yaml(&yaml).is_err(), "covered by the application's wildcard");
+    }
+
+    #[test]
     fn two_applications_on_one_domain_are_refused() {
         let other = APP.replace("name: a}", "name: b}");
         let e = compile_yaml(&format!("{APP}---\n{other}")).unwrap_err();

@@ -72,10 +72,17 @@ pub fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Resp {
     };
     // Whatever happened, this hand-off is over.
     let attrs = rules::state_cookie_attrs(login.attrs);
-    let mut resp = resp;
+    let mut resp = no_referrer(resp);
     if let Some(clear) = rules::set_cookie(handoff::HANDOFF_COOKIE, "", handoff::HANDOFF_PATH, 0, attrs) {
         resp.headers_mut().append(SET_COOKIE, clear);
     }
+    resp
+}
+
+/// The answers whose URL holds a code, and the redirects carrying one, tell the browser to send
+/// no `Referer` onwards, so a code never reaches another server in one.
+fn no_referrer(mut resp: Resp) -> Resp {
+    resp.headers_mut().insert(http::header::REFERRER_POLICY, http::HeaderValue::from_static("no-referrer"));
     resp
 }
 
@@ -229,7 +236,7 @@ impl AuthCx<'_> {
         };
         url.query_pairs_mut().append_pair("code", &code);
         self.cx.count("handoff");
-        self.cx.finish(redirect_to(url.as_str()))
+        no_referrer(self.cx.finish(redirect_to(url.as_str())))
     }
 
     /// `/.portcullis/callback` on the authentication host: the one redirect URI. Establishes the

@@ -1,6 +1,7 @@
 //! The hand-off's checks: codes (tampered, another key's, wrong audience, expired, another
 //! browser's, replayed), the authentication host's `return` rule (the open-redirect rule of
-//! `rd`), and how applications are grouped by authentication host.
+//! `rd`), and how applications are grouped by authentication host (B-SSO-1, B-SSO-3, B-SSO-5,
+//! B-SSO-6, B-SSO-8, B-SSO-9).
 
 use std::sync::Arc;
 
