@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::signin::{run_script, step, App, Idp, Pki, CLIENT_ID, CLIENT_SECRET};
+use common::signin::{run_script, step, tls_sidecar, App, Idp, CLIENT_ID, CLIENT_SECRET};
 use common::tempdir::TempDir;
-use common::{free_port, repo_root, sidecar, Sidecar};
+use common::{free_port, repo_root, Sidecar};
 
 const HOSTS: [&str; 6] =
     ["app-one.test", "app-two.test", "app-three.test", "app-staff.test", "app-alone.test", "login.test"];
@@ -29,19 +29,11 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         let dir = TempDir::new("sso");
-        let pki = Pki::new(dir.path(), &HOSTS);
         let port = free_port();
         // The one redirect URI registered with the provider.
         let idp = Idp::start(&[format!("https://login.test:{port}/.portcullis/callback")]);
         let app = App::start().await;
-        let sidecar = sidecar(&manifests(port, &idp.issuer), &app.url())
-            .port(port)
-            .arg("--tls-cert")
-            .arg(pki.cert.to_str().unwrap())
-            .arg("--tls-key")
-            .arg(pki.key.to_str().unwrap())
-            .start()
-            .await;
+        let sidecar = tls_sidecar(dir.path(), &HOSTS, port, &manifests(port, &idp.issuer), &app.url()).1.start().await;
         Setup { port, sidecar, idp, _app: app, _dir: dir, profile: TempDir::new("chromium-profile") }
     }
 

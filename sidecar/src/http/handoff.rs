@@ -13,7 +13,7 @@ use http::header::SET_COOKIE;
 use http::StatusCode;
 use url::Url;
 
-use super::login::{self as glue, json, redirect_to, Ctx};
+use super::login::{self as glue, json, redirect_to, Ctx, Refused};
 use super::pipeline::Proxy;
 use super::respond::Refusal;
 use crate::config::Live;
@@ -38,7 +38,7 @@ const RANDOM_BYTES: usize = 32;
 pub fn start(cx: &Ctx<'_>, login: &AppLogin, authentication_host: &str) -> Resp {
     let rd = match glue::checked_rd(cx) {
         Ok(rd) => rd,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let (Some(base), Some(authority)) = (cx.base(), cx.authority()) else {
         return cx.refuse(Refusal::BadRequest("invalid_host"));
@@ -68,7 +68,8 @@ pub fn start(cx: &Ctx<'_>, login: &AppLogin, authentication_host: &str) -> Resp 
 /// (valid `applicationSessionDuration`, never past the identity session) is set on this host.
 pub fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Resp {
     let resp = match exchange(cx, login) {
-        Ok(resp) | Err(resp) => resp,
+        Ok(resp) => resp,
+        Err(resp) => *resp,
     };
     // Whatever happened, this hand-off is over.
     let attrs = rules::state_cookie_attrs(login.attrs);
@@ -86,8 +87,8 @@ fn no_referrer(mut resp: Resp) -> Resp {
     resp
 }
 
-fn exchange(cx: &Ctx<'_>, login: &AppLogin) -> Result<Resp, Resp> {
-    let failed = |e: HandoffError| cx.sign_in_failed(e.status(), e.reason(), &e);
+fn exchange(cx: &Ctx<'_>, login: &AppLogin) -> Result<Resp, Refused> {
+    let failed = |e: HandoffError| Box::new(cx.sign_in_failed(e.status(), e.reason(), &e));
     let code = rules::query_param(cx.uri.query().unwrap_or_default(), "code").filter(|c| !c.is_empty());
     let code = code.ok_or(HandoffError::NoCode).map_err(failed)?;
     if handoff::code_too_long(&code) {
@@ -189,11 +190,11 @@ impl AuthCx<'_> {
     }
 
     /// The application a `return`/`state` pair is for, checked.
-    fn hand_off_target(&self, query: &str) -> Result<(Url, usize, String), Resp> {
+    fn hand_off_target(&self, query: &str) -> Result<(Url, usize, String), Refused> {
         let st = rules::query_param(query, "state").filter(|s| handoff::valid_state(s));
         let Some(st) = st else {
-            let e = HandoffError::BadStateCookie;
-            return Err(self.failed(StatusCode::BAD_REQUEST, "handoff_state_invalid", &e));
+            let detail = "the state parameter is missing or not 1 to 128 base64url characters";
+            return Err(Box::new(self.failed(StatusCode::BAD_REQUEST, "handoff_state_invalid", &detail)));
         };
         let live = self.cx.live;
         let raw = rules::query_param(query, "return").unwrap_or_default();
@@ -204,7 +205,7 @@ impl AuthCx<'_> {
         };
         match handoff::handoff_return(&raw, &live.router, |i| self.host.members.contains(&i), scheme_of) {
             Ok((url, app)) => Ok((url, app, st.into_owned())),
-            Err(e) => Err(self.failed(StatusCode::BAD_REQUEST, e.reason(), &e)),
+            Err(e) => Err(Box::new(self.failed(StatusCode::BAD_REQUEST, e.reason(), &e))),
         }
     }
 
@@ -214,7 +215,7 @@ impl AuthCx<'_> {
         let query = self.cx.uri.query().unwrap_or_default();
         let (url, app, st) = match self.hand_off_target(query) {
             Ok(t) => t,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         if let Some(identity) = self.identity_session() {
             return self.hand_back(&identity, url, app, &st);
@@ -254,7 +255,7 @@ impl AuthCx<'_> {
         let query = Url::parse(authenticate_url).ok().and_then(|u| u.query().map(str::to_owned)).unwrap_or_default();
         let (url, app, st) = match self.hand_off_target(&query) {
             Ok(t) => t,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let minted = random_b64url(RANDOM_BYTES)
             .and_then(|sid| self.leader.mint_identity(&self.host.issuer, user, sid, self.cx.now))

@@ -120,19 +120,22 @@ pub fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Re
 async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
     match checked_rd(cx) {
         Ok(rd) => to_provider(cx, login, rd.into(), &cx.app().label).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 /// The `rd` of a `/.portcullis/login` request, checked (api.md: on the application's domains).
-pub(super) fn checked_rd(cx: &Ctx<'_>) -> Result<Url, Response<OutBody>> {
+pub(super) fn checked_rd(cx: &Ctx<'_>) -> Result<Url, Refused> {
     let Some(base) = cx.base() else {
-        return Err(cx.refuse(Refusal::BadRequest("invalid_host")));
+        return Err(Box::new(cx.refuse(Refusal::BadRequest("invalid_host"))));
     };
     let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd");
     rules::return_url(rd.as_deref().unwrap_or("/"), &base, &cx.live.router, cx.app_index)
-        .map_err(|e| cx.sign_in_failed(StatusCode::BAD_REQUEST, e.reason(), &e))
+        .map_err(|e| Box::new(cx.sign_in_failed(StatusCode::BAD_REQUEST, e.reason(), &e)))
 }
+
+/// The answer that ends a sign-in step early (boxed: the `Ok` side is small).
+pub(super) type Refused = Box<Response<OutBody>>;
 
 /// Binds a new provider sign-in to this browser (the state cookie on this host's callback
 /// path, for sign-in `label`) and sends the browser to the provider; `rd` is where the
@@ -243,7 +246,7 @@ fn session(cx: &Ctx<'_>, login: &AppLogin, user: Arc<User>, pending: &Pending) -
             resp.headers_mut().append(SET_COOKIE, cookie);
             cx.finish(resp)
         }
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -254,19 +257,21 @@ pub(super) fn admitted_session(
     login: &AppLogin,
     user: Arc<User>,
     exp: i64,
-) -> Result<HeaderValue, Response<OutBody>> {
+) -> Result<HeaderValue, Refused> {
     // The policies decide on every request; asking them now (the request path's own step) gives
     // a refused user a clear 403 naming the policy instead of a session every request refuses.
     let authn = Authn::Authenticated(Principal::User(user.clone()));
     let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, &cx.proxy.settings.trusted_proxies);
     if let Some(refusal) = verdict.enforced_refusal() {
         cx.count("forbidden");
-        return Err(cx.refuse(refusal.clone()));
+        return Err(Box::new(cx.refuse(refusal.clone())));
     }
     let session = login
         .mint_session_until(&user, cx.now, exp)
         .and_then(|t| rules::set_cookie(&login.cookie_name, &t, "/", exp.saturating_sub(cx.now), login.attrs))
-        .ok_or_else(|| cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "session_failed", &"signing failed"))?;
+        .ok_or_else(|| {
+            Box::new(cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "session_failed", &"signing failed"))
+        })?;
     cx.count("ok");
     tracing::info!(request_id = cx.request_id, app = %cx.app().label, "signed in");
     Ok(session)
