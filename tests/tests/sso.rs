@@ -262,3 +262,22 @@ async fn bad_hand_off_codes_and_return_urls_are_refused() {
 fn url_param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
+
+/// Applications sharing an authentication host with different provider clients cannot share
+/// one redirect URI: the configuration is refused, naming both, and the sidecar stays unready
+/// rather than guess which client to use. B-SSO-1.
+#[tokio::test]
+async fn applications_sharing_a_host_with_different_clients_are_refused() {
+    let port = free_port();
+    let yaml = manifests(port, "https://idp.test");
+    let two = yaml.find("name: two").expect("app two");
+    let mismatched =
+        format!("{}{}", &yaml[..two], yaml[two..].replacen(&format!("clientId: {CLIENT_ID}"), "clientId: other", 1));
+    assert_ne!(mismatched, yaml);
+    let sc = common::sidecar(&mismatched, "http://127.0.0.1:9").port(port).no_wait().start().await;
+    let r = common::get(&format!("http://{}/readyz", sc.admin), &[]).await.unwrap();
+    assert_eq!(r.status, 503, "{}", sc.logs());
+    let logs = sc.logs();
+    assert!(logs.contains("login.authenticationHost login.test:"), "{logs}");
+    assert!(logs.contains("shop/one and shop/two name it with different oidc settings"), "{logs}");
+}
