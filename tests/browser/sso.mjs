@@ -3,33 +3,14 @@
 // asserts. Usage: node sso.mjs <scenario> <config JSON>
 // config: { apps: {one, two, three, staff, alone}, auth, idp, hosts, userDataDir, keyPem, authIssuer }
 import { createPrivateKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { launch, recorder, run } from './browser.mjs';
 
 const [name, configJson] = process.argv.slice(2);
 const cfg = JSON.parse(configJson);
-
-// Block third-party cookies explicitly (what chrome://settings/cookies "Block third-party
-// cookies" writes), so the scenario does not depend on the browser version's default.
-mkdirSync(join(cfg.userDataDir, 'Default'), { recursive: true });
-writeFileSync(join(cfg.userDataDir, 'Default', 'Preferences'),
-  JSON.stringify({ profile: { cookie_controls_mode: 1, block_third_party_cookies: true } }));
-
-const context = await chromium.launchPersistentContext(cfg.userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  ignoreHTTPSErrors: true, // the sidecar's certificate comes from the test's own CA
-  args: [
-    '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-gpu', '--no-first-run', '--test-third-party-cookie-phaseout',
-    `--host-resolver-rules=${cfg.hosts.map((h) => `MAP ${h} 127.0.0.1`).join(', ')}`,
-  ],
-});
-const page = context.pages()[0] ?? await context.newPage();
-
-const out = { scenario: name, steps: [] };
-const step = (what, data) => out.steps.push({ what, ...data });
+// Third-party cookies blocked explicitly, so the scenario does not depend on the browser's default.
+const { out, step } = recorder(name);
+const { context, page } = await launch(cfg, 'block');
 
 // Every top-level navigation that reaches the identity provider, or the authentication host.
 const idpNavigations = [];
@@ -110,7 +91,7 @@ async function present(app, value) {
   return { ...seen, session: (await cookieNames(cfg.apps[app])).includes('CF_Authorization') };
 }
 
-try {
+await run(out, context, page, async () => {
   switch (name) {
     case 'one_sign_in': {
       const { one, two, three, staff } = cfg.apps;
@@ -186,9 +167,4 @@ try {
     default:
       throw new Error(`unknown scenario ${name}`);
   }
-} catch (e) {
-  out.error = String(e && e.stack || e);
-  out.url = page.url();
-}
-await context.close();
-console.log(JSON.stringify(out));
+});
