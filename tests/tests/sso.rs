@@ -281,3 +281,20 @@ async fn applications_sharing_a_host_with_different_clients_are_refused() {
     assert!(logs.contains("login.authenticationHost login.test:"), "{logs}");
     assert!(logs.contains("shop/one and shop/two name it with different oidc settings"), "{logs}");
 }
+
+/// The README's example compiles: three applications naming one authentication host.
+#[test]
+fn the_sso_example_compiles() {
+    let yaml = std::fs::read_to_string(repo_root().join("examples/sso/access.yaml")).expect("the example");
+    let snapshot = common::compile_manifests(&yaml);
+    assert_eq!(snapshot.applications.len(), 3);
+    for app in &snapshot.applications {
+        let login = app.login.as_ref().expect("login compiled");
+        assert_eq!(
+            (login.authentication_host.as_deref(), login.application_session_secs),
+            (Some("login.mysite.com"), Some(300)),
+            "{}",
+            app.id
+        );
+    }
+}
