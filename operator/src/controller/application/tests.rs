@@ -68,7 +68,7 @@ async fn reconcile_with_metrics(
     let mock = verifier.run(NS, scenario);
     let (key, _) = SigningKey::generate().unwrap();
     let pusher = Pusher::new(key, ctx.metrics.clone());
-    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher))).await;
+    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher, NS))).await;
     let mut metrics = Vec::new();
     prometheus::TextEncoder::new().encode(&registry.gather(), &mut metrics).unwrap();
     (result, mock.await.expect("mock API server"), String::from_utf8(metrics).unwrap())
