@@ -40,6 +40,8 @@ pub const CONTROLLER: &str = "accessapplication";
 pub const SYNCED: &str = "Synced";
 /// Synced=False reason while selected sidecar pods are not running yet.
 const PENDING: &str = "Pending";
+/// Synced=False reason while the authorizer waits for other namespaces (see [`Waiting`]).
+const AUTHORIZER_WAITING: &str = "AuthorizerWaiting";
 /// The finalizer that keeps a deleted application until its sidecars stopped enforcing it.
 pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
 /// First retry of an application whose sidecars did not all take the push: short, because the
@@ -482,7 +484,7 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 (ready, synced, Action::requeue(app_ctx.push_failed(&format!("{namespace}/{name}"))))
             } else if let Some((reason, message)) = pending.into_iter().next() {
                 app_ctx.push_succeeded(&format!("{namespace}/{name}"));
-                let retry = if reason == PENDING { RESYNC } else { AUTHORIZER_WAIT_RETRY };
+                let retry = if reason == AUTHORIZER_WAITING { AUTHORIZER_WAIT_RETRY } else { RESYNC };
                 (ready, Want { type_: SYNCED, status: false, reason, message }, Action::requeue(retry))
             } else {
                 app_ctx.push_succeeded(&format!("{namespace}/{name}"));
@@ -510,7 +512,7 @@ fn authorizer_status(id: &ResourceId, outcome: &AuthorizerOutcome) -> (SidecarCo
     match outcome {
         // An application asking for the authorizer always concerns it; kept total for safety.
         AuthorizerOutcome::Untouched => (none, AuthorizerState::Pending(PENDING, "not pushed to the authorizer yet".into())),
-        AuthorizerOutcome::Waiting(Waiting(why)) => (none, AuthorizerState::Pending("AuthorizerWaiting", why.clone())),
+        AuthorizerOutcome::Waiting(Waiting(why)) => (none, AuthorizerState::Pending(AUTHORIZER_WAITING, why.clone())),
         AuthorizerOutcome::Pushed { plan, outcomes } => {
             let matched = u32::try_from(outcomes.len()).unwrap_or(u32::MAX);
             if let Some((i, other)) = plan.conflicts.get(id) {
@@ -585,9 +587,10 @@ async fn write_status(
     new.conditions = conditions;
     for (type_, reason, message) in failing {
         // Synced=False because the spec is invalid repeats the Ready event: one is enough. A pod
-        // still starting (Pending) is routine, not a warning.
+        // still starting (Pending), or an authorizer waiting for the operator's first pass over
+        // every namespace, is routine, not a warning.
         let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
-        if !duplicate && reason != PENDING && status::transitioned(&old.conditions, &new.conditions, type_) {
+        if !duplicate && reason != PENDING && reason != AUTHORIZER_WAITING && status::transitioned(&old.conditions, &new.conditions, type_) {
             events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
         }
     }
