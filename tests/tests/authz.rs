@@ -287,18 +287,18 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "{}", ctx("403 CORS"));
     assert_eq!(app.count(), n, "{}", ctx("a blocked request reached the app"));
 
-    // The enforcer is labelled in the authorizer's metrics.
+    // The authorizer's metrics: every series says `enforcer="authz"`, and the checks count the
+    // protocol that asked.
     let metrics = authz.metrics().await;
     let label = match kind {
         Kind::EnvoyGrpc => "authz-grpc",
         Kind::EnvoyHttp => "authz-http",
         _ => "forward-auth",
     };
-    assert!(
-        metrics.contains(&format!("portcullis_authz_checks_total{{enforcer=\"{label}\",result=\"allow\"}}")),
-        "{}",
-        ctx(&metrics)
-    );
+    let checks = format!("portcullis_authz_checks_total{{protocol=\"{label}\",result=\"allow\",enforcer=\"authz\"}}");
+    assert!(metrics.contains(&checks), "{}", ctx(&metrics));
+    let denied = "portcullis_requests_total{app=\"shop/api\",decision=\"deny\",mode=\"enforce\",reason=\"blocked_by_policy\",enforcer=\"authz\"}";
+    assert!(metrics.contains(denied), "{}", ctx(&metrics));
 }
 
 // Behaviour: B-AUTHZ-1 (docs/behaviour.md).
