@@ -401,3 +401,70 @@ fn cluster_configurations_name_the_authorizer_endpoints() {
         .contains("/.portcullis/login?rd="));
     assert_eq!(nginx[1]["spec"]["rules"][0]["http"]["paths"][0]["path"], "/.portcullis");
 }
+
+/// An application enforced externally (`enforcement: External`) is explained exactly as the
+/// authorizer decides it: `explain` runs the same decision, whichever enforcer serves the
+/// application. Each request goes to `explain` and, described as a forward-auth proxy describes
+/// it (preflights through `/preflight/`), to the authorizer: the statuses and the
+/// `Access-Control-Allow-Origin` agree.
+#[tokio::test]
+async fn explain_predicts_what_the_authorizer_answers_for_an_external_application() {
+    let cors = format!("{SEED_CORS}  enforcement: External\n");
+    let manifests = seed_manifests(&inline_jwks(), &cors, PUBLIC_BYPASS);
+    let authz = authorizer(&manifests).start().await;
+    let dir = tempdir::TempDir::new("explain-external");
+    let path = dir.path().join("access.yaml");
+    std::fs::write(&path, &manifests).unwrap();
+    let staff = format!("Bearer {}", mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600)));
+    let contractor = format!(
+        "CF_Authorization={}",
+        mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 600))
+    );
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, &str, Headers, u16)> = vec![
+        ("GET", "/data", vec![ORIGIN], 401),
+        ("GET", "/data", vec![ORIGIN, ("Authorization", &staff)], 200),
+        ("GET", "/data", vec![ORIGIN, ("Cookie", &contractor)], 403),
+        ("GET", "/public/page", vec![], 200),
+        ("OPTIONS", "/data", vec![ORIGIN, ("Access-Control-Request-Method", "GET")], 200),
+        ("OPTIONS", "/data", vec![ORIGIN, ("Access-Control-Request-Method", "PUT")], 403),
+    ];
+    for (method, uri, headers, want) in cases {
+        let what = format!("{method} {uri} {headers:?}");
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.arg("explain").arg("--manifests").arg(&path);
+        cmd.args([format!("--method={method}"), format!("--url=https://api.mysite.com{uri}"), "--output=json".into()]);
+        cmd.args(headers.iter().map(|(n, v)| format!("--header={n}: {v}")));
+        let out = cmd.output().expect("run explain");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        // explain: a status when the request is answered, none when it would be forwarded.
+        let explained = v["decision"]["status"].as_u64().map_or(200, |s| s as u16);
+        assert_eq!(out.status.code(), Some(i32::from(explained >= 400)), "{what}: exit status");
+
+        let r = if method == "OPTIONS" {
+            let mut h = vec![HOST];
+            h.extend(headers.iter().copied());
+            send(method, &authz.url(&format!("/preflight{uri}")), &h).await.unwrap()
+        } else {
+            let mut h = vec![
+                ("x-forwarded-method", method),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.mysite.com"),
+                ("x-forwarded-uri", uri),
+            ];
+            h.extend(headers.iter().copied());
+            get(&authz.url("/forward-auth"), &h).await.unwrap()
+        };
+        assert_eq!((explained, r.status), (want, want), "{what}: explain {v}");
+        let predicted = v["decision"]["response_headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p[0] == "access-control-allow-origin")
+            .and_then(|p| p[1].as_str());
+        if r.status != 200 || method == "OPTIONS" {
+            assert_eq!(r.header("access-control-allow-origin"), predicted, "{what}: the CORS header explain predicts");
+        }
+    }
+}
