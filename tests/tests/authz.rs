@@ -1,5 +1,5 @@
-//! `portcullis-sidecar authz` behind the real proxies (issue 13): Envoy (ext_authz over gRPC and
-//! over HTTP), Traefik (ForwardAuth), Caddy (forward_auth) and nginx (auth_request, described
+//! `portcullis-sidecar authz` behind the real proxies (issue 13): Envoy (ext_authz over gRPC,
+//! h2c and TLS, and over HTTP), Traefik (ForwardAuth), Caddy (forward_auth) and nginx (auth_request, described
 //! as ingress-nginx does), each in front of a recording app, each run with the very
 //! configuration file docs/authz/ shows (only the ports filled in). Every proxy goes through the
 //! seed's scenarios: a simple request without credentials, a preflight answered and one refused,
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::signin::Pki;
 use common::*;
 
 const HOST: (&str, &str) = ("host", "api.mysite.com");
@@ -82,28 +83,45 @@ impl Drop for Proxy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     EnvoyGrpc,
+    /// Envoy's gRPC ext_authz to an authorizer serving TLS (`--tls-cert`/`--tls-key`).
+    EnvoyGrpcTls,
     EnvoyHttp,
     Traefik,
     Caddy,
     Nginx,
 }
 
-/// Starts `kind` on a free port in front of `app`, with the authorizer on `authz_port`, and
-/// waits until it answers through the authorizer.
-async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16) -> Proxy {
+/// The name in the TLS authorizer's certificate (Envoy checks it; nothing resolves it).
+const AUTHZ_TLS_HOST: &str = "authz.portcullis.test";
+
+/// Starts `kind` on a free port in front of `app`, with the authorizer on `authz_port` (serving
+/// TLS with a certificate from `tls`, for [`Kind::EnvoyGrpcTls`]), and waits until it answers
+/// through the authorizer.
+async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16, tls: Option<&Pki>) -> Proxy {
     let dir = tempdir::TempDir::new("authz-proxy");
     let port = free_port();
-    let vars = [
+    let mut vars = vec![
         ("PROXY_PORT", port.to_string()),
         ("APP_PORT", app.addr.port().to_string()),
         ("AUTHZ_PORT", authz_port.to_string()),
     ];
+    if let Some(pki) = tls {
+        vars.push(("AUTHZ_HOST", AUTHZ_TLS_HOST.to_owned()));
+        vars.push(("AUTHZ_CA", pki.ca.display().to_string()));
+    }
     let log = dir.path().join("proxy.log");
     let mut cmd = match kind {
-        Kind::EnvoyGrpc | Kind::EnvoyHttp => {
-            let file = if kind == Kind::EnvoyGrpc { "envoy-grpc.yaml" } else { "envoy-http.yaml" };
+        Kind::EnvoyGrpc | Kind::EnvoyGrpcTls | Kind::EnvoyHttp => {
+            let file = if kind == Kind::EnvoyHttp { "envoy-http.yaml" } else { "envoy-grpc.yaml" };
+            let mut text = docs_config(file, &vars);
+            if kind == Kind::EnvoyGrpcTls {
+                // The docs' TLS cluster in place of the h2c one, the last block of the file.
+                let at = text.find("    - name: portcullis\n").expect("envoy-grpc.yaml's portcullis cluster");
+                text.truncate(at);
+                text.push_str(&docs_config("envoy-grpc-tls-cluster.yaml", &vars));
+            }
             let conf = dir.path().join(file);
-            std::fs::write(&conf, docs_config(file, &vars)).unwrap();
+            std::fs::write(&conf, text).unwrap();
             let mut c = Command::new(proxy_bin("envoy"));
             c.arg("-c").arg(&conf).args(["--log-level", "warn", "--concurrency", "1", "--base-id"]);
             c.arg(port.to_string()); // several Envoys on one machine need distinct shared-memory ids
@@ -162,8 +180,14 @@ async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16) -> Proxy {
 /// The seed's scenarios through `kind`.
 async fn seed_scenarios(kind: Kind) {
     let app = Upstream::start().await;
-    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS)).start().await;
-    let proxy = start_proxy(kind, &app, authz.addr.port()).await;
+    let pki_dir = tempdir::TempDir::new("authz-tls");
+    let tls = (kind == Kind::EnvoyGrpcTls).then(|| Pki::new(pki_dir.path(), &[AUTHZ_TLS_HOST]));
+    let mut authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS));
+    if let Some(pki) = &tls {
+        authz = authz.arg("--tls-cert").arg(pki.cert.to_str().unwrap()).arg("--tls-key").arg(pki.key.to_str().unwrap());
+    }
+    let authz = authz.start().await;
+    let proxy = start_proxy(kind, &app, authz.addr.port(), tls.as_ref()).await;
     let ctx = |what: &str| format!("{kind:?}: {what}\nproxy log:\n{}\nauthorizer log:\n{}", proxy.logs(), authz.logs());
     let before = app.count();
 
@@ -291,7 +315,7 @@ async fn seed_scenarios(kind: Kind) {
     // protocol that asked.
     let metrics = authz.metrics().await;
     let label = match kind {
-        Kind::EnvoyGrpc => "authz-grpc",
+        Kind::EnvoyGrpc | Kind::EnvoyGrpcTls => "authz-grpc",
         Kind::EnvoyHttp => "authz-http",
         _ => "forward-auth",
     };
@@ -308,6 +332,12 @@ async fn envoy_grpc_ext_authz() {
 }
 
 // Behaviour: B-AUTHZ-2 (docs/behaviour.md).
+/// The same over TLS: Envoy verifies the authorizer's certificate and speaks h2 by ALPN.
+#[tokio::test]
+async fn envoy_grpc_ext_authz_over_tls() {
+    seed_scenarios(Kind::EnvoyGrpcTls).await;
+}
+
 #[tokio::test]
 async fn envoy_http_ext_authz() {
     seed_scenarios(Kind::EnvoyHttp).await;
