@@ -80,12 +80,7 @@ pub struct Plan {
 
 impl Authorizers {
     pub fn new(namespace: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            entries: BTreeMap::new(),
-            unknown: BTreeMap::new(),
-            pods: BTreeSet::new(),
-        }
+        Self { namespace: namespace.into(), entries: BTreeMap::new(), unknown: BTreeMap::new(), pods: BTreeSet::new() }
     }
 
     /// The namespace of the authorizer pods.
@@ -96,9 +91,11 @@ impl Authorizers {
     /// Whether namespace `ns`'s pass concerns the authorizer: it gives it applications now, or
     /// gave it some before (which must then be taken away).
     pub fn concerns(&self, ns: &str, external: &[ExternalApp]) -> bool {
-        let asks = |e: &ExternalApp| matches!(e.state, ExternalState::Enforced(_) | ExternalState::Invalid { wanted: true });
+        let asks =
+            |e: &ExternalApp| matches!(e.state, ExternalState::Enforced(_) | ExternalState::Invalid { wanted: true });
         external.iter().any(asks)
-            || self.entries.get(ns).is_some_and(|e| !e.is_empty()) || self.unknown.contains_key(ns)
+            || self.entries.get(ns).is_some_and(|e| !e.is_empty())
+            || self.unknown.contains_key(ns)
     }
 
     /// Records namespace `ns`'s applications for the authorizer: the compiled ones replace what

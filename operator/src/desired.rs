@@ -9,10 +9,10 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use portcullis_crds::compile::{CompileErrors, SecretIndex, TokenIndex};
-use jiff::Timestamp;
 use portcullis_crds::snapshot::{Application, ResourceId};
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use portcullis_crds::Snapshot;

@@ -312,7 +312,7 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(app.count(), n, "{}", ctx("a blocked request reached the app"));
 
     // The authorizer's metrics: every series says `enforcer="authz"`, and the checks count the
-    // protocol that asked.
+    // protocol that asked (B-AUTHZ-7).
     let metrics = authz.metrics().await;
     let label = match kind {
         Kind::EnvoyGrpc | Kind::EnvoyGrpcTls => "authz-grpc",
@@ -333,6 +333,7 @@ async fn envoy_grpc_ext_authz() {
 
 // Behaviour: B-AUTHZ-2 (docs/behaviour.md).
 /// The same over TLS: Envoy verifies the authorizer's certificate and speaks h2 by ALPN.
+// Behaviour: B-AUTHZ-8 (docs/behaviour.md).
 #[tokio::test]
 async fn envoy_grpc_ext_authz_over_tls() {
     seed_scenarios(Kind::EnvoyGrpcTls).await;
@@ -437,6 +438,7 @@ fn cluster_configurations_name_the_authorizer_endpoints() {
 /// application. Each request goes to `explain` and, described as a forward-auth proxy describes
 /// it (preflights through `/preflight/`), to the authorizer: the statuses and the
 /// `Access-Control-Allow-Origin` agree.
+// Behaviour: B-AUTHZ-5 (docs/behaviour.md: a standalone authorizer ignores `enforcement`).
 #[tokio::test]
 async fn explain_predicts_what_the_authorizer_answers_for_an_external_application() {
     let cors = format!("{SEED_CORS}  enforcement: External\n");
@@ -445,7 +447,10 @@ async fn explain_predicts_what_the_authorizer_answers_for_an_external_applicatio
     let dir = tempdir::TempDir::new("explain-external");
     let path = dir.path().join("access.yaml");
     std::fs::write(&path, &manifests).unwrap();
-    let staff = format!("Bearer {}", mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600)));
+    let staff = format!(
+        "Bearer {}",
+        mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600))
+    );
     let contractor = format!(
         "CF_Authorization={}",
         mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 600))

@@ -37,6 +37,7 @@ fn expected(namespaces: &[&str]) -> BTreeSet<String> {
     namespaces.iter().map(|n| n.to_string()).collect()
 }
 
+// Behaviour: B-AUTHZ-5 (docs/behaviour.md).
 #[test]
 fn only_external_and_both_applications_reach_the_authorizer() {
     let apps = [
@@ -52,6 +53,7 @@ fn only_external_and_both_applications_reach_the_authorizer() {
     assert!(plan.conflicts.is_empty());
 }
 
+// Behaviour: B-AUTHZ-6 (docs/behaviour.md).
 #[test]
 fn a_domain_belongs_to_the_oldest_application_claiming_it() {
     let mut a = Authorizers::new("portcullis-system");

@@ -305,7 +305,11 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<Pass> {
 
 /// Records what `namespace` gives the external authorizer and, when every namespace with
 /// External applications has been read, pushes the authorizer pods the assembled snapshot.
-async fn push_authorizers(namespace: &str, external: &[ExternalApp], app_ctx: &AppContext) -> Result<AuthorizerOutcome> {
+async fn push_authorizers(
+    namespace: &str,
+    external: &[ExternalApp],
+    app_ctx: &AppContext,
+) -> Result<AuthorizerOutcome> {
     let ctx = &app_ctx.ctx;
     let mut state = app_ctx.authorizers.lock().await;
     if !state.concerns(namespace, external) {
@@ -323,11 +327,8 @@ async fn push_authorizers(namespace: &str, external: &[ExternalApp], app_ctx: &A
         .await
         .map_err(Error::kube(format!("listing the authorizer pods in namespace {authorizer_namespace}")))?
         .items;
-    let targets: Vec<PodConfig> = pods
-        .iter()
-        .filter_map(sidecar_pod)
-        .map(|pod| PodConfig { pod, snapshot: plan.snapshot.clone() })
-        .collect();
+    let targets: Vec<PodConfig> =
+        pods.iter().filter_map(sidecar_pod).map(|pod| PodConfig { pod, snapshot: plan.snapshot.clone() }).collect();
     let outcomes = app_ctx.pusher.push_all(&targets, ctx.clock.now()).await;
     // Authorizer pods that went (a rollout): their acknowledgements and boots are forgotten.
     let now: std::collections::BTreeSet<String> =
@@ -463,9 +464,8 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 let (counts, state) = authorizer_status(&id, &authorizer);
                 new.authorizers = Some(counts.clone());
                 match state {
-                    AuthorizerState::Synced => {
-                        enforcers.push(format!("all {} external-authorizer pod(s) run this configuration", counts.matched))
-                    }
+                    AuthorizerState::Synced => enforcers
+                        .push(format!("all {} external-authorizer pod(s) run this configuration", counts.matched)),
                     AuthorizerState::Failed(message) => failed.push(message),
                     AuthorizerState::Pending(reason, message) => pending.push((reason, message)),
                 }
@@ -511,7 +511,9 @@ fn authorizer_status(id: &ResourceId, outcome: &AuthorizerOutcome) -> (SidecarCo
     let none = SidecarCounts { matched: 0, synced: 0 };
     match outcome {
         // An application asking for the authorizer always concerns it; kept total for safety.
-        AuthorizerOutcome::Untouched => (none, AuthorizerState::Pending(PENDING, "not pushed to the authorizer yet".into())),
+        AuthorizerOutcome::Untouched => {
+            (none, AuthorizerState::Pending(PENDING, "not pushed to the authorizer yet".into()))
+        }
         AuthorizerOutcome::Waiting(Waiting(why)) => (none, AuthorizerState::Pending(AUTHORIZER_WAITING, why.clone())),
         AuthorizerOutcome::Pushed { plan, outcomes } => {
             let matched = u32::try_from(outcomes.len()).unwrap_or(u32::MAX);
@@ -526,7 +528,9 @@ fn authorizer_status(id: &ResourceId, outcome: &AuthorizerOutcome) -> (SidecarCo
             let synced = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
             let counts = SidecarCounts { matched, synced };
             if matched == 0 {
-                let message = "no running external-authorizer pod (the chart's authorizer.enabled) in the operator's namespace".to_owned();
+                let message =
+                    "no running external-authorizer pod (the chart's authorizer.enabled) in the operator's namespace"
+                        .to_owned();
                 (counts, AuthorizerState::Pending("NoAuthorizer", message))
             } else if failures.is_empty() {
                 (counts, AuthorizerState::Synced)
@@ -590,7 +594,11 @@ async fn write_status(
         // still starting (Pending), or an authorizer waiting for the operator's first pass over
         // every namespace, is routine, not a warning.
         let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
-        if !duplicate && reason != PENDING && reason != AUTHORIZER_WAITING && status::transitioned(&old.conditions, &new.conditions, type_) {
+        if !duplicate
+            && reason != PENDING
+            && reason != AUTHORIZER_WAITING
+            && status::transitioned(&old.conditions, &new.conditions, type_)
+        {
             events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
         }
     }
