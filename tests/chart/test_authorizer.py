@@ -140,6 +140,8 @@ def authorizer_on_a_cluster(k8s, system, apps_ns):
     values = readme_authorizer_values()
     values["operator"] = {"image": {"repository": f"{PREFIX}/portcullis-operator", "tag": TAG}, "replicas": 1}
     values["sidecar"] = {"image": {"repository": f"{PREFIX}/portcullis-sidecar", "tag": TAG}}
+    # Nothing here is injected: keep other namespaces' pod creations away from this operator.
+    values["webhook"] = {"injection": {"podAnnotationOptIn": False}}
     k8s.helm(system).install(str(ROOT / "charts" / "portcullis"), system, values, namespace=system, create_namespace=True, timeout=120)
     operator = f"app.kubernetes.io/instance={system},app.kubernetes.io/component=operator"
     authorizers = "access.portcullis.dev/role=authorizer"
@@ -215,7 +217,7 @@ def authorizer_on_a_cluster(k8s, system, apps_ns):
         text = request(f"{pod.status.pod_ip}:9901", "/metrics", host="authz")[2]
         assert metric(text, 'portcullis_config_pushes_total{result="ok",enforcer="authz"}') >= 1, text
         assert metric(text, 'portcullis_requests_total{app="%s/api",decision="deny",mode="enforce",reason="no_credentials",enforcer="authz"}' % apps_ns) >= 1, text
-    service = core.read_namespaced_service(f"{system}-authz", system)
+    (service,) = core.list_namespaced_service(system, label_selector="app.kubernetes.io/component=authorizer").items
     assert forward_auth(f"{service.spec.cluster_ip}:8080", "/data")[0] == 401, "through the Service"
 
     step("an edit, and an authorizer pod replaced")
