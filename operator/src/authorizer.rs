@@ -107,7 +107,7 @@ impl Authorizers {
         for e in external {
             match &e.state {
                 ExternalState::Enforced(app) => {
-                    now.insert(e.id.clone(), Entry { created: e.created, app: app.clone() });
+                    now.insert(e.id.clone(), Entry { created: e.created, app: app.as_ref().clone() });
                 }
                 ExternalState::Invalid { wanted } => match old.get(&e.id) {
                     Some(last_good) => {

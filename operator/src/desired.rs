@@ -68,8 +68,9 @@ pub struct ExternalApp {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExternalState {
-    /// Compiled, with `enforcement` External or Both.
-    Enforced(Application),
+    /// Compiled, with `enforcement` External or Both. Boxed: the compiled form is large and the
+    /// other variant a flag.
+    Enforced(Box<Application>),
     /// Not compiled: the authorizer keeps its last good version, if it has one. `wanted`: the
     /// spec asks for the authorizer (so without a last good version it cannot be left out).
     Invalid { wanted: bool },
@@ -139,7 +140,7 @@ pub fn desired<A: Borrow<AccessApplication>>(
             }
         };
         if enforcement.by_authorizer() {
-            let state = ExternalState::Enforced(compiled_app.clone());
+            let state = ExternalState::Enforced(Box::new(compiled_app.clone()));
             external.push(ExternalApp { id: id.clone(), created, state });
         }
         let mut selected = Vec::new();
