@@ -47,10 +47,8 @@ struct Entry {
 }
 
 /// What every namespace last gave the authorizer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Authorizers {
-    /// Where the authorizer pods run (the operator's namespace).
-    namespace: String,
     /// Per namespace: its applications on the authorizer (compiled, or the last good version of
     /// an application that no longer compiles).
     entries: BTreeMap<String, BTreeMap<ResourceId, Entry>>,
@@ -79,15 +77,6 @@ pub struct Plan {
 // === impl Authorizers ===
 
 impl Authorizers {
-    pub fn new(namespace: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), entries: BTreeMap::new(), unknown: BTreeMap::new(), pods: BTreeSet::new() }
-    }
-
-    /// The namespace of the authorizer pods.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// Whether namespace `ns`'s pass concerns the authorizer: it gives it applications now, or
     /// gave it some before (which must then be taken away).
     pub fn concerns(&self, ns: &str, external: &[ExternalApp]) -> bool {

@@ -46,7 +46,7 @@ fn only_external_and_both_applications_reach_the_authorizer() {
         app("shop", "side", "2026-01-01T00:00:00Z", json!({"domains": ["c.example.com"], "enforcement": "Sidecar"})),
         app("shop", "default", "2026-01-01T00:00:00Z", json!({"domains": ["d.example.com"], "enforcement": null})),
     ];
-    let mut a = Authorizers::new("portcullis-system");
+    let mut a = Authorizers::default();
     a.record("shop", &external(&apps));
     let plan = a.plan(&expected(&["shop"])).unwrap();
     assert_eq!(names(&plan), ["shop/both", "shop/ext"]);
@@ -56,7 +56,7 @@ fn only_external_and_both_applications_reach_the_authorizer() {
 // Behaviour: B-AUTHZ-6 (docs/behaviour.md).
 #[test]
 fn a_domain_belongs_to_the_oldest_application_claiming_it() {
-    let mut a = Authorizers::new("portcullis-system");
+    let mut a = Authorizers::default();
     let older = app("team-a", "api", "2026-01-01T00:00:00Z", json!({}));
     let newer = app("team-b", "grab", "2026-02-01T00:00:00Z", json!({"domains": ["x.example.com", "api.example.com"]}));
     // Recorded newest first: the order of reconciles does not decide.
@@ -69,7 +69,7 @@ fn a_domain_belongs_to_the_oldest_application_claiming_it() {
 
 #[test]
 fn the_authorizer_waits_for_every_namespace_with_external_applications() {
-    let mut a = Authorizers::new("portcullis-system");
+    let mut a = Authorizers::default();
     a.record("team-a", &external(&[app("team-a", "api", "2026-01-01T00:00:00Z", json!({}))]));
     let waiting = a.plan(&expected(&["team-a", "team-b"])).unwrap_err();
     assert!(waiting.0.contains("team-b"), "{waiting:?}");
@@ -79,7 +79,7 @@ fn the_authorizer_waits_for_every_namespace_with_external_applications() {
 
 #[test]
 fn an_invalid_application_keeps_its_last_good_version_on_the_authorizer() {
-    let mut a = Authorizers::new("portcullis-system");
+    let mut a = Authorizers::default();
     let good = app("shop", "api", "2026-01-01T00:00:00Z", json!({}));
     let broken = app("shop", "api", "2026-01-01T00:00:00Z", json!({"sessionDuration": "forever"}));
     assert!(!a.concerns("shop", &[]), "nothing recorded, nothing given: no push");

@@ -74,6 +74,9 @@ pub struct AppContext {
     /// held across the push, so that two namespaces' reconciles push the authorizer one after
     /// the other, never an older snapshot after a newer one.
     authorizers: tokio::sync::Mutex<Authorizers>,
+    /// Where the authorizer pods run, outside the lock: a namespace without External
+    /// applications never waits for an authorizer push in flight.
+    authorizer_namespace: String,
 }
 
 impl AppContext {
@@ -86,7 +89,8 @@ impl AppContext {
             push_failures: Mutex::default(),
             compiles: Mutex::default(),
             applications: OnceLock::new(),
-            authorizers: tokio::sync::Mutex::new(Authorizers::new(authorizer_namespace)),
+            authorizers: tokio::sync::Mutex::default(),
+            authorizer_namespace: authorizer_namespace.to_owned(),
         }
     }
 
@@ -127,7 +131,7 @@ fn push_retry_after(n: u32) -> Duration {
 /// namespace's sidecars should run; an authorizer pod re-reconciles every application the
 /// authorizer enforces, in every namespace.
 pub async fn run(app_ctx: Arc<AppContext>) {
-    let authorizer_namespace = app_ctx.authorizers.lock().await.namespace().to_owned();
+    let authorizer_namespace = app_ctx.authorizer_namespace.clone();
     let client = app_ctx.ctx.client.clone();
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default())
         .with_config(super::runtime_config());
@@ -284,9 +288,9 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<Pass> {
     let mut pods = list::<Pod>(ctx, namespace).await?;
     // The authorizer pods (in the operator's namespace) run every namespace's External
     // applications, never this namespace's sidecar snapshot.
-    let authorizer_namespace = app_ctx.authorizers.lock().await.namespace().to_owned();
+    let authorizer_namespace = &app_ctx.authorizer_namespace;
     let (authorizer_pods, sidecar_pods): (Vec<Pod>, Vec<Pod>) =
-        pods.drain(..).partition(|p| authorizer::is_authorizer(p, &authorizer_namespace));
+        pods.drain(..).partition(|p| authorizer::is_authorizer(p, authorizer_namespace));
     let pods = sidecar_pods;
     let applications = session_key::with_provided_keys(applications, &secrets);
 
@@ -320,9 +324,9 @@ async fn push_authorizers(
         Ok(plan) => plan,
         Err(waiting) => return Ok(AuthorizerOutcome::Waiting(waiting)),
     };
-    let authorizer_namespace = state.namespace().to_owned();
+    let authorizer_namespace = &app_ctx.authorizer_namespace;
     let params = ListParams::default().labels(&authorizer::selector());
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &authorizer_namespace)
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), authorizer_namespace)
         .list(&params)
         .await
         .map_err(Error::kube(format!("listing the authorizer pods in namespace {authorizer_namespace}")))?
