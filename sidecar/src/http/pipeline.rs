@@ -202,6 +202,16 @@ pub async fn decide<'a>(
     let routed = match request::route(&live.router, req.version, &req.uri, &req.headers) {
         Ok(routed) => routed,
         Err(miss) => {
+            if let RouteMiss::UnknownHost(target) = &miss {
+                // An authentication host (`login.authenticationHost`) is routed by no application.
+                if let Some((resp, reason)) =
+                    super::handoff::serve_auth_host(proxy, live, req, target, peer, rid, unix_now()).await
+                {
+                    outcome.decision = "sign_in";
+                    outcome.reason = reason;
+                    return Plan::Answer(resp);
+                }
+            }
             if matches!(miss, RouteMiss::UnknownHost(_)) {
                 proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
             }
