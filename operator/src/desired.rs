@@ -1,5 +1,6 @@
 //! What each sidecar should run: AccessApplications, AccessServiceTokens, Secrets and Pods in,
-//! one [`Snapshot`] per sidecar pod and one outcome per application out.
+//! one [`Snapshot`] per sidecar pod, one outcome per application, and what the namespace gives
+//! the external authorizer (its `enforcement: External | Both` applications) out.
 //!
 //! Pure: no API calls, no clock, no pushing. The controller reads the caches, calls [`desired`]
 //! and acts on the result. Applications are judged only by `portcullis_crds::compile`; this
@@ -8,10 +9,11 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use portcullis_crds::compile::{CompileErrors, SecretIndex, TokenIndex};
-use portcullis_crds::snapshot::ResourceId;
+use portcullis_crds::snapshot::{Application, ResourceId};
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use portcullis_crds::Snapshot;
 
@@ -53,6 +55,27 @@ pub enum AppOutcome {
     Invalid(CompileErrors),
 }
 
+/// An application of the namespace as the external authorizer sees it (`crate::authorizer`
+/// assembles every namespace's into the authorizer's snapshot).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalApp {
+    pub id: ResourceId,
+    /// `metadata.creationTimestamp`: the older of two applications claiming one domain on the
+    /// authorizer keeps it.
+    pub created: Option<Timestamp>,
+    pub state: ExternalState,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExternalState {
+    /// Compiled, with `enforcement` External or Both. Boxed: the compiled form is large and the
+    /// other variant a flag.
+    Enforced(Box<Application>),
+    /// Not compiled: the authorizer keeps its last good version, if it has one. `wanted`: the
+    /// spec asks for the authorizer (so without a last good version it cannot be left out).
+    Invalid { wanted: bool },
+}
+
 /// Everything the controller needs from one pass.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
@@ -65,6 +88,9 @@ pub struct Desired {
     /// a push without it would stop enforcing it (an edit with a typo must not open or close
     /// a site). They catch up once the spec compiles or the application is deleted.
     pub held: Vec<String>,
+    /// The namespace's applications for the external authorizer: every compiled one with
+    /// `enforcement` External or Both, and every invalid one (whose last good version may be).
+    pub external: Vec<ExternalApp>,
 }
 
 /// Compiles every application (through `cache`: an unchanged application against unchanged
@@ -88,15 +114,22 @@ pub fn desired<A: Borrow<AccessApplication>>(
     let mut per_pod: Vec<Vec<portcullis_crds::snapshot::Application>> = vec![Vec::new(); sidecars.len()];
     let mut held = vec![false; sidecars.len()];
     let mut outcomes = BTreeMap::new();
+    let mut external = Vec::new();
     let inputs = inputs_version(tokens, secrets);
     for app in applications.iter().map(Borrow::borrow) {
         let id = ResourceId {
             namespace: app.metadata.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
             name: app.metadata.name.clone().unwrap_or_default(),
         };
+        let enforcement = app.spec.enforcement.unwrap_or_default();
+        let created = app.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let compiled_app = match cache.compile(app, default_namespace, inputs, &token_index, &secret_index) {
             Ok(a) => a,
             Err(errors) => {
+                let state = ExternalState::Invalid { wanted: enforcement.by_authorizer() };
+                external.push(ExternalApp { id: id.clone(), created, state });
+                // Held whatever `enforcement` says now: the typo may be in `enforcement` itself,
+                // and the pods it selects run its last good version.
                 for (i, (sidecar, pod)) in sidecars.iter().enumerate() {
                     if sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
                         held[i] = true;
@@ -106,9 +139,14 @@ pub fn desired<A: Borrow<AccessApplication>>(
                 continue;
             }
         };
+        if enforcement.by_authorizer() {
+            let state = ExternalState::Enforced(Box::new(compiled_app.clone()));
+            external.push(ExternalApp { id: id.clone(), created, state });
+        }
         let mut selected = Vec::new();
         for (i, (sidecar, pod)) in sidecars.iter().enumerate() {
-            if sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
+            let by_sidecars = enforcement.by_sidecars();
+            if by_sidecars && sidecar.namespace == id.namespace && selects(app.spec.selector.as_ref(), pod) {
                 per_pod[i].push(compiled_app.clone());
                 selected.push(format!("{}/{}", sidecar.namespace, sidecar.name));
             }
@@ -117,7 +155,7 @@ pub fn desired<A: Borrow<AccessApplication>>(
         let mut waiting: Vec<String> = pods
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(id.namespace.as_str()))
-            .filter(|p| admin_port(p).is_some() && sidecar_pod(p).is_none())
+            .filter(|p| enforcement.by_sidecars() && admin_port(p).is_some() && sidecar_pod(p).is_none())
             .filter(|p| selects(app.spec.selector.as_ref(), p))
             .map(|p| format!("{}/{}", id.namespace, p.metadata.name.as_deref().unwrap_or_default()))
             .collect();
@@ -136,7 +174,7 @@ pub fn desired<A: Borrow<AccessApplication>>(
     }
     pods.sort_by(|a, b| a.pod.cmp(&b.pod));
     held_pods.sort();
-    Desired { pods, applications: outcomes, held: held_pods }
+    Desired { pods, applications: outcomes, held: held_pods, external }
 }
 
 /// The pod as a push target: Running, with an IP and a container port named

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authorizer;
 pub mod compile_cache;
 pub mod context;
 pub mod controller;

@@ -123,7 +123,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("binding the admission webhook address")?;
     let pusher = Pusher::new(key, metrics.clone());
     let ctx = Arc::new(Context::new(client.clone(), Arc::new(SystemClock), metrics.clone(), reporter));
-    let applications = Arc::new(application::AppContext::new(ctx.clone(), pusher));
+    let applications = Arc::new(application::AppContext::new(ctx.clone(), pusher, &namespace));
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener =

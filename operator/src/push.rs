@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use portcullis_crds::push::{BootInfo, ConfigPush, PushTarget, Refused, SigningKey};
 
-use crate::desired::PodConfig;
+use crate::desired::{PodConfig, SidecarPod};
 use crate::metrics::Metrics;
 
 /// Pushes in flight at once, across all pods: enough to fan out to a large deployment quickly,
@@ -263,11 +263,19 @@ impl Pusher {
     /// Forgets the acknowledgements and boots of `namespace`'s pods that are not in `live`
     /// (deleted, or no longer running a sidecar), so the maps do not grow with every pod ever
     /// pushed.
-    pub fn forget_gone(&self, namespace: &str, live: &[PodConfig]) {
+    pub fn forget_gone<'a>(&self, namespace: &str, live: impl IntoIterator<Item = &'a SidecarPod>) {
         let prefix = format!("{namespace}/");
-        let gone = |pod: &String| pod.starts_with(&prefix) && !live.iter().any(|l| &pod_key(l) == pod);
+        let live: std::collections::HashSet<String> =
+            live.into_iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+        let gone = |pod: &String| pod.starts_with(&prefix) && !live.contains(pod);
         self.acked.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !gone(pod));
         self.boots.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !gone(pod));
+    }
+
+    /// Forgets the acknowledgements and boots of these pods (`namespace/name`).
+    pub fn forget(&self, pods: &[String]) {
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !pods.contains(pod));
+        self.boots.lock().unwrap_or_else(|e| e.into_inner()).retain(|pod, _| !pods.contains(pod));
     }
 
     /// How many pods' boots are cached (for tests of the cache's bounds).

@@ -1,5 +1,10 @@
 //! The sidecar's Prometheus metrics (names fixed by api.md). Counters on the request path are
 //! resolved to concrete children once per config (see `config::live`), not per request.
+//!
+//! The external authorizer (`authz`) registers the same families with one more label on every
+//! series, `enforcer="authz"`, so that one query over sidecars and authorizers tells them apart
+//! (`sum by (enforcer) (portcullis_requests_total)`); a sidecar's series keep the label set
+//! api.md names, so existing queries, alerts and dashboards see no change.
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -42,14 +47,30 @@ pub struct Metrics {
     pub connections_open: prometheus::IntGauge,
     /// `portcullis_connection_limit_reached_total`: times `--max-connections` held back accepts.
     pub connection_limit_reached: prometheus::IntCounter,
-    /// `portcullis_authz_checks_total{enforcer,result}`: `authz` answers by the proxy protocol
+    /// `portcullis_authz_checks_total{protocol,result}`: `authz` answers by the proxy protocol
     /// that asked (`authz-grpc`, `authz-http`, `forward-auth`, `forward-auth-direct`).
     pub authz_checks: IntCounterVec,
 }
 
+/// The `enforcer` label's value on every series of an external authorizer.
+pub const AUTHORIZER_ENFORCER: &str = "authz";
+
 impl Metrics {
+    /// A sidecar's metrics.
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// An external authorizer's: the same families, each series labelled
+    /// `enforcer="authz"`.
+    pub fn for_authorizer() -> Self {
+        let labels = std::collections::HashMap::from([("enforcer".to_owned(), AUTHORIZER_ENFORCER.to_owned())]);
+        // Only fails on an invalid label name, and this one is a constant valid name.
+        let registry = Registry::new_custom(None, Some(labels)).expect("static label name is valid");
+        Self::with_registry(registry)
+    }
+
+    fn with_registry(registry: Registry) -> Self {
         let requests = IntCounterVec::new(
             Opts::new("portcullis_requests_total", "Requests by application, decision and reason."),
             &["app", "decision", "reason", "mode"],
@@ -138,9 +159,9 @@ impl Metrics {
         let authz_checks = IntCounterVec::new(
             Opts::new(
                 "portcullis_authz_checks_total",
-                "External-authorizer answers by enforcer (the proxy protocol that asked) and result.",
+                "External-authorizer answers by the proxy protocol that asked and result.",
             ),
-            &["enforcer", "result"],
+            &["protocol", "result"],
         )
         .expect("static metric definition is valid");
         for c in [

@@ -60,7 +60,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
 
 /// Runs in `role` until `shutdown` resolves, then drains.
 pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(match role {
+        Role::Sidecar => Metrics::new(),
+        Role::Authorizer => Metrics::for_authorizer(),
+    });
     let client = outbound::client(args.connect_timeout)?;
     let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
     let store = Arc::new(ConfigStore::new(jwks, metrics.clone()));

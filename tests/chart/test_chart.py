@@ -357,6 +357,90 @@ def test_alerts_and_dashboard_use_real_metric_names(chart):
     assert used_metrics(exprs) <= known, used_metrics(exprs) - known
 
 
+# === the external authorizer ===
+
+
+def authorizer_docs(docs):
+    return [d for d in docs if d["metadata"]["name"] == f"{RELEASE}-authz"]
+
+
+def test_the_authorizer_is_off_by_default_and_complete_when_enabled(chart):
+    assert not authorizer_docs(render(chart)), "authorizer.enabled defaults to false"
+    docs = render(chart, {"authorizer": {"enabled": True}})
+    ours = authorizer_docs(docs)
+    assert kinds(ours) == ["Deployment", "PodDisruptionBudget", "Service"]
+    deployment = one(ours, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    # The label the operator finds authorizer pods by (operator/src/authorizer.rs ROLE_LABEL).
+    role = re.search(r'ROLE_LABEL: \(&str, &str\) = \("([^"]+)", "([^"]+)"\)', (ROOT / "operator/src/authorizer.rs").read_text())
+    assert role and labels.get(role.group(1)) == role.group(2), labels
+    container = pod["spec"]["containers"][0]
+    assert container["image"].startswith("ghcr.io/portcullis/portcullis-sidecar:"), "the sidecar's image"
+    assert container["args"] == ["authz"], "no --manifests: it waits for the operator's pushes"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PORTCULLIS_LISTEN"]["value"] == "0.0.0.0:8080"
+    assert env["PORTCULLIS_ADMIN_LISTEN"]["value"] == "0.0.0.0:9901"
+    assert env["PORTCULLIS_PUSH_PUBLIC_KEY_VALUE"]["valueFrom"]["secretKeyRef"] == {"name": "portcullis-push-key", "key": "public-key"}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert "PORTCULLIS_TLS_CERT" not in env
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"authz": 8080, "portcullis-adm": 9901}, "the operator pushes to the port named portcullis-adm"
+    assert (container["readinessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["port"]) == ("/readyz", "portcullis-adm")
+    assert (container["livenessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["port"]) == ("/healthz", "portcullis-adm")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    selects = lambda selector: all(labels.get(k) == v for k, v in selector.items())
+    service = one(ours, "Service")
+    assert selects(service["spec"]["selector"])
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {"authz": (8080, "authz"), "metrics": (9901, "portcullis-adm")}
+    assert selects(one(ours, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
+    assert one(ours, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    # The operator's webhook Service and PDB must not pick the authorizer's pods.
+    for d in docs:
+        if d["metadata"]["name"] != f"{RELEASE}-authz" and d["kind"] in ("Service", "PodDisruptionBudget"):
+            selector = d["spec"]["selector"]
+            assert not selects(selector.get("matchLabels", selector)), d["metadata"]["name"]
+
+
+def test_the_authorizer_serves_tls_from_a_secret_and_is_scraped_like_the_sidecars(chart):
+    docs = render(chart, {"authorizer": {"enabled": True, "tls": {"secretName": "authz-tls"}, "trustedProxies": ["10.0.0.0/8", "fd00::/8"]}, "metrics": {"podMonitor": {"enabled": True}}})
+    pod = one(authorizer_docs(docs), "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["PORTCULLIS_TLS_CERT"], env["PORTCULLIS_TLS_KEY"]) == ("/etc/portcullis/tls/tls.crt", "/etc/portcullis/tls/tls.key")
+    assert env["PORTCULLIS_TRUSTED_PROXIES"] == "10.0.0.0/8,fd00::/8"
+    assert pod["volumes"] == [{"name": "tls", "secret": {"secretName": "authz-tls"}}]
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodMonitor"}
+    assert sorted(monitors) == [f"{RELEASE}-authz", f"{RELEASE}-sidecars"]
+    authz = monitors[f"{RELEASE}-authz"]["spec"]
+    assert authz["podMetricsEndpoints"][0]["port"] == "portcullis-adm"
+    labels = one(authorizer_docs(docs), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in authz["selector"]["matchLabels"].items())
+    assert authz["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # A single replica has no PodDisruptionBudget (it would block every drain).
+    single = render(chart, {"authorizer": {"enabled": True, "replicas": 1}})
+    assert kinds(authorizer_docs(single)) == ["Deployment", "Service"]
+
+
+@pytest.mark.parametrize(
+    "values, complaint",
+    [
+        ({"authorizer": {"enabled": "yes"}}, "enabled"),
+        ({"authorizer": {"replicas": 0}}, "replicas"),
+        ({"authorizer": {"ports": {"listen": 0}}}, "listen"),
+        ({"authorizer": {"tls": {"secretName": "Not_A_Name"}}}, "secretName"),
+        ({"authorizer": {"trustedProxies": ["10.0.0.1"]}}, "trustedProxies"),
+        ({"authorizer": {"replica": 3}}, "replica"),
+    ],
+)
+def test_the_schema_checks_the_authorizer_values(chart, values, complaint):
+    with pytest.raises(helm_python.HelmError) as refused:
+        chart.validate_schema(values)
+    assert complaint in str(refused.value)
+
+
 # === CRDs ===
 
 

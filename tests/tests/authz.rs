@@ -1,5 +1,5 @@
-//! `portcullis-sidecar authz` behind the real proxies (issue 13): Envoy (ext_authz over gRPC and
-//! over HTTP), Traefik (ForwardAuth), Caddy (forward_auth) and nginx (auth_request, described
+//! `portcullis-sidecar authz` behind the real proxies (issue 13): Envoy (ext_authz over gRPC,
+//! h2c and TLS, and over HTTP), Traefik (ForwardAuth), Caddy (forward_auth) and nginx (auth_request, described
 //! as ingress-nginx does), each in front of a recording app, each run with the very
 //! configuration file docs/authz/ shows (only the ports filled in). Every proxy goes through the
 //! seed's scenarios: a simple request without credentials, a preflight answered and one refused,
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::signin::Pki;
 use common::*;
 
 const HOST: (&str, &str) = ("host", "api.mysite.com");
@@ -82,28 +83,45 @@ impl Drop for Proxy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     EnvoyGrpc,
+    /// Envoy's gRPC ext_authz to an authorizer serving TLS (`--tls-cert`/`--tls-key`).
+    EnvoyGrpcTls,
     EnvoyHttp,
     Traefik,
     Caddy,
     Nginx,
 }
 
-/// Starts `kind` on a free port in front of `app`, with the authorizer on `authz_port`, and
-/// waits until it answers through the authorizer.
-async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16) -> Proxy {
+/// The name in the TLS authorizer's certificate (Envoy checks it; nothing resolves it).
+const AUTHZ_TLS_HOST: &str = "authz.portcullis.test";
+
+/// Starts `kind` on a free port in front of `app`, with the authorizer on `authz_port` (serving
+/// TLS with a certificate from `tls`, for [`Kind::EnvoyGrpcTls`]), and waits until it answers
+/// through the authorizer.
+async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16, tls: Option<&Pki>) -> Proxy {
     let dir = tempdir::TempDir::new("authz-proxy");
     let port = free_port();
-    let vars = [
+    let mut vars = vec![
         ("PROXY_PORT", port.to_string()),
         ("APP_PORT", app.addr.port().to_string()),
         ("AUTHZ_PORT", authz_port.to_string()),
     ];
+    if let Some(pki) = tls {
+        vars.push(("AUTHZ_HOST", AUTHZ_TLS_HOST.to_owned()));
+        vars.push(("AUTHZ_CA", pki.ca.display().to_string()));
+    }
     let log = dir.path().join("proxy.log");
     let mut cmd = match kind {
-        Kind::EnvoyGrpc | Kind::EnvoyHttp => {
-            let file = if kind == Kind::EnvoyGrpc { "envoy-grpc.yaml" } else { "envoy-http.yaml" };
+        Kind::EnvoyGrpc | Kind::EnvoyGrpcTls | Kind::EnvoyHttp => {
+            let file = if kind == Kind::EnvoyHttp { "envoy-http.yaml" } else { "envoy-grpc.yaml" };
+            let mut text = docs_config(file, &vars);
+            if kind == Kind::EnvoyGrpcTls {
+                // The docs' TLS cluster in place of the h2c one, the last block of the file.
+                let at = text.find("    - name: portcullis\n").expect("envoy-grpc.yaml's portcullis cluster");
+                text.truncate(at);
+                text.push_str(&docs_config("envoy-grpc-tls-cluster.yaml", &vars));
+            }
             let conf = dir.path().join(file);
-            std::fs::write(&conf, docs_config(file, &vars)).unwrap();
+            std::fs::write(&conf, text).unwrap();
             let mut c = Command::new(proxy_bin("envoy"));
             c.arg("-c").arg(&conf).args(["--log-level", "warn", "--concurrency", "1", "--base-id"]);
             c.arg(port.to_string()); // several Envoys on one machine need distinct shared-memory ids
@@ -162,8 +180,14 @@ async fn start_proxy(kind: Kind, app: &Upstream, authz_port: u16) -> Proxy {
 /// The seed's scenarios through `kind`.
 async fn seed_scenarios(kind: Kind) {
     let app = Upstream::start().await;
-    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS)).start().await;
-    let proxy = start_proxy(kind, &app, authz.addr.port()).await;
+    let pki_dir = tempdir::TempDir::new("authz-tls");
+    let tls = (kind == Kind::EnvoyGrpcTls).then(|| Pki::new(pki_dir.path(), &[AUTHZ_TLS_HOST]));
+    let mut authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS));
+    if let Some(pki) = &tls {
+        authz = authz.arg("--tls-cert").arg(pki.cert.to_str().unwrap()).arg("--tls-key").arg(pki.key.to_str().unwrap());
+    }
+    let authz = authz.start().await;
+    let proxy = start_proxy(kind, &app, authz.addr.port(), tls.as_ref()).await;
     let ctx = |what: &str| format!("{kind:?}: {what}\nproxy log:\n{}\nauthorizer log:\n{}", proxy.logs(), authz.logs());
     let before = app.count();
 
@@ -287,18 +311,18 @@ async fn seed_scenarios(kind: Kind) {
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"), "{}", ctx("403 CORS"));
     assert_eq!(app.count(), n, "{}", ctx("a blocked request reached the app"));
 
-    // The enforcer is labelled in the authorizer's metrics.
+    // The authorizer's metrics: every series says `enforcer="authz"`, and the checks count the
+    // protocol that asked (B-AUTHZ-7).
     let metrics = authz.metrics().await;
     let label = match kind {
-        Kind::EnvoyGrpc => "authz-grpc",
+        Kind::EnvoyGrpc | Kind::EnvoyGrpcTls => "authz-grpc",
         Kind::EnvoyHttp => "authz-http",
         _ => "forward-auth",
     };
-    assert!(
-        metrics.contains(&format!("portcullis_authz_checks_total{{enforcer=\"{label}\",result=\"allow\"}}")),
-        "{}",
-        ctx(&metrics)
-    );
+    let checks = format!("portcullis_authz_checks_total{{protocol=\"{label}\",result=\"allow\",enforcer=\"authz\"}}");
+    assert!(metrics.contains(&checks), "{}", ctx(&metrics));
+    let denied = "portcullis_requests_total{app=\"shop/api\",decision=\"deny\",mode=\"enforce\",reason=\"blocked_by_policy\",enforcer=\"authz\"}";
+    assert!(metrics.contains(denied), "{}", ctx(&metrics));
 }
 
 // Behaviour: B-AUTHZ-1 (docs/behaviour.md).
@@ -308,6 +332,13 @@ async fn envoy_grpc_ext_authz() {
 }
 
 // Behaviour: B-AUTHZ-2 (docs/behaviour.md).
+/// The same over TLS: Envoy verifies the authorizer's certificate and speaks h2 by ALPN.
+// Behaviour: B-AUTHZ-8 (docs/behaviour.md).
+#[tokio::test]
+async fn envoy_grpc_ext_authz_over_tls() {
+    seed_scenarios(Kind::EnvoyGrpcTls).await;
+}
+
 #[tokio::test]
 async fn envoy_http_ext_authz() {
     seed_scenarios(Kind::EnvoyHttp).await;
@@ -400,4 +431,75 @@ fn cluster_configurations_name_the_authorizer_endpoints() {
         .unwrap()
         .contains("/.portcullis/login?rd="));
     assert_eq!(nginx[1]["spec"]["rules"][0]["http"]["paths"][0]["path"], "/.portcullis");
+}
+
+/// An application enforced externally (`enforcement: External`) is explained exactly as the
+/// authorizer decides it: `explain` runs the same decision, whichever enforcer serves the
+/// application. Each request goes to `explain` and, described as a forward-auth proxy describes
+/// it (preflights through `/preflight/`), to the authorizer: the statuses and the
+/// `Access-Control-Allow-Origin` agree.
+// Behaviour: B-AUTHZ-5 (docs/behaviour.md: a standalone authorizer ignores `enforcement`).
+#[tokio::test]
+async fn explain_predicts_what_the_authorizer_answers_for_an_external_application() {
+    let cors = format!("{SEED_CORS}  enforcement: External\n");
+    let manifests = seed_manifests(&inline_jwks(), &cors, PUBLIC_BYPASS);
+    let authz = authorizer(&manifests).start().await;
+    let dir = tempdir::TempDir::new("explain-external");
+    let path = dir.path().join("access.yaml");
+    std::fs::write(&path, &manifests).unwrap();
+    let staff = format!(
+        "Bearer {}",
+        mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600))
+    );
+    let contractor = format!(
+        "CF_Authorization={}",
+        mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 600))
+    );
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, &str, Headers, u16)> = vec![
+        ("GET", "/data", vec![ORIGIN], 401),
+        ("GET", "/data", vec![ORIGIN, ("Authorization", &staff)], 200),
+        ("GET", "/data", vec![ORIGIN, ("Cookie", &contractor)], 403),
+        ("GET", "/public/page", vec![], 200),
+        ("OPTIONS", "/data", vec![ORIGIN, ("Access-Control-Request-Method", "GET")], 200),
+        ("OPTIONS", "/data", vec![ORIGIN, ("Access-Control-Request-Method", "PUT")], 403),
+    ];
+    for (method, uri, headers, want) in cases {
+        let what = format!("{method} {uri} {headers:?}");
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.arg("explain").arg("--manifests").arg(&path);
+        cmd.args([format!("--method={method}"), format!("--url=https://api.mysite.com{uri}"), "--output=json".into()]);
+        cmd.args(headers.iter().map(|(n, v)| format!("--header={n}: {v}")));
+        let out = cmd.output().expect("run explain");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        // explain: a status when the request is answered, none when it would be forwarded.
+        let explained = v["decision"]["status"].as_u64().map_or(200, |s| s as u16);
+        assert_eq!(out.status.code(), Some(i32::from(explained >= 400)), "{what}: exit status");
+
+        let r = if method == "OPTIONS" {
+            let mut h = vec![HOST];
+            h.extend(headers.iter().copied());
+            send(method, &authz.url(&format!("/preflight{uri}")), &h).await.unwrap()
+        } else {
+            let mut h = vec![
+                ("x-forwarded-method", method),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.mysite.com"),
+                ("x-forwarded-uri", uri),
+            ];
+            h.extend(headers.iter().copied());
+            get(&authz.url("/forward-auth"), &h).await.unwrap()
+        };
+        assert_eq!((explained, r.status), (want, want), "{what}: explain {v}");
+        let predicted = v["decision"]["response_headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p[0] == "access-control-allow-origin")
+            .and_then(|p| p[1].as_str());
+        if r.status != 200 || method == "OPTIONS" {
+            assert_eq!(r.header("access-control-allow-origin"), predicted, "{what}: the CORS header explain predicts");
+        }
+    }
 }

@@ -32,6 +32,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The external authorizer's pods. access.portcullis.dev/role=authorizer is how the operator
+finds them (in the release namespace only); component keeps them out of the operator's selector. */}}
+{{- define "portcullis.authorizerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: authorizer
+access.portcullis.dev/role: authorizer
+{{- end }}
+
+{{- define "portcullis.authorizerLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "portcullis.authorizerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: portcullis
+{{- end }}
+
 {{- define "portcullis.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (printf "%s-operator" (include "portcullis.fullname" .)) .Values.serviceAccount.name }}

@@ -166,6 +166,13 @@ pub fn compile_application(
             "Redirect sends unauthenticated requests to sign-in, which needs spec.login; use Auto or Status401, or configure spec.login",
         );
     }
+    if spec.enforcement == Some(crate::v1alpha1::Enforcement::External) && spec.selector.is_some() {
+        d.error(
+            "spec.selector",
+            None,
+            "spec.enforcement External has the application enforced by the external authorizer only, so no sidecar would use the selector: remove spec.selector, or set spec.enforcement to Both",
+        );
+    }
     if spec.policies.is_empty() {
         d.warn("spec.policies", "no policies: every request is denied (403)");
     }
@@ -193,8 +200,7 @@ fn check_domain_overlap(apps: &[Application], errors: &mut Vec<CompileError>) {
     let mut seen: std::collections::BTreeMap<String, &ResourceId> = Default::default();
     for app in apps {
         for (i, dom) in app.domains.iter().enumerate() {
-            let key = format!("{:?}{}", dom.host, dom.path_prefix.as_deref().unwrap_or(""));
-            if let Some(other) = seen.insert(key, &app.id) {
+            if let Some(other) = seen.insert(dom.claim_key(), &app.id) {
                 if other != &app.id {
                     errors.push(CompileError {
                         resource: format!("AccessApplication {}", app.id),
@@ -232,6 +238,20 @@ spec:
         let e = compile_yaml(&format!("{APP}  unauthenticatedResponse: Redirect\n")).unwrap_err();
         assert_eq!(e.0[0].field, "spec.unauthenticatedResponse", "{e}");
         assert!(compile_yaml(&format!("{APP}  unauthenticatedResponse: Status401\n")).is_ok());
+    }
+
+    #[test]
+    fn an_external_application_with_a_selector_is_an_error_naming_the_field() {
+        let selector = "  selector: {matchLabels: {app: a}}\n";
+        let e = compile_yaml(&format!("{APP}{selector}  enforcement: External\n")).unwrap_err();
+        assert_eq!(e.0[0].field, "spec.selector", "{e}");
+        assert!(e.to_string().contains("set spec.enforcement to Both"), "{e}");
+        for ok in ["Sidecar", "Both"] {
+            assert!(compile_yaml(&format!("{APP}{selector}  enforcement: {ok}\n")).is_ok(), "{ok}");
+        }
+        assert!(compile_yaml(&format!("{APP}  enforcement: External\n")).is_ok());
+        let e = Resources::default().add_yaml("t.yaml", &format!("{APP}  enforcement: Proxy\n")).unwrap_err();
+        assert!(e.message.contains("unknown variant `Proxy`"), "{e:?}");
     }
 
     #[test]

@@ -12,6 +12,17 @@ pub struct DomainPattern {
     pub path_prefix: Option<String>,
 }
 
+// === impl DomainPattern ===
+
+impl DomainPattern {
+    /// What two applications must not share: the same host pattern and path prefix would make
+    /// routing depend on their order (compile refuses it within one set of resources; the
+    /// operator's external authorizer gives it to the older application).
+    pub fn claim_key(&self) -> String {
+        format!("{:?}{}", self.host, self.path_prefix.as_deref().unwrap_or(""))
+    }
+}
+
 /// The host part of a domain.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {

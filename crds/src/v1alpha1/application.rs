@@ -25,15 +25,29 @@ use super::common::{Empty, SecretKeyRef, TokenRef};
     shortname = "accessapp",
     printcolumn = r#"{"name":"Domains","type":"string","jsonPath":".spec.domains"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Enforcement","type":"string","jsonPath":".spec.enforcement"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Synced","type":"integer","jsonPath":".status.sidecars.synced"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.enforcement) && self.enforcement == 'External' && has(self.selector))")
+    .message("spec.selector picks the sidecars that enforce this application, but spec.enforcement External has it enforced by the external authorizer only: remove spec.selector, or set spec.enforcement to Both")
+    .field_path(".selector")
+    .reason(Reason::FieldValueForbidden))]
 pub struct AccessApplicationSpec {
-    /// Pods whose sidecars enforce this application. Ignored by a standalone sidecar.
+    /// Pods whose sidecars enforce this application. Ignored by a standalone sidecar. Forbidden
+    /// with `enforcement: External`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// Which enforcer the operator configures with this application: `Sidecar` (default) the
+    /// sidecars `selector` picks; `External` the external authorizer (`portcullis-sidecar authz`,
+    /// the chart's `authorizer.enabled`) that the proxy you already run asks; `Both` both. Ignored
+    /// by a standalone sidecar or authorizer, which enforce every application they are given.
+    // The schema default makes the API server store `Sidecar`, so `kubectl get` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Sidecar"))]
+    pub enforcement: Option<Enforcement>,
     /// `host`, `host/path-prefix` or `*.wildcard` host; the most specific match wins.
     #[x_kube(validation = Rule::new("size(self) > 0")
         .message("spec.domains must list at least one host: an application without domains routes no request")
@@ -396,6 +410,33 @@ pub enum Mode {
     Audit,
 }
 
+/// Which enforcer the operator configures with an application.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Enforcement {
+    /// The sidecars `spec.selector` picks.
+    #[default]
+    Sidecar,
+    /// The external authorizer only (`portcullis-sidecar authz`): the proxy in front of the app
+    /// asks it.
+    External,
+    /// The sidecars and the external authorizer.
+    Both,
+}
+
+// === impl Enforcement ===
+
+impl Enforcement {
+    /// Whether the sidecars `spec.selector` picks enforce it.
+    pub fn by_sidecars(self) -> bool {
+        matches!(self, Enforcement::Sidecar | Enforcement::Both)
+    }
+
+    /// Whether the external authorizer enforces it.
+    pub fn by_authorizer(self) -> bool {
+        matches!(self, Enforcement::External | Enforcement::Both)
+    }
+}
+
 /// Observed state of an AccessApplication, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -403,18 +444,23 @@ pub struct AccessApplicationStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (compiled) and `Synced` (every matched sidecar runs it).
+    /// `Ready` (compiled) and `Synced` (every matched sidecar and authorizer runs it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Sidecar counts.
+    /// Sidecar counts (`enforcement` Sidecar or Both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecars: Option<SidecarCounts>,
+    /// External-authorizer counts (`enforcement` External or Both): `matched` is the running
+    /// authorizer pods, `synced` those running this application's current configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorizers: Option<SidecarCounts>,
     /// Version (digest) of the compiled configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
 }
 
-/// How many selected sidecars exist and run the current config.
+/// How many selected enforcers (sidecars, or external-authorizer pods) run and how many run the
+/// current config.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SidecarCounts {
     pub matched: u32,

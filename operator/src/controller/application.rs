@@ -1,9 +1,10 @@
 //! The AccessApplication controller: compiles the applications of a namespace, pushes each
-//! sidecar pod of that namespace its snapshot, and reports `status` (Ready, Synced, sidecar
-//! counts, config version) on the application being reconciled.
+//! sidecar pod of that namespace its snapshot, pushes the external-authorizer pods theirs when
+//! the namespace has applications for them, and reports `status` (Ready, Synced, sidecar and
+//! authorizer counts, config version) on the application being reconciled.
 //!
-//! What a pod runs is decided by [`crate::desired`] (pure); the push by [`crate::push`]. This
-//! module reads the namespace, calls them and writes status and events. It must not put a Secret
+//! What a pod runs is decided by [`crate::desired`] and [`crate::authorizer`] (pure); the push
+//! by [`crate::push`]. This module reads the namespace, calls them and writes status and events. It must not put a Secret
 //! value anywhere: compile errors name fields, push errors name pods and reasons.
 
 use std::collections::HashMap;
@@ -25,9 +26,10 @@ use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, Acce
 use serde::de::DeserializeOwned;
 
 use super::{apply_status, backoff, instrumented};
+use crate::authorizer::{self, Authorizers, Waiting};
 use crate::compile_cache::{inputs_version, CompileCache};
 use crate::controller::service_token::MANAGED_BY;
-use crate::desired::{desired, AppOutcome, Desired};
+use crate::desired::{desired, sidecar_pod, AppOutcome, Desired, ExternalApp, PodConfig, SidecarPod};
 use crate::push::{PodOutcome, Pusher};
 use crate::status::{self, Want, READY};
 use crate::{events, session_key, Context, Error, Result};
@@ -38,6 +40,8 @@ pub const CONTROLLER: &str = "accessapplication";
 pub const SYNCED: &str = "Synced";
 /// Synced=False reason while selected sidecar pods are not running yet.
 const PENDING: &str = "Pending";
+/// Synced=False reason while the authorizer waits for other namespaces (see [`Waiting`]).
+const AUTHORIZER_WAITING: &str = "AuthorizerWaiting";
 /// The finalizer that keeps a deleted application until its sidecars stopped enforcing it.
 pub const FINALIZER: &str = "access.portcullis.dev/sidecar-cleanup";
 /// First retry of an application whose sidecars did not all take the push: short, because the
@@ -50,6 +54,9 @@ const PUSH_RETRY_MAX: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 /// Pods named in a PushFailed or Pending message; the rest are counted.
 const NAMED: usize = 3;
+/// Retry of an External application while the authorizer waits for other namespaces to be
+/// read (the operator just started): they are, within seconds.
+const AUTHORIZER_WAIT_RETRY: Duration = Duration::from_secs(2);
 
 /// The controller's state: the shared context, the push client, and how many reconciles in a
 /// row each application's push failed (`namespace/name`).
@@ -63,11 +70,28 @@ pub struct AppContext {
     /// namespace's applications from it instead of listing them matters at scale: with 1,000
     /// applications in a namespace, every reconcile listed all 1,000 from the API server.
     applications: OnceLock<Store<AccessApplication>>,
+    /// What the external authorizer runs, assembled from every namespace. An async lock: it is
+    /// held across the push, so that two namespaces' reconciles push the authorizer one after
+    /// the other, never an older snapshot after a newer one.
+    authorizers: tokio::sync::Mutex<Authorizers>,
+    /// Where the authorizer pods run, outside the lock: a namespace without External
+    /// applications never waits for an authorizer push in flight.
+    authorizer_namespace: String,
 }
 
 impl AppContext {
-    pub fn new(ctx: Arc<Context>, pusher: Pusher) -> Self {
-        Self { ctx, pusher, push_failures: Mutex::default(), compiles: Mutex::default(), applications: OnceLock::new() }
+    /// `authorizer_namespace`: where the external-authorizer pods run (the operator's own
+    /// namespace; see [`authorizer::ROLE_LABEL`]).
+    pub fn new(ctx: Arc<Context>, pusher: Pusher, authorizer_namespace: &str) -> Self {
+        Self {
+            ctx,
+            pusher,
+            push_failures: Mutex::default(),
+            compiles: Mutex::default(),
+            applications: OnceLock::new(),
+            authorizers: tokio::sync::Mutex::default(),
+            authorizer_namespace: authorizer_namespace.to_owned(),
+        }
     }
 
     /// The applications of `namespace`: from the controller's cache once it has synced (an
@@ -104,8 +128,10 @@ fn push_retry_after(n: u32) -> Duration {
 
 /// Runs the controller until the process is asked to stop. Tokens, the operator's Secrets and
 /// Pods re-reconcile every application of their namespace: any of them can change what the
-/// namespace's sidecars should run.
+/// namespace's sidecars should run; an authorizer pod re-reconciles every application the
+/// authorizer enforces, in every namespace.
 pub async fn run(app_ctx: Arc<AppContext>) {
+    let authorizer_namespace = app_ctx.authorizer_namespace.clone();
     let client = app_ctx.ctx.client.clone();
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default())
         .with_config(super::runtime_config());
@@ -115,7 +141,7 @@ pub async fn run(app_ctx: Arc<AppContext>) {
     let controller = controller
         .watches(Api::<AccessServiceToken>::all(client.clone()), watcher::Config::default(), in_namespace(&store))
         .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
-        .watches(Api::<Pod>::all(client), watcher::Config::default(), in_namespace(&store))
+        .watches(Api::<Pod>::all(client), watcher::Config::default(), pod_users(&store, authorizer_namespace))
         .shutdown_on_signal();
     controller
         .run(reconcile, error_policy, app_ctx)
@@ -139,6 +165,27 @@ fn in_namespace<K: Resource>(
             .state()
             .iter()
             .filter(|app| app.metadata.namespace == namespace)
+            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a Pod to the applications it may enforce: an authorizer pod to every application with
+/// `enforcement` External or Both, any other pod to every application of its namespace.
+fn pod_users(
+    store: &Store<AccessApplication>,
+    authorizer_namespace: String,
+) -> impl Fn(Pod) -> Vec<ObjectRef<AccessApplication>> + Send + Sync + 'static {
+    let store = store.clone();
+    let all_of_namespace = in_namespace::<Pod>(&store);
+    move |pod: Pod| {
+        if !authorizer::is_authorizer(&pod, &authorizer_namespace) {
+            return all_of_namespace(pod);
+        }
+        store
+            .state()
+            .iter()
+            .filter(|app| app.spec.enforcement.unwrap_or_default().by_authorizer())
             .map(|app| ObjectRef::from_obj(app.as_ref()))
             .collect()
     }
@@ -204,10 +251,29 @@ pub fn error_policy(app: Arc<AccessApplication>, error: &Error, app_ctx: Arc<App
     backoff(&app_ctx.ctx, CONTROLLER, app.as_ref(), error)
 }
 
-/// Reads the namespace, works out what each of its sidecars should run, and pushes it. An
-/// application being deleted is left out of every snapshot, whichever application's reconcile
-/// this is, so that no push puts it back while its finalizer is pending.
-async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desired, Vec<PodOutcome>)> {
+/// What became of the external authorizer in one pass.
+#[derive(Debug)]
+enum AuthorizerOutcome {
+    /// The namespace has nothing for the authorizer, now or before: it was not pushed.
+    Untouched,
+    /// Not pushed yet (see [`Waiting`]).
+    Waiting(Waiting),
+    /// Pushed to every running authorizer pod.
+    Pushed { plan: authorizer::Plan, outcomes: Vec<PodOutcome> },
+}
+
+/// One pass over a namespace: the plan, the sidecars' push outcomes, the authorizer's.
+struct Pass {
+    plan: Desired,
+    outcomes: Vec<PodOutcome>,
+    authorizer: AuthorizerOutcome,
+}
+
+/// Reads the namespace, works out what each of its sidecars should run, and pushes it; then the
+/// external authorizer, when the namespace has (or had) applications for it. An application
+/// being deleted is left out of every snapshot, whichever application's reconcile this is, so
+/// that no push puts it back while its finalizer is pending.
+async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<Pass> {
     let ctx = &app_ctx.ctx;
     let applications = live_applications(app_ctx.applications_of(namespace).await?);
     let tokens = list::<AccessServiceToken>(ctx, namespace).await?;
@@ -219,7 +285,13 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desire
             secrets.push(made);
         }
     }
-    let pods = list::<Pod>(ctx, namespace).await?;
+    let mut pods = list::<Pod>(ctx, namespace).await?;
+    // The authorizer pods (in the operator's namespace) run every namespace's External
+    // applications, never this namespace's sidecar snapshot.
+    let authorizer_namespace = &app_ctx.authorizer_namespace;
+    let (authorizer_pods, sidecar_pods): (Vec<Pod>, Vec<Pod>) =
+        pods.drain(..).partition(|p| authorizer::is_authorizer(p, authorizer_namespace));
+    let pods = sidecar_pods;
     let applications = session_key::with_provided_keys(applications, &secrets);
 
     let plan = {
@@ -229,8 +301,64 @@ async fn push_namespace(namespace: &str, app_ctx: &AppContext) -> Result<(Desire
         plan
     };
     let outcomes = app_ctx.pusher.push_all(&plan.pods, ctx.clock.now()).await;
-    app_ctx.pusher.forget_gone(namespace, &plan.pods);
-    Ok((plan, outcomes))
+    let authorizers: Vec<SidecarPod> = authorizer_pods.iter().filter_map(sidecar_pod).collect();
+    app_ctx.pusher.forget_gone(namespace, plan.pods.iter().map(|p| &p.pod).chain(&authorizers));
+    let authorizer = push_authorizers(namespace, &plan.external, app_ctx).await?;
+    Ok(Pass { plan, outcomes, authorizer })
+}
+
+/// Records what `namespace` gives the external authorizer and, when every namespace with
+/// External applications has been read, pushes the authorizer pods the assembled snapshot.
+async fn push_authorizers(
+    namespace: &str,
+    external: &[ExternalApp],
+    app_ctx: &AppContext,
+) -> Result<AuthorizerOutcome> {
+    let ctx = &app_ctx.ctx;
+    let mut state = app_ctx.authorizers.lock().await;
+    if !state.concerns(namespace, external) {
+        return Ok(AuthorizerOutcome::Untouched);
+    }
+    state.record(namespace, external);
+    let plan = match state.plan(&app_ctx.namespaces_for_authorizer()) {
+        Ok(plan) => plan,
+        Err(waiting) => return Ok(AuthorizerOutcome::Waiting(waiting)),
+    };
+    let authorizer_namespace = &app_ctx.authorizer_namespace;
+    let params = ListParams::default().labels(&authorizer::selector());
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), authorizer_namespace)
+        .list(&params)
+        .await
+        .map_err(Error::kube(format!("listing the authorizer pods in namespace {authorizer_namespace}")))?
+        .items;
+    let targets: Vec<PodConfig> =
+        pods.iter().filter_map(sidecar_pod).map(|pod| PodConfig { pod, snapshot: plan.snapshot.clone() }).collect();
+    let outcomes = app_ctx.pusher.push_all(&targets, ctx.clock.now()).await;
+    // Authorizer pods that went (a rollout): their acknowledgements and boots are forgotten.
+    let now: std::collections::BTreeSet<String> =
+        targets.iter().map(|t| format!("{}/{}", t.pod.namespace, t.pod.name)).collect();
+    let gone: Vec<String> = state.pods.difference(&now).cloned().collect();
+    app_ctx.pusher.forget(&gone);
+    state.pods = now;
+    Ok(AuthorizerOutcome::Pushed { plan, outcomes })
+}
+
+// === impl AppContext ===
+
+impl AppContext {
+    /// The namespaces whose applications the authorizer must have before it is pushed: those
+    /// with an application asking for it, from the controller's cache (without the cache, as
+    /// in a single reconcile, the ones recorded so far).
+    fn namespaces_for_authorizer(&self) -> std::collections::BTreeSet<String> {
+        let Some(store) = self.applications.get() else { return Default::default() };
+        store
+            .state()
+            .iter()
+            .filter(|a| a.metadata.deletion_timestamp.is_none())
+            .filter(|a| a.spec.enforcement.unwrap_or_default().by_authorizer())
+            .filter_map(|a| a.metadata.namespace.clone())
+            .collect()
+    }
 }
 
 /// The applications not being deleted.
@@ -247,11 +375,19 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
+    let Pass { plan, outcomes, authorizer } = push_namespace(&namespace, app_ctx).await?;
     let mut failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
     // A held pod was not pushed, so it may still enforce this application.
     failures.extend(plan.held.iter().map(|pod| format!("{pod}: held by an invalid application of the namespace")));
+    // Nor may an authorizer that was not told.
+    match &authorizer {
+        AuthorizerOutcome::Untouched => {}
+        AuthorizerOutcome::Waiting(Waiting(why)) => failures.push(format!("the external authorizer: {why}")),
+        AuthorizerOutcome::Pushed { outcomes, .. } => {
+            failures.extend(outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)));
+        }
+    }
     if !failures.is_empty() {
         return Err(Error::CleanupPush { application: format!("{namespace}/{name}"), failures: named(&failures) });
     }
@@ -264,8 +400,9 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
     let ctx = &app_ctx.ctx;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
     let name = app.name_any();
-    let (plan, outcomes) = push_namespace(&namespace, app_ctx).await?;
+    let Pass { plan, outcomes, authorizer } = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
+    let enforcement = app.spec.enforcement.unwrap_or_default();
 
     let old = app.status.clone().unwrap_or_default();
     let mut new = AccessApplicationStatus { observed_generation: app.metadata.generation, ..Default::default() };
@@ -283,60 +420,134 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
                 type_: SYNCED,
                 status: false,
                 reason: errors.reason(),
-                message: "its sidecars keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
+                message: "its sidecars (and the external authorizer) keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
             };
             new.config_version = None;
             (ready, synced, Action::await_change())
         }
         Some(AppOutcome::Compiled { pods, waiting, version }) => {
             ctx.metrics.compile_errors(&namespace, &name, 0);
-            let failures: Vec<String> = outcomes
-                .iter()
-                .filter(|o| pods.contains(&o.pod))
-                .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
-                .collect();
-            if failures.is_empty() {
-                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
-            }
-            let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
-            let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
-            new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
             new.config_version = Some(version.clone());
-            ctx.metrics.sidecars(&namespace, &name, matched, synced_count);
+            // What keeps it from Synced, most urgent first: failed pushes, then what waits.
+            let mut failed = Vec::new();
+            let mut pending = Vec::new();
+            let mut enforcers = Vec::new();
+            if enforcement.by_sidecars() {
+                let failures: Vec<String> = outcomes
+                    .iter()
+                    .filter(|o| pods.contains(&o.pod))
+                    .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
+                    .collect();
+                let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
+                let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
+                new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
+                ctx.metrics.sidecars(&namespace, &name, matched, synced_count);
+                if !failures.is_empty() {
+                    failed.push(format!(
+                        "{} of {matched} matched sidecar(s) did not take the push: {}",
+                        failures.len(),
+                        named(&failures)
+                    ));
+                } else if !waiting.is_empty() {
+                    pending.push((
+                        PENDING,
+                        format!(
+                            "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
+                            waiting.len(),
+                            named(waiting),
+                        ),
+                    ));
+                }
+                enforcers.push(if matched == 0 {
+                    "no running pod with a portcullis-adm port matches spec.selector".to_owned()
+                } else {
+                    format!("all {matched} matched sidecar(s) run this configuration")
+                });
+            }
+            if enforcement.by_authorizer() {
+                let (counts, state) = authorizer_status(&id, &authorizer);
+                new.authorizers = Some(counts.clone());
+                match state {
+                    AuthorizerState::Synced => enforcers
+                        .push(format!("all {} external-authorizer pod(s) run this configuration", counts.matched)),
+                    AuthorizerState::Failed(message) => failed.push(message),
+                    AuthorizerState::Pending(reason, message) => pending.push((reason, message)),
+                }
+            }
             let ready = Want {
                 type_: READY,
                 status: true,
                 reason: "Compiled",
-                message: format!("compiled; spec.selector matches {matched} running sidecar(s)"),
+                message: match new.sidecars.as_ref() {
+                    Some(s) => format!("compiled; spec.selector matches {} running sidecar(s)", s.matched),
+                    None => "compiled; enforced by the external authorizer only (spec.enforcement External)".to_owned(),
+                },
             };
-            if failures.is_empty() && !waiting.is_empty() {
-                let message = format!(
-                    "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
-                    waiting.len(),
-                    named(waiting),
-                );
-                let synced = Want { type_: SYNCED, status: false, reason: PENDING, message };
-                (ready, synced, Action::requeue(RESYNC))
-            } else if failures.is_empty() {
-                let message = if matched == 0 {
-                    "no running pod with a portcullis-adm port matches spec.selector".to_owned()
-                } else {
-                    format!("all {matched} matched sidecar(s) run this configuration")
-                };
-                (ready, Want { type_: SYNCED, status: true, reason: "Synced", message }, Action::requeue(RESYNC))
-            } else {
-                let message = format!(
-                    "{} of {matched} matched sidecar(s) did not take the push: {}",
-                    failures.len(),
-                    named(&failures)
-                );
-                let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message };
+            if !failed.is_empty() {
+                let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message: failed.join("; ") };
                 (ready, synced, Action::requeue(app_ctx.push_failed(&format!("{namespace}/{name}"))))
+            } else if let Some((reason, message)) = pending.into_iter().next() {
+                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
+                let retry = if reason == AUTHORIZER_WAITING { AUTHORIZER_WAIT_RETRY } else { RESYNC };
+                (ready, Want { type_: SYNCED, status: false, reason, message }, Action::requeue(retry))
+            } else {
+                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
+                let synced = Want { type_: SYNCED, status: true, reason: "Synced", message: enforcers.join("; ") };
+                (ready, synced, Action::requeue(RESYNC))
             }
         }
     };
     write_status(app, ctx, &old, new, [ready, synced]).await?;
     Ok(action)
+}
+
+/// Where an External application stands on the authorizer.
+enum AuthorizerState {
+    Synced,
+    /// A push failed (Synced=False, PushFailed): the message.
+    Failed(String),
+    /// Not enforced yet, for a reason a push retry does not fix: (reason, message).
+    Pending(&'static str, String),
+}
+
+/// `status.authorizers` of application `id`, and whether the authorizer runs it.
+fn authorizer_status(id: &ResourceId, outcome: &AuthorizerOutcome) -> (SidecarCounts, AuthorizerState) {
+    let none = SidecarCounts { matched: 0, synced: 0 };
+    match outcome {
+        // An application asking for the authorizer always concerns it; kept total for safety.
+        AuthorizerOutcome::Untouched => {
+            (none, AuthorizerState::Pending(PENDING, "not pushed to the authorizer yet".into()))
+        }
+        AuthorizerOutcome::Waiting(Waiting(why)) => (none, AuthorizerState::Pending(AUTHORIZER_WAITING, why.clone())),
+        AuthorizerOutcome::Pushed { plan, outcomes } => {
+            let matched = u32::try_from(outcomes.len()).unwrap_or(u32::MAX);
+            if let Some((i, other)) = plan.conflicts.get(id) {
+                let message = format!(
+                    "spec.domains[{i}] is already enforced by AccessApplication {other} on the external authorizer (the older application keeps a domain there); this application is left out of the authorizer until the domain is its alone"
+                );
+                return (SidecarCounts { matched, synced: 0 }, AuthorizerState::Pending("DomainConflict", message));
+            }
+            let failures: Vec<String> =
+                outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+            let synced = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
+            let counts = SidecarCounts { matched, synced };
+            if matched == 0 {
+                let message =
+                    "no running external-authorizer pod (the chart's authorizer.enabled) in the operator's namespace"
+                        .to_owned();
+                (counts, AuthorizerState::Pending("NoAuthorizer", message))
+            } else if failures.is_empty() {
+                (counts, AuthorizerState::Synced)
+            } else {
+                let message = format!(
+                    "{} of {matched} external-authorizer pod(s) did not take the push: {}",
+                    failures.len(),
+                    named(&failures)
+                );
+                (counts, AuthorizerState::Failed(message))
+            }
+        }
+    }
 }
 
 /// The first [`NAMED`] items, then how many more.
@@ -384,9 +595,14 @@ async fn write_status(
     new.conditions = conditions;
     for (type_, reason, message) in failing {
         // Synced=False because the spec is invalid repeats the Ready event: one is enough. A pod
-        // still starting (Pending) is routine, not a warning.
+        // still starting (Pending), or an authorizer waiting for the operator's first pass over
+        // every namespace, is routine, not a warning.
         let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
-        if !duplicate && reason != PENDING && status::transitioned(&old.conditions, &new.conditions, type_) {
+        if !duplicate
+            && reason != PENDING
+            && reason != AUTHORIZER_WAITING
+            && status::transitioned(&old.conditions, &new.conditions, type_)
+        {
             events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
         }
     }

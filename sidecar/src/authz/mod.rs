@@ -44,7 +44,7 @@ pub const FORWARD_AUTH_PATH: &str = "/forward-auth";
 /// forward-auth proxy routes them here directly, since their answers are redirects and cookies.
 pub const SIGN_IN_PREFIX: &str = "/.portcullis";
 
-/// Which protocol asked: the `enforcer` label of `portcullis_authz_checks_total`.
+/// Which protocol asked: the `protocol` label of `portcullis_authz_checks_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enforcer {
     /// Envoy ext_authz over gRPC (Envoy, Istio `CUSTOM`, Envoy Gateway `extAuth`).
@@ -175,7 +175,7 @@ pub async fn decide(
     let described = match described {
         Ok(d) => d,
         Err(e) => {
-            tracing::info!(enforcer = enforcer.label(), reason = e.reason(), error = %e, "refused an unreadable description");
+            tracing::info!(protocol = enforcer.label(), reason = e.reason(), error = %e, "refused an unreadable description");
             return Outcome::Invalid(e);
         }
     };
@@ -193,7 +193,7 @@ pub async fn decide(
             resp.headers_mut().insert(crate::http::headers::REQUEST_ID, request_id.clone());
             tracing::info!(
                 request_id = rid,
-                enforcer = enforcer.label(),
+                protocol = enforcer.label(),
                 app,
                 status = resp.status().as_u16(),
                 decision = outcome.decision,
@@ -208,7 +208,7 @@ pub async fn decide(
         // A forward route calls another upstream with a service token: only the sidecar can.
         tracing::warn!(
             request_id = rid,
-            enforcer = enforcer.label(),
+            protocol = enforcer.label(),
             app,
             "a forward route cannot be enforced by an external authorizer"
         );
@@ -225,7 +225,7 @@ pub async fn decide(
         if decided != described.path_and_query() {
             tracing::info!(
                 request_id = rid,
-                enforcer = enforcer.label(),
+                protocol = enforcer.label(),
                 app,
                 "refused: the proxy would forward a path other than the normalised one"
             );
@@ -246,6 +246,6 @@ pub async fn decide(
     remove.dedup();
     let mut cors = HeaderMap::new();
     fwd.app.cors.apply_to_response(fwd.origin.as_ref(), &mut cors);
-    tracing::debug!(request_id = rid, enforcer = enforcer.label(), app, decision = outcome.decision, "allowed");
+    tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = outcome.decision, "allowed");
     Outcome::Allow(Allow { set, remove, cors })
 }

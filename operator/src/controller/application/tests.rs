@@ -68,7 +68,7 @@ async fn reconcile_with_metrics(
     let mock = verifier.run(NS, scenario);
     let (key, _) = SigningKey::generate().unwrap();
     let pusher = Pusher::new(key, ctx.metrics.clone());
-    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher))).await;
+    let result = reconcile(Arc::new(app.clone()), Arc::new(AppContext::new(ctx, pusher, NS))).await;
     let mut metrics = Vec::new();
     prometheus::TextEncoder::new().encode(&registry.gather(), &mut metrics).unwrap();
     (result, mock.await.expect("mock API server"), String::from_utf8(metrics).unwrap())
@@ -141,6 +141,62 @@ async fn an_unreachable_sidecar_is_push_failed() {
     assert_eq!((synced.as_str(), reason.as_str()), ("False", "PushFailed"));
     assert!(message.starts_with("1 of 1 matched") && message.contains("shop/api-0"), "{message}");
     assert_eq!(condition(&status, READY).0, "True");
+}
+
+/// An application for the external authorizer only, without a selector.
+fn external_app() -> AccessApplication {
+    let mut a = app("1h");
+    a.spec.selector = None;
+    a.spec.enforcement = Some(portcullis_crds::v1alpha1::Enforcement::External);
+    a
+}
+
+/// An authorizer pod (the chart's label) whose admin port nothing listens on.
+fn unreachable_authorizer() -> Value {
+    let mut pod = unreachable_pod();
+    pod["metadata"]["name"] = json!("authz-0");
+    pod["metadata"]["labels"] = json!({crate::authorizer::ROLE_LABEL.0: crate::authorizer::ROLE_LABEL.1, "app": "api"});
+    pod
+}
+
+#[tokio::test]
+async fn an_external_application_is_pushed_to_the_authorizer_pods_not_the_sidecars() {
+    let a = external_app();
+    // The namespace's pods: the authorizer (this test's operator namespace is the app's) and a
+    // sidecar. Only the authorizer is pushed; the sidecar would have failed too.
+    let mut scenario = lists(&a, json!([unreachable_authorizer(), unreachable_pod()]));
+    scenario.extend([
+        Scenario::List("pods", json!([unreachable_authorizer()])),
+        Scenario::Event("PushFailed"),
+        Scenario::ApplyAppStatus,
+    ]);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert!(seen[4].uri.contains("labelSelector=access.portcullis.dev%2Frole%3Dauthorizer"), "{}", seen[4].uri);
+    assert_eq!(result.unwrap(), Action::requeue(PUSH_RETRY_FIRST));
+    let status = status_of(&seen[6]);
+    assert_eq!(status.sidecars, None, "no sidecar enforces it");
+    assert_eq!(status.authorizers, Some(SidecarCounts { matched: 1, synced: 0 }));
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("False", "PushFailed"));
+    assert!(message.starts_with("1 of 1 external-authorizer pod(s)") && message.contains("shop/authz-0"), "{message}");
+    assert!(!message.contains("shop/api-0"), "{message}");
+    let (ready, _, message) = condition(&status, READY);
+    assert_eq!(ready, "True");
+    assert!(message.contains("external authorizer only"), "{message}");
+}
+
+#[tokio::test]
+async fn an_external_application_without_an_authorizer_running_says_so() {
+    let a = external_app();
+    let mut scenario = lists(&a, json!([]));
+    scenario.extend([Scenario::List("pods", json!([])), Scenario::Event("NoAuthorizer"), Scenario::ApplyAppStatus]);
+    let (result, seen) = reconcile_with(&a, scenario).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    let status = status_of(&seen[6]);
+    assert_eq!(status.authorizers, Some(SidecarCounts { matched: 0, synced: 0 }));
+    let (synced, reason, message) = condition(&status, SYNCED);
+    assert_eq!((synced.as_str(), reason.as_str()), ("False", "NoAuthorizer"));
+    assert!(message.contains("authorizer.enabled"), "{message}");
 }
 
 #[tokio::test]
