@@ -18,22 +18,14 @@ use super::headers::{
     is_upgrade_request, remove_cookie, strip_hop_by_hop, AUTHENTICATED_USER_EMAIL, CLIENT_ID, CLIENT_SECRET,
     JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-use super::pipeline::Proxy;
-use super::respond::Refusal;
+use super::proxy::Proxy;
+use super::respond::{refusal, with_cors, Refusal};
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
-use crate::decide::request::Canonical;
+use crate::decide::request::{Canonical, Destination};
 use crate::outbound::OutBody;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
-
-/// Where a request goes.
-pub enum Destination<'a> {
-    /// The app beside us (`--upstream`).
-    App,
-    /// A forward route of the application.
-    Route(&'a ForwardRoute),
-}
 
 /// The identity headers the app receives.
 pub enum IdentityHeaders {
@@ -141,7 +133,7 @@ pub async fn forward(
     };
     let uri = match build_uri(upstream, path_and_query) {
         Some(u) => u,
-        None => return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id),
+        None => return refusal(app, fwd.origin.as_ref(), &Refusal::UpstreamUnreachable, request_id),
     };
 
     let headers = &mut parts.headers;
@@ -196,17 +188,17 @@ pub async fn forward(
         Ok(Ok(r)) => r,
         Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
             proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
-            return refusal(app, fwd.origin.as_ref(), Refusal::BodyTimeout, request_id);
+            return refusal(app, fwd.origin.as_ref(), &Refusal::BodyTimeout, request_id);
         }
         Ok(Err(e)) => {
             let kind = if e.is_connect() { "connect" } else { "io" };
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
             tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error = %e, "upstream request failed");
-            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id);
+            return refusal(app, fwd.origin.as_ref(), &Refusal::UpstreamUnreachable, request_id);
         }
         Err(_) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
-            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamTimeout, request_id);
+            return refusal(app, fwd.origin.as_ref(), &Refusal::UpstreamTimeout, request_id);
         }
     };
 
@@ -223,8 +215,7 @@ pub async fn forward(
             resp.headers_mut().remove(SET_COOKIE);
         }
     }
-    app.cors.apply_to_response(fwd.origin.as_ref(), resp.headers_mut());
-    resp.map(|b| b.map_err(Into::into).boxed())
+    with_cors(app, fwd.origin.as_ref(), resp.map(|b| b.map_err(Into::into).boxed()))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections.
@@ -241,13 +232,6 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
-}
-
-/// One of the sidecar's own answers, with the CORS headers for the request's origin.
-pub(crate) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
-    let mut resp = r.to_response(request_id);
-    app.cors.apply_to_response(origin, resp.headers_mut());
-    resp
 }
 
 /// The path the app sees: the canonical one (what was routed) with the original query.

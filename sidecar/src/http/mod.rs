@@ -5,10 +5,12 @@ pub mod body;
 pub mod forward;
 pub mod headers;
 pub mod login;
+pub mod phases;
 pub mod pipeline;
+pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod tls;
 
-pub use pipeline::{Proxy, ProxySettings};
+pub use proxy::{Proxy, ProxySettings};
 pub use server::serve;
