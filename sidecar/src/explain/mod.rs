@@ -325,14 +325,17 @@ fn parse(req: &ExplainRequest) -> Result<Parsed, ExplainError> {
     Ok(Parsed { parts, peer: req.peer.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), https })
 }
 
+/// One rule of a policy: its list, its index in the list, and whether it matched.
+type RuleResult = (RuleKind, usize, bool);
+
 /// What the phases report as they decide: the credential checks passed, every policy with its
 /// rules, and why a preflight was refused. Exhaustive: it also sees the policies after the one
 /// that decided (marked not evaluated), to show why they would or would not match.
 #[derive(Default)]
 pub(crate) struct Watch {
     checks: Vec<&'static str>,
-    rules: Vec<(RuleKind, usize, bool)>,
-    policies: Vec<(PolicyStep, Vec<(RuleKind, usize, bool)>)>,
+    rules: Vec<RuleResult>,
+    policies: Vec<(PolicyStep, Vec<RuleResult>)>,
     preflight_refused: Option<String>,
 }
 

@@ -122,8 +122,6 @@ pub(super) fn actual_report(app: &LiveApp, origin: Option<&HeaderValue>) -> Cors
     CorsReport { classification: "actual", origin: Some(shown), owner, outcome, detail }
 }
 
-/// JWT checks in the order `JwtConfig::authenticate` makes them.
-
 /// The unverified header and payload fields worth showing (never the token itself).
 #[derive(Default)]
 pub(super) struct Peek {
