@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::duration::parse_duration_secs;
-use super::error::Diagnostics;
+use super::error::{CompileErrorKind, Diagnostics};
 use super::secrets::SecretIndex;
 use crate::snapshot::{Algorithm, Identity, Issuer, JwksSource, Login, SecretString};
 use crate::v1alpha1::{IdentitySpec, IssuerSpec, LoginSpec, SameSite, SecretKeyRef};
@@ -271,7 +271,8 @@ fn read_secret(
             None
         }
         None if secrets.contains(namespace, &r.name) => {
-            d.error(
+            d.error_of(
+                CompileErrorKind::SecretMissing,
                 field,
                 None,
                 format!("Secret {namespace}/{} has no key {:?}; it should hold {what}", r.name, r.key),
@@ -279,7 +280,8 @@ fn read_secret(
             None
         }
         None => {
-            d.error(
+            d.error_of(
+                CompileErrorKind::SecretMissing,
                 field,
                 None,
                 format!("Secret {namespace}/{} not found; create it with key {:?} holding {what}", r.name, r.key),
