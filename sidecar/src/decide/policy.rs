@@ -75,35 +75,27 @@ pub fn evaluate_with<O: Observer>(policies: &[Policy], authn: &Authn, client_ip:
     let subject = Subject { who: Who::of(authn), ip: client_ip.to_canonical() };
     let authenticated = !matches!(subject.who, Who::Nobody);
     let phase_one = |p: &Policy| matches!(p.action, PolicyAction::Bypass | PolicyAction::ServiceAuth);
+    let in_phase = |phase: u8| {
+        let first = phase == 1;
+        policies.iter().enumerate().filter(move |(_, p)| phase_one(p) == first).map(move |(i, p)| (phase, i, p))
+    };
     let mut decided = None;
-    for (i, p) in policies.iter().enumerate().filter(|(_, p)| phase_one(p)) {
+    for (phase, i, p) in in_phase(1).chain(in_phase(2)) {
+        // Between the phases: an unauthenticated caller stops here.
+        if phase == 2 && !authenticated && decided.is_none() {
+            if !O::EXHAUSTIVE {
+                return Decision::Unauthenticated;
+            }
+            decided = Some(Decision::Unauthenticated);
+        }
         // A ServiceAuth policy admits only an authenticated principal.
         let matched = subject.matches_with(p, obs) && (p.action != PolicyAction::ServiceAuth || authenticated);
-        obs.policy(PolicyStep { policy: i, action: p.action, phase: 1, evaluated: decided.is_none(), matched });
+        obs.policy(PolicyStep { policy: i, action: p.action, phase, evaluated: decided.is_none(), matched });
         if matched && decided.is_none() {
             let d = match p.action {
                 PolicyAction::Bypass => Decision::Bypass { policy: i },
-                _ => Decision::Allow { policy: i },
-            };
-            if !O::EXHAUSTIVE {
-                return d;
-            }
-            decided = Some(d);
-        }
-    }
-    if !authenticated && decided.is_none() {
-        if !O::EXHAUSTIVE {
-            return Decision::Unauthenticated;
-        }
-        decided = Some(Decision::Unauthenticated);
-    }
-    for (i, p) in policies.iter().enumerate().filter(|(_, p)| !phase_one(p)) {
-        let matched = subject.matches_with(p, obs);
-        obs.policy(PolicyStep { policy: i, action: p.action, phase: 2, evaluated: decided.is_none(), matched });
-        if matched && decided.is_none() {
-            let d = match p.action {
                 PolicyAction::Block => Decision::Block { policy: i },
-                _ => Decision::Allow { policy: i },
+                PolicyAction::Allow | PolicyAction::ServiceAuth => Decision::Allow { policy: i },
             };
             if !O::EXHAUSTIVE {
                 return d;
@@ -111,7 +103,11 @@ pub fn evaluate_with<O: Observer>(policies: &[Policy], authn: &Authn, client_ip:
             decided = Some(d);
         }
     }
-    decided.unwrap_or(Decision::NoMatch)
+    match decided {
+        Some(d) => d,
+        None if !authenticated => Decision::Unauthenticated,
+        None => Decision::NoMatch,
+    }
 }
 
 /// Who is asking, and from where.
