@@ -36,6 +36,7 @@ impl Setup {
         let idp = Idp::start(&[format!("https://api.mysite.com:{port}/.portcullis/callback")]);
         let app = App::start().await;
         let sidecar = sidecar(&manifests(port, &idp.issuer), &app.url())
+            .process()
             .port(port)
             .arg("--tls-cert")
             .arg(pki.cert.to_str().unwrap())

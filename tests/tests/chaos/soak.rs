@@ -16,7 +16,7 @@ use jsonwebtoken::Algorithm;
 
 use crate::common::*;
 use crate::load::{Load, LoadSpec, Outcome, Probe, Report, DURING};
-use crate::scenarios::{self, Tokens, HOST, ORIGIN};
+use crate::scenarios::{self, sidecar, Tokens, HOST, ORIGIN};
 use crate::servers::{App, Jwks};
 
 /// One sample of the sidecar process.
