@@ -237,6 +237,14 @@ impl Sidecar {
         }
     }
 
+    /// A process sidecar's PID (`None` in-process).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Process(child) => Some(child.id()),
+            Backend::InProcess { .. } => None,
+        }
+    }
+
     /// A process sidecar's exit status once it exited (`None` while it runs, and in-process).
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         match &mut self.backend {
