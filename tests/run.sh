@@ -126,6 +126,9 @@ if [ -n "$cluster" ] && [ -f "$k8s/image.sh" ] && [ "${KUBECONFIG:-}" -ef "$k8s_
   t0=$SECONDS
   bash tests/cluster/images.sh
   echo "==> images built and imported in $((SECONDS - t0)) s"
+  # The chaos suite restarts this cluster's API server with its up.sh (issue 14, scenario 4).
+  PORTCULLIS_K8S_DIR=$(cd "$k8s" && pwd)
+  export PORTCULLIS_K8S_DIR PORTCULLIS_K8S_STATE=$k8s_state
 fi
 echo "==> cargo test"
 log=$(mktemp)

@@ -11,8 +11,8 @@
 //! `/public/../admin`, `/%61dmin`, `/admin;p=1/x` and `/public/..;/admin` all match as `/admin…`.
 //!
 //! What cannot be canonicalised without guessing how the app decodes is flagged
-//! [`CanonicalPath::ambiguous`]: an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`),
-//! a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
+//! [`CanonicalPath::ambiguous`]: an encoded slash, backslash, semicolon or percent sign (`%2F`,
+//! `%5C`, `%3B`, `%25`: a double-encoded path), a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
 //! `spec.paths.escapedSlashes`); [`lenient_reading`] gives the path as a server that decodes
 //! them would see it, so a caller can check that both readings land in the same place.
 //!
@@ -40,7 +40,7 @@ pub struct CanonicalPath<'a> {
     pub forward: Cow<'a, str>,
     /// What routing matches: `forward` without the `;parameters` of each segment.
     pub matching: Cow<'a, str>,
-    /// The path holds `%2F`, `%5C`, `%3B`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
+    /// The path holds `%2F`, `%5C`, `%3B`, `%25`, a raw `\` or an encoded control byte (`%00`–`%1F`, `%7F`):
     /// servers disagree on what such a path names.
     pub ambiguous: bool,
 }
@@ -96,33 +96,57 @@ pub fn normalize_prefix(path: &str) -> Result<String, String> {
     Ok(c.matching.into_owned())
 }
 
-/// The path as a server that decodes `%2F`, `%5C` and `%3B` and reads `\` as `/` would route
-/// it, in matching form; `None` when that reading is not a valid path either.
+/// The path as a lenient server reads it — every escape decoded (`%2F`, `%5C`, `%3B` and `%25`
+/// included) and `\` read as `/` — in matching form; `None` when that reading is not a valid
+/// path. Decoding is repeated while it changes the path (a few rounds at most), as an app that
+/// decodes twice would: `%252F` is `%2F` after one round and `/` after two.
 pub fn lenient_reading(path: &str) -> Option<String> {
-    let mut s = String::with_capacity(path.len());
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let rest = &path[i..];
-        let escaped = rest.get(..3).map(str::to_ascii_uppercase);
-        match escaped.as_deref() {
-            Some("%2F") | Some("%5C") => {
-                s.push('/');
-                i += 3;
-                continue;
-            }
-            Some("%3B") => {
-                s.push(';');
-                i += 3;
-                continue;
-            }
-            _ => {}
+    const ROUNDS: usize = 4;
+    let mut current = path.to_owned();
+    for _ in 0..ROUNDS {
+        let next = decode_round(&current);
+        if next == current {
+            break;
         }
-        let ch = rest.chars().next()?;
-        s.push(if ch == '\\' { '/' } else { ch });
-        i += ch.len_utf8();
+        current = next;
     }
-    canonical_path(&s).ok().map(|c| c.matching.into_owned())
+    canonical_path(&current).ok().map(|c| c.matching.into_owned())
+}
+
+/// One round of [`lenient_reading`]: each valid `%XX` decoded and `\` read as `/`; what a path
+/// cannot hold raw afterwards (controls, space, non-ASCII bytes, a `%` that starts no escape) is
+/// escaped again, so the result is a path and a literal `%` is a fixed point (`%25` stays).
+fn decode_round(path: &str) -> String {
+    let b = path.as_bytes();
+    let hex_at = |bytes: &[u8], i: usize| {
+        Some(bytes.get(i + 1).copied().and_then(hex_val)? * 16 + bytes.get(i + 2).copied().and_then(hex_val)?)
+    };
+    let mut raw = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex_at(b, i)) {
+            (b'%', Some(v)) => {
+                raw.push(v);
+                i += 3;
+                continue;
+            }
+            (b'\\', _) => raw.push(b'/'),
+            (c, _) => raw.push(c),
+        }
+        i += 1;
+    }
+    let mut out = String::with_capacity(raw.len());
+    for (j, &c) in raw.iter().enumerate() {
+        let lone_percent = c == b'%' && hex_at(&raw, j).is_none();
+        if c <= b' ' || c >= 0x7f || c == b'\\' || lone_percent {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(c & 0xf)]));
+        } else {
+            out.push(char::from(c));
+        }
+    }
+    out
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -163,7 +187,9 @@ fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
                 // `%3B` too: `;` delimits path parameters, and a server that decodes before it
                 // strips them (Jetty, CVE-2021-34429; Spring's firewall refuses it) reads
                 // `/%3B/admin` as `/admin`.
-                ambiguous |= matches!(v, b'/' | b'\\' | b';' | 0..=0x1f | 0x7f);
+                // `%25` too: an app that decodes twice reads `%252e%252e` as `..` (Spring's
+                // StrictHttpFirewall refuses an encoded percent for that reason).
+                ambiguous |= matches!(v, b'/' | b'\\' | b';' | b'%' | 0..=0x1f | 0x7f);
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
                 out.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
@@ -226,6 +252,25 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// The rest of `path` (forwarding form, `;parameters` kept) after the segments of `prefix`
+/// (matching form, as stored by [`normalize_prefix`]): what a route with `stripPrefix` sends
+/// on. A segment's parameters belong to it (RFC 3986 §3.3), so `/api;v=1/items` under `/api`
+/// is `/items`: the same segments [`prefix_matches`] matched on the parameter-free form.
+/// `None` when the segments do not match.
+pub fn strip_prefix_segments<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let mut rest = path;
+    for want in prefix.trim_end_matches('/').split('/').skip(1) {
+        let after = rest.strip_prefix('/')?;
+        let end = after.find('/').unwrap_or(after.len());
+        let name = after[..end].split(';').next().unwrap_or("");
+        if name != want {
+            return None;
+        }
+        rest = &after[end..];
+    }
+    Some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +278,17 @@ mod tests {
 
     fn matching(p: &str) -> String {
         canonical_path(p).unwrap().matching.into_owned()
+    }
+
+    #[test]
+    fn strips_prefix_segments_with_their_parameters() {
+        assert_eq!(strip_prefix_segments("/api", "/api/items"), Some("/items"));
+        assert_eq!(strip_prefix_segments("/api", "/api;v=1/items;x"), Some("/items;x"));
+        assert_eq!(strip_prefix_segments("/api", "/api;v=1"), Some(""));
+        assert_eq!(strip_prefix_segments("/api/v2", "/api;a/v2;b/x"), Some("/x"));
+        assert_eq!(strip_prefix_segments("/api", "/apix/items"), None);
+        assert_eq!(strip_prefix_segments("/api", "/x/api"), None);
+        assert_eq!(strip_prefix_segments("", "/x"), Some("/x"));
     }
 
     #[test]
@@ -294,6 +350,17 @@ mod tests {
     }
 
     #[test]
+    fn lenient_reading_decodes_twice_encoded_paths() {
+        assert_eq!(lenient_reading("/files/%252e%252e/admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient_reading("/a%252Fb").as_deref(), Some("/a/b"));
+        assert_eq!(lenient_reading("/x%25%32%46y").as_deref(), Some("/x/y"));
+        // A literal percent sign stays one: the reading is stable, not refused.
+        assert_eq!(lenient_reading("/files/100%25").as_deref(), Some("/files/100%25"));
+        assert_eq!(lenient_reading("/a%2Fb%20c").as_deref(), Some("/a/b%20c"));
+        assert!(canonical_path("/files/%252e%252e/admin").unwrap().ambiguous);
+    }
+
+    #[test]
     fn lenient_reading_decodes_slashes() {
         assert_eq!(lenient_reading("/public/..%2Fadmin/x").as_deref(), Some("/admin/x"));
         assert_eq!(lenient_reading("/admin%2fx").as_deref(), Some("/admin/x"));
@@ -347,6 +414,23 @@ mod tests {
             let c = canonical_path(&p).unwrap();
             let stripped: String = c.forward.split('/').map(|s| s.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/");
             prop_assert_eq!(matching(&stripped), c.matching.as_ref());
+        }
+
+        #[test]
+        fn stripping_a_matched_prefix_strips_its_parameters_with_it(
+            p in "/[a-z/;=]{0,30}",
+            prefix in prop::sample::select(vec!["/a", "/a/b", "/ab", "/a;", "/b/a"]),
+        ) {
+            // A prefix is stored in matching form (no `;`); "/a;" stands for an unmatched one.
+            let c = canonical_path(&p).unwrap();
+            let stripped = strip_prefix_segments(prefix, &c.forward);
+            prop_assert_eq!(stripped.is_some(), prefix_matches(prefix, &c.matching), "{} under {}", c.forward, prefix);
+            if let Some(rest) = stripped {
+                // What is sent on is the forwarded path minus the prefix's segments: put back
+                // behind the prefix, it matches as the request did.
+                prop_assert!(rest.is_empty() || rest.starts_with('/'));
+                prop_assert_eq!(matching(&format!("{prefix}{rest}")), c.matching.as_ref());
+            }
         }
 
         #[test]

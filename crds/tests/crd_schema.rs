@@ -99,6 +99,18 @@ fn each_invalid_combination_has_a_rule_whose_message_names_the_fields() {
             message_mentions: &["sameSite: None", "secure: true"],
         },
         Case {
+            desc: "applicationSessionDuration without authenticationHost",
+            path: ".spec.login",
+            rule_mentions: &["has(self.applicationSessionDuration)", "has(self.authenticationHost)"],
+            message_mentions: &["applicationSessionDuration", "authenticationHost"],
+        },
+        Case {
+            desc: "authenticationHost is host[:port]",
+            path: ".spec.login",
+            rule_mentions: &["self.authenticationHost.matches("],
+            message_mentions: &["authenticationHost", ":port"],
+        },
+        Case {
             desc: "forward route without upstream",
             path: ".spec.forwardRoutes[]",
             rule_mentions: &["has(self.upstream)"],

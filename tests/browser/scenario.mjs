@@ -2,34 +2,12 @@
 // playwright-core. Prints one JSON line with what the browser saw; the Rust test asserts.
 // Usage: node scenario.mjs <name> <config JSON>
 // config: { api, site, nocors, bypass, hosts: [..], userDataDir }  (origins with ports)
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, recorder, run } from './browser.mjs';
 
 const [name, configJson] = process.argv.slice(2);
 const cfg = JSON.parse(configJson);
-
-if (cfg.allowThirdPartyCookies) {
-  // What a user gets by allowing third-party cookies in chrome://settings/cookies.
-  mkdirSync(join(cfg.userDataDir, 'Default'), { recursive: true });
-  writeFileSync(join(cfg.userDataDir, 'Default', 'Preferences'),
-    JSON.stringify({ profile: { cookie_controls_mode: 0, block_third_party_cookies: false } }));
-}
-
-const context = await chromium.launchPersistentContext(cfg.userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  ignoreHTTPSErrors: true, // the sidecar's certificate comes from the test's own CA
-  args: [
-    '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-gpu', '--no-first-run',
-    `--host-resolver-rules=${cfg.hosts.map((h) => `MAP ${h} 127.0.0.1`).join(', ')}`,
-  ],
-});
-const page = context.pages()[0] ?? await context.newPage();
-
-const out = { scenario: name, steps: [] };
-const step = (what, data) => out.steps.push({ what, ...data });
+const { out, step } = recorder(name);
+const { context, page } = await launch(cfg, cfg.allowThirdPartyCookies ? 'allow' : undefined);
 
 // Signs in at the IdP's dev login page (login = email) and its consent page.
 async function signInAtIdp(email) {
@@ -69,7 +47,7 @@ async function pageFetch(url, init) {
 
 const credentialed = { credentials: 'include', headers: { office: '1' } };
 
-try {
+await run(out, context, page, async () => {
   switch (name) {
     case 'signin': {
       const resp = await page.goto(`${cfg.api}/data`);
@@ -128,9 +106,4 @@ try {
     default:
       throw new Error(`unknown scenario ${name}`);
   }
-} catch (e) {
-  out.error = String(e && e.stack || e);
-  out.url = page.url();
-}
-await context.close();
-console.log(JSON.stringify(out));
+});

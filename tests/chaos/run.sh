@@ -3,6 +3,8 @@
 # of docs/reliability.md to target/reliability/.
 #
 #   bash tests/chaos/run.sh            the chaos scenarios at the published sizes (~5 min)
+#   bash tests/chaos/run.sh cluster    scenario 4 on the cluster KUBECONFIG names (the shared
+#                                      cluster's API server restart needs PORTCULLIS_K8S_DIR)
 #   bash tests/chaos/run.sh soak       the soak: SOAK_SECONDS (default 1800; 86400 for 24 h)
 #
 # CHAOS_PHASE_SECS (default 10) and CHAOS_CONNECTIONS (default 32) size the chaos load;
@@ -33,6 +35,14 @@ case "${1:-chaos}" in
     echo "==> $report"
     cat "$report"
     ;;
+  cluster)
+    report=$out/chaos.md
+    [ -n "${KUBECONFIG:-}" ] || { echo "tests/chaos/run.sh cluster: set KUBECONFIG" >&2; exit 2; }
+    cargo build -p portcullis-operator --bin portcullis-operator
+    CHAOS_REPORT=$PWD/$report "$run" cluster
+    echo "==> $report"
+    cat "$report"
+    ;;
   soak)
     report=$out/soak.md
     SOAK_REPORT=$PWD/$report "$run" soak
@@ -40,7 +50,7 @@ case "${1:-chaos}" in
     cat "$report"
     ;;
   *)
-    echo "usage: bash tests/chaos/run.sh [chaos|soak]" >&2
+    echo "usage: bash tests/chaos/run.sh [chaos|cluster|soak]" >&2
     exit 2
     ;;
 esac

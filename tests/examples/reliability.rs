@@ -3,6 +3,8 @@
 //! `bash tests/chaos/run.sh [chaos|soak]`; the scenarios are the ones `cargo test` runs short
 //! (tests/tests/chaos/), at the published sizes.
 
+#[path = "../tests/chaos/cluster.rs"]
+mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/chaos/load.rs"]
@@ -30,13 +32,18 @@ async fn main() -> ExitCode {
             scenarios::emit(&scenarios::app_restart_loop(&k).await);
             scenarios::emit(&scenarios::sigterm_during_load(&k).await);
         }
+        Some("cluster") => {
+            for row in cluster::operator_and_api_server_faults(&Knobs::long()).await {
+                scenarios::emit(&row);
+            }
+        }
         Some("soak") => {
             // SOAK_SECONDS: 1800 by default, 86400 for the 24 h mode.
             let secs = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
             soak::run(Duration::from_secs(secs)).await;
         }
         _ => {
-            eprintln!("usage: reliability chaos|soak (see tests/chaos/run.sh)");
+            eprintln!("usage: reliability chaos|cluster|soak (see tests/chaos/run.sh)");
             return ExitCode::from(2);
         }
     }

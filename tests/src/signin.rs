@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::{repo_root, Recorded};
+use crate::{repo_root, Recorded, SidecarBuilder};
 
 /// The OIDC client the IdP registers and the sidecar uses.
 pub const CLIENT_ID: &str = "portcullis";
@@ -45,6 +45,19 @@ pub fn require_tools(need_chromium: bool) {
             "{CHROMIUM} is missing: run `bash tests/run.sh` (it installs Debian's chromium with apt-get)"
         );
     }
+}
+
+/// The sidecar serving `manifests` over TLS on `port`, in front of `upstream`, with a
+/// certificate for `hosts` from a new test CA written to `dir` (returned for `SSL_CERT_FILE`).
+pub fn tls_sidecar(dir: &Path, hosts: &[&str], port: u16, manifests: &str, upstream: &str) -> (Pki, SidecarBuilder) {
+    let pki = Pki::new(dir, hosts);
+    let builder = crate::sidecar(manifests, upstream)
+        .port(port)
+        .arg("--tls-cert")
+        .arg(pki.cert.to_str().expect("utf-8 path"))
+        .arg("--tls-key")
+        .arg(pki.key.to_str().expect("utf-8 path"));
+    (pki, builder)
 }
 
 // === PKI ===
@@ -229,9 +242,14 @@ fn app_answer(req: Request<Incoming>, rec: &Mutex<Vec<Recorded>>) -> Response<Fu
 
 /// Runs `scenario.mjs <name>` and returns the JSON it printed (panics with its output if none).
 pub fn run_scenario(name: &str, config: &serde_json::Value) -> serde_json::Value {
+    run_script("scenario.mjs", name, config)
+}
+
+/// Runs `tests/browser/<script> <name> <config>` and returns the JSON it printed.
+pub fn run_script(script: &str, name: &str, config: &serde_json::Value) -> serde_json::Value {
     require_tools(true);
     let out = Command::new("node")
-        .arg(browser_dir().join("scenario.mjs"))
+        .arg(browser_dir().join(script))
         .arg(name)
         .arg(config.to_string())
         .current_dir(browser_dir())

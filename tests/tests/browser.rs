@@ -12,9 +12,9 @@
 
 mod common;
 
-use common::signin::{run_scenario, step, App, Idp, Pki, CLIENT_ID, CLIENT_SECRET};
+use common::signin::{run_scenario, step, tls_sidecar, App, Idp, CLIENT_ID, CLIENT_SECRET};
 use common::tempdir::TempDir;
-use common::{free_port, sidecar, Sidecar};
+use common::{free_port, Sidecar};
 
 const HOSTS: [&str; 6] =
     ["api.mysite.com", "nocors.mysite.com", "bypass.mysite.com", "example.com", "www.mysite.com", "localhost"];
@@ -31,20 +31,11 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         let dir = TempDir::new("browser");
-        let pki = Pki::new(dir.path(), &HOSTS);
         let port = free_port();
         let idp = Idp::start(&[format!("https://api.mysite.com:{port}/.portcullis/callback")]);
         let app = App::start().await;
-        let sidecar = sidecar(&manifests(port, &idp.issuer), &app.url())
-            .process()
-            .port(port)
-            .arg("--tls-cert")
-            .arg(pki.cert.to_str().unwrap())
-            .arg("--tls-key")
-            .arg(pki.key.to_str().unwrap())
-            .env("SSL_CERT_FILE", pki.ca.to_str().unwrap())
-            .start()
-            .await;
+        let (pki, sidecar) = tls_sidecar(dir.path(), &HOSTS, port, &manifests(port, &idp.issuer), &app.url());
+        let sidecar = sidecar.env("SSL_CERT_FILE", pki.ca.to_str().unwrap()).start().await;
         Setup { port, app, sidecar, _idp: idp, _dir: dir, profile: TempDir::new("chromium-profile") }
     }
 

@@ -73,7 +73,16 @@ impl Oracle {
             .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let decoded = percent_decode(path);
-        let variants = [path.to_owned(), decoded.clone(), path.replace('\\', "/"), decoded.replace('\\', "/")];
+        // An app that decodes twice (a framework behind a server that decoded already).
+        let twice = percent_decode(&decoded);
+        let variants = [
+            path.to_owned(),
+            decoded.clone(),
+            path.replace('\\', "/"),
+            decoded.replace('\\', "/"),
+            twice.clone(),
+            twice.replace('\\', "/"),
+        ];
         variants
             .iter()
             .filter_map(|p| canonical_path(p).ok().map(|c| c.matching.into_owned()))
@@ -149,6 +158,8 @@ fn segment() -> impl Strategy<Value = String> {
         "admin%2Fx",
         "%00",
         "%2541dmin",
+        "%252e%252e",
+        "%252F",
         "%3B",
         "a.txt",
     ])
@@ -322,7 +333,7 @@ fn what_reaches_the_app_routes_where_the_sidecar_decided() {
 #[test]
 fn published_bypasses_stay_closed() {
     // (source, request bytes before the final CRLF, what the client must get)
-    let rows: [(&str, &str, &str); 18] = [
+    let rows: [(&str, &str, &str); 19] = [
         (
             "Orange Tsai, Breaking Parser Logic (2018): path parameters",
             "GET /admin;/x HTTP/1.1\r\nHost: www.example.test",
@@ -364,6 +375,11 @@ fn published_bypasses_stay_closed() {
             "nginx merge_slashes off / Python http.server leading //",
             "GET //admin/x HTTP/1.1\r\nHost: www.example.test",
             "401",
+        ),
+        (
+            "double encoding (Spring StrictHttpFirewall refuses %25): an app decoding twice reads ..",
+            "GET /files/%252e%252e/admin/x HTTP/1.1\r\nHost: www.example.test",
+            "400",
         ),
         ("encoded NUL truncation", "GET /admin%00/x HTTP/1.1\r\nHost: www.example.test", "400"),
         ("percent-encoded unreserved letters", "GET /%61dmin/x HTTP/1.1\r\nHost: www.example.test", "401"),

@@ -188,6 +188,7 @@ fn issuer_algorithms(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Vec<
 /// errors are on `d`).
 pub fn compile_login(
     spec: Option<&LoginSpec>,
+    session_secs: u64,
     namespace: &str,
     secrets: &SecretIndex<'_>,
     d: &mut Diagnostics,
@@ -247,6 +248,45 @@ pub fn compile_login(
             None
         }
     });
+    let authentication_host =
+        spec.authentication_host.as_deref().and_then(|raw| match parse_authentication_host(raw) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                d.error("spec.login.authenticationHost", Some(raw), e);
+                None
+            }
+        });
+    let application_session_secs = match (spec.application_session_duration.as_deref(), &spec.authentication_host) {
+        (None, None) => None,
+        (None, Some(_)) => Some(DEFAULT_APPLICATION_SESSION_SECS.min(session_secs)),
+        (Some(raw), None) => {
+            d.error(
+                "spec.login.applicationSessionDuration",
+                Some(raw),
+                "only applies with spec.login.authenticationHost (the lifetime of handed-off sessions)",
+            );
+            None
+        }
+        (Some(raw), Some(_)) => match parse_duration_secs(raw) {
+            Ok(0) => {
+                d.error("spec.login.applicationSessionDuration", Some(raw), "must be longer than 0s");
+                None
+            }
+            Ok(v) if v > session_secs => {
+                d.error(
+                    "spec.login.applicationSessionDuration",
+                    Some(raw),
+                    "must not be longer than spec.sessionDuration (the identity session it is handed from)",
+                );
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                d.error("spec.login.applicationSessionDuration", Some(raw), e);
+                None
+            }
+        },
+    };
     if d.errors().len() != errors_before {
         return None;
     }
@@ -260,6 +300,41 @@ pub fn compile_login(
         secure,
         session_key_pem,
         allow_unverified_email: oidc.allow_unverified_email.unwrap_or(false),
+        authentication_host,
+        application_session_secs,
+    })
+}
+
+/// Default `login.applicationSessionDuration`: how long an application admits a user after
+/// they signed out at another application of the same authentication host.
+pub const DEFAULT_APPLICATION_SESSION_SECS: u64 = 300;
+
+/// `login.authenticationHost`: a host name (no wildcard, no IP literal) with an optional port,
+/// returned lower-case without a trailing dot.
+pub fn parse_authentication_host(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.contains("://") || s.contains(['/', '?', '#', '@']) {
+        return Err("write a host, optionally with :port, without scheme or path (auth.example.com)".into());
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => (h, Some(n)),
+            _ => return Err("the port must be a number from 1 to 65535".into()),
+        },
+        None => (s, None),
+    };
+    if host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() {
+        return Err("name the authentication host by a DNS name, not an IP address".into());
+    }
+    let host = match super::routing::parse_host_pattern(host)? {
+        crate::snapshot::HostPattern::Exact(h) => h,
+        crate::snapshot::HostPattern::Wildcard(_) => {
+            return Err("the authentication host is one host, not a wildcard".into());
+        }
+    };
+    Ok(match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
     })
 }
 
@@ -664,13 +739,76 @@ mod tests {
             },
             cookie: None,
             session_key_ref: Some(SecretKeyRef { name: "session".into(), key: "key.pem".into() }),
+            authentication_host: None,
+            application_session_duration: None,
+        }
+    }
+
+    #[test]
+    fn authentication_host_is_normalised_and_gets_a_default_application_session() {
+        let spec = LoginSpec { authentication_host: Some("Auth.Example.com.:8443".into()), ..login() };
+        let (l, d) = compile_l(&spec, &good_secrets());
+        assert!(!d.has_errors(), "{:?}", d.errors());
+        let l = l.unwrap();
+        assert_eq!(l.authentication_host.as_deref(), Some("auth.example.com:8443"));
+        assert_eq!(l.application_session_secs, Some(DEFAULT_APPLICATION_SESSION_SECS));
+        let spec = LoginSpec {
+            authentication_host: Some("auth.example.com".into()),
+            application_session_duration: Some("90s".into()),
+            ..login()
+        };
+        let l = compile_l(&spec, &good_secrets()).0.unwrap();
+        assert_eq!(
+            (l.authentication_host.as_deref(), l.application_session_secs),
+            (Some("auth.example.com"), Some(90))
+        );
+        // Without an authentication host nothing changes.
+        let l = compile_l(&login(), &good_secrets()).0.unwrap();
+        assert_eq!((l.authentication_host, l.application_session_secs), (None, None));
+    }
+
+    #[test]
+    fn rejects_bad_authentication_hosts_and_durations() {
+        let host = |h: &str| LoginSpec { authentication_host: Some(h.into()), ..login() };
+        let cases: [(LoginSpec, &str, &str); 10] = [
+            (host("https://auth.example.com"), "spec.login.authenticationHost", "without scheme"),
+            (host("auth.example.com/x"), "spec.login.authenticationHost", "without scheme"),
+            (host("*.example.com"), "spec.login.authenticationHost", "not a wildcard"),
+            (host("10.0.0.1"), "spec.login.authenticationHost", "DNS name"),
+            (host("[::1]:80"), "spec.login.authenticationHost", "DNS name"),
+            (host("auth.example.com:0"), "spec.login.authenticationHost", "port"),
+            (host("auth.example.com:x"), "spec.login.authenticationHost", "port"),
+            (
+                LoginSpec { application_session_duration: Some("1m".into()), ..login() },
+                "spec.login.applicationSessionDuration",
+                "only applies with",
+            ),
+            (
+                LoginSpec { application_session_duration: Some("48h".into()), ..host("auth.example.com") },
+                "spec.login.applicationSessionDuration",
+                "not be longer than spec.sessionDuration",
+            ),
+            (
+                LoginSpec { application_session_duration: Some("0s".into()), ..host("auth.example.com") },
+                "spec.login.applicationSessionDuration",
+                "longer than 0s",
+            ),
+        ];
+        for (spec, field, message) in cases {
+            let (l, d) = compile_l(&spec, &good_secrets());
+            assert!(l.is_none(), "{spec:?}");
+            assert!(
+                d.errors().iter().any(|e| e.field == field && e.message.contains(message)),
+                "{spec:?}: want {field} ~ {message:?}, got {:?}",
+                d.errors()
+            );
         }
     }
 
     fn compile_l(spec: &LoginSpec, secrets: &[Secret]) -> (Option<Login>, Diagnostics) {
         let index = SecretIndex::new(secrets, "default");
         let mut d = Diagnostics::new("AccessApplication", "shop/app");
-        let l = compile_login(Some(spec), "shop", &index, &mut d);
+        let l = compile_login(Some(spec), 86_400, "shop", &index, &mut d);
         (l, d)
     }
 
@@ -688,7 +826,7 @@ mod tests {
         assert_eq!(l.client_secret.as_ref().map(SecretString::expose), Some("s3cr3t-value"));
         assert_eq!(l.session_key_pem.as_ref().map(|p| p.expose().trim()), Some(PEM.trim()));
         let mut d = Diagnostics::new("AccessApplication", "shop/app");
-        assert_eq!(compile_login(None, "shop", &SecretIndex::new(&[], "default"), &mut d), None);
+        assert_eq!(compile_login(None, 86_400, "shop", &SecretIndex::new(&[], "default"), &mut d), None);
         // A public client (PKCE only) and a sidecar-generated session key are fine.
         let spec = LoginSpec {
             oidc: OidcSpec { client_secret_ref: None, issuer: "http://127.0.0.1:5556/dex".into(), ..login().oidc },

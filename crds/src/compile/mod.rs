@@ -118,7 +118,23 @@ pub fn compile_application(
     };
     let domains = routing::compile_domains(&spec.domains, &mut d);
     let identity = identity::compile_identity(spec.identity.as_ref(), &mut d);
-    let login = identity::compile_login(spec.login.as_ref(), &id.namespace, secrets, &mut d);
+    let login = identity::compile_login(spec.login.as_ref(), session_duration_secs, &id.namespace, secrets, &mut d);
+    if let Some(host) = login.as_ref().and_then(|l| l.authentication_host.as_deref()) {
+        let bare = host.split(':').next().unwrap_or(host);
+        let covers = |dp: &crate::snapshot::DomainPattern| match &dp.host {
+            crate::snapshot::HostPattern::Exact(h) => h == bare,
+            crate::snapshot::HostPattern::Wildcard(suffix) => {
+                bare.strip_suffix(suffix.as_str()).is_some_and(|p| p.ends_with('.'))
+            }
+        };
+        if domains.iter().any(covers) {
+            d.error(
+                "spec.login.authenticationHost",
+                Some(host),
+                "must not be one of this application's domains: it is served by the sign-in endpoints alone",
+            );
+        }
+    }
     let policies = policy::compile_policies(&spec.policies, &mut d);
     let cors = cors::compile_cors(spec.cors.as_ref(), &mut d);
     let forward_routes = routing::compile_forward_routes(&spec.forward_routes, &id.namespace, tokens, &mut d);
@@ -218,6 +234,22 @@ spec:
         let e = compile_yaml(&format!("{APP}  unauthenticatedResponse: Redirect\n")).unwrap_err();
         assert_eq!(e.0[0].field, "spec.unauthenticatedResponse", "{e}");
         assert!(compile_yaml(&format!("{APP}  unauthenticatedResponse: Status401\n")).is_ok());
+    }
+
+    #[test]
+    fn an_authentication_host_among_the_applications_own_domains_is_refused() {
+        let login = |host: &str| {
+            format!("{APP}  login: {{ authenticationHost: \"{host}\", oidc: {{ issuer: \"https://idp.test\", clientId: c }} }}\n")
+        };
+        assert!(compile_yaml(&login("login.test:8443")).is_ok());
+        for own in ["a.test", "A.test:8443"] {
+            let e = compile_yaml(&login(own)).unwrap_err();
+            assert_eq!(e.0[0].field, "spec.login.authenticationHost", "{e}");
+            assert!(e.to_string().contains("must not be one of this application's domains"), "{e}");
+        }
+        let wildcard = APP.replace("domains: [a.test]", "domains: [\"*.apps.test\"]");
+        let yaml = format!("{wildcard}  login: {{ authenticationHost: login.apps.test, oidc: {{ issuer: \"https://idp.test\", clientId: c }} }}\n");
+        assert!(compile_yaml(&yaml).is_err(), "covered by the application's wildcard");
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct Login {
     /// `login.oidc.allowUnverifiedEmail`: sign in an ID token whose `email_verified` is false.
     #[serde(default)]
     pub allow_unverified_email: bool,
+    /// `login.authenticationHost`, lower-case, `host` or `host:port`: sign-in goes through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_host: Option<String>,
+    /// `login.applicationSessionDuration` in seconds (set with `authentication_host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_session_secs: Option<u64>,
 }
 
 /// A service token as a sidecar sees it: the secret only as a digest.

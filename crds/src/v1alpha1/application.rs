@@ -76,8 +76,8 @@ pub struct AccessApplicationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathsSpec {
-    /// What a path holding an encoded slash, backslash or semicolon (`%2F`, `%5C`, `%3B`), a raw `\`, or an
-    /// encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
+    /// What a path holding an encoded slash, backslash, semicolon or percent sign (`%2F`, `%5C`,
+    /// `%3B`, `%25`: a double-encoded path), a raw `\`, or an encoded NUL or control byte gets. `RejectRequest` (default): `400 ambiguous_path`.
     /// `KeepUnchanged`: forwarded as sent, the escapes matched as ordinary bytes — only for apps
     /// that need encoded slashes in a path segment (object keys, some REST APIs). The risk: an app
     /// or framework that decodes `%2F` after the sidecar routed the request may serve another
@@ -140,8 +140,16 @@ pub struct IssuerSpec {
 }
 
 /// Browser sign-in settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.applicationSessionDuration) || has(self.authenticationHost)")
+    .message("applicationSessionDuration is the lifetime of sessions handed off by an authentication host; set authenticationHost too")
+    .field_path(".applicationSessionDuration")
+    .reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!has(self.authenticationHost) || self.authenticationHost.matches('^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$')")
+    .message("authenticationHost is a host name, optionally with :port (no scheme, path or wildcard), e.g. auth.example.com")
+    .field_path(".authenticationHost")
+    .reason(Reason::FieldValueInvalid))]
 pub struct LoginSpec {
     /// The OpenID Connect provider.
     pub oidc: OidcSpec,
@@ -151,6 +159,21 @@ pub struct LoginSpec {
     /// Secret key (PEM Ed25519 or ECDSA P-256) that signs session tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key_ref: Option<SecretKeyRef>,
+    /// One sign-in for many applications: the host (`auth.example.com`, optionally `:port`)
+    /// that holds the one redirect URI registered with the provider
+    /// (`https://<authenticationHost>/.portcullis/callback`) and the user's identity session.
+    /// Applications naming the same host share one provider sign-in: they send the browser
+    /// there and get it back with a short-lived, single-use code for their own session. The
+    /// host must not be one of any application's domains, and every application naming it must
+    /// use the same `oidc` settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_host: Option<String>,
+    /// With `authenticationHost`: the lifetime of this application's own session, as a Go
+    /// duration (default `5m`, at most `sessionDuration`). It bounds how long the application
+    /// still admits a user after they signed out elsewhere; when it ends, a browser navigation
+    /// is handed a new session without a provider sign-in while the identity session lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_session_duration: Option<String>,
 }
 
 /// An OpenID Connect client registration.

@@ -14,6 +14,7 @@ use crate::decide::cors::{CorsConfig, CorsConfigError};
 use crate::decide::request::AppDecisions;
 use crate::decide::route::Router;
 use crate::jwks::{IssuerKeys, JwksRegistry};
+use crate::login::auth_host::{AuthHostError, AuthHosts};
 use crate::login::session::SessionKey;
 use crate::login::{AppLogin, LoginSetupError};
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct Live {
     pub version: String,
     pub router: Router,
     pub apps: Vec<LiveApp>,
+    /// The hosts that serve one sign-in for several applications (`login.authenticationHost`).
+    pub auth_hosts: AuthHosts,
 }
 
 /// One application, ready for requests.
@@ -61,6 +64,8 @@ pub enum LiveError {
     Identity { app: String, source: JwtConfigError },
     #[error("application {app}: login: {source}")]
     Login { app: String, source: LoginSetupError },
+    #[error("{0}")]
+    AuthHost(#[from] AuthHostError),
 }
 
 // === impl LiveError ===
@@ -73,6 +78,7 @@ impl LiveError {
             LiveError::Cors { source, .. } => source.reason(),
             LiveError::Identity { source, .. } => source.reason(),
             LiveError::Login { source, .. } => source.reason(),
+            LiveError::AuthHost(e) => e.reason(),
         }
     }
 }
@@ -94,7 +100,8 @@ impl Live {
             .into_iter()
             .map(|app| LiveApp::build(app, jwks, metrics, session_key.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { version: snapshot.version, router, apps })
+        let auth_hosts = AuthHosts::build(apps.iter().map(|a| (a.label.as_str(), a.spec.login.as_ref())), &router)?;
+        Ok(Self { version: snapshot.version, router, apps, auth_hosts })
     }
 }
 

@@ -42,6 +42,9 @@ pub enum Endpoint {
     Logout,
     /// `/.portcullis/identity`: the signed-in identity as JSON, or 401.
     Identity,
+    /// `/.portcullis/handoff?code=…`: an application with `login.authenticationHost` exchanges
+    /// the authentication host's code for its own session.
+    Handoff,
 }
 
 impl Endpoint {
@@ -51,6 +54,7 @@ impl Endpoint {
             Endpoint::Callback => "callback",
             Endpoint::Logout => "logout",
             Endpoint::Identity => "identity",
+            Endpoint::Handoff => "handoff",
         }
     }
 }
@@ -62,6 +66,7 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
         "/callback" => Some(Endpoint::Callback),
         "/logout" => Some(Endpoint::Logout),
         "/identity" => Some(Endpoint::Identity),
+        "/handoff" => Some(Endpoint::Handoff),
         _ => None,
     }
 }
@@ -147,10 +152,21 @@ impl ReturnUrlError {
 /// userinfo, and route (host and normalised path) to application `app`. A relative `rd` is
 /// resolved against `base` (the request's own origin).
 pub fn return_url(rd: &str, base: &Url, router: &Router, app: usize) -> Result<Url, ReturnUrlError> {
+    match routed_url(rd, Some(base), router)? {
+        (url, i) if i == app => Ok(url),
+        _ => Err(ReturnUrlError::OffDomain),
+    }
+}
+
+/// The checks of [`return_url`] without naming the application: the URL (relative ones
+/// resolved against `base`; without a base only absolute URLs are read) and the application
+/// it routes to. Used by the authentication host, which sends browsers back to any of the
+/// applications that name it.
+pub fn routed_url(rd: &str, base: Option<&Url>, router: &Router) -> Result<(Url, usize), ReturnUrlError> {
     if rd.len() > MAX_PARAM_BYTES {
         return Err(ReturnUrlError::TooLong);
     }
-    let url = base.join(rd).map_err(|_| ReturnUrlError::NotAbsolute)?;
+    let url = Url::options().base_url(base).parse(rd).map_err(|_| ReturnUrlError::NotAbsolute)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ReturnUrlError::NotAbsolute);
     }
@@ -170,8 +186,8 @@ pub fn return_url(rd: &str, base: &Url, router: &Router, app: usize) -> Result<U
         _ => return Err(ReturnUrlError::NotAbsolute),
     };
     match router.route(&host, &path) {
-        Some(i) if i == app => Ok(url),
-        _ => Err(ReturnUrlError::OffDomain),
+        Some(i) => Ok((url, i)),
+        None => Err(ReturnUrlError::OffDomain),
     }
 }
 

@@ -21,11 +21,12 @@ use crate::decide::route::{Candidate, Target};
 
 /// Why a path with ambiguous escapes was refused.
 pub(super) const AMBIGUOUS_REFUSED: &str =
-    "the path holds %2F, %5C, %3B, a backslash or an encoded control character, which servers \
+    "the path holds %2F, %5C, %3B, %25, a backslash or an encoded control character, which servers \
      read in different ways: refused (400 ambiguous_path) unless the application sets spec.paths.escapedSlashes: \
      KeepUnchanged and reading the escapes as slashes routes to the same application and forward route";
 /// The risk an application that keeps escaped slashes takes.
-const AMBIGUOUS_KEPT: &str = "the path holds %2F, %5C, %3B, a backslash or an encoded control character: forwarded \
+const AMBIGUOUS_KEPT: &str =
+    "the path holds %2F, %5C, %3B, %25, a backslash or an encoded control character: forwarded \
      unchanged (spec.paths.escapedSlashes: KeepUnchanged); an app that decodes them after routing may serve another \
      path than the one decided";
 

@@ -25,6 +25,7 @@ use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
 use crate::decide::request::{Canonical, Destination};
 use crate::outbound::OutBody;
+use portcullis_crds::paths;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
 
 /// The identity headers the app receives.
@@ -262,7 +263,9 @@ fn app_path(uri: &Uri, canonical: Option<&str>) -> PathAndQuery {
 /// `/api/items` with prefix `/api` and `stripPrefix` → `/items`; the upstream's base path first.
 fn route_path(route: &ForwardRoute, uri: &Uri, canonical: Option<&str>) -> PathAndQuery {
     let path = canonical.unwrap_or_else(|| uri.path());
-    let rest = if route.strip_prefix { path.strip_prefix(route.path_prefix.as_str()).unwrap_or(path) } else { path };
+    // The route matched these segments (without `;parameters`); strip them with theirs.
+    let stripped = route.strip_prefix.then(|| paths::strip_prefix_segments(&route.path_prefix, path)).flatten();
+    let rest = stripped.unwrap_or(path);
     let rest = if rest.is_empty() { "/" } else { rest };
     let joined = format!("{}{}", route.upstream.base_path, rest);
     with_query(&joined, uri.query())
@@ -316,6 +319,9 @@ mod tests {
         assert_eq!(route_path(&route("/api", true, "/v1"), &uri, None), "/v1/items?x=1");
         let bare: Uri = "/api".parse().unwrap();
         assert_eq!(route_path(&route("/api", true, ""), &bare, None), "/");
+        // The matched segment's `;parameters` go with it.
+        let params: Uri = "/api;v=1/items;x?q".parse().unwrap();
+        assert_eq!(route_path(&route("/api", true, "/v1"), &params, None), "/v1/items;x?q");
     }
 
     #[test]

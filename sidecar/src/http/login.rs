@@ -5,15 +5,17 @@
 //! origin. Never logs a code, token, state or cookie value.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use url::Url;
 
+use super::handoff;
 use super::proxy::Proxy;
 use super::respond::{json, no_store, redirect_to, sign_in_base, sign_in_required, with_cors, Refusal};
 use crate::config::{Live, LiveApp};
-use crate::decide::authn::{Authn, Principal};
+use crate::decide::authn::{Authn, Principal, User};
 use crate::decide::login::{self as rules, CallbackError, Endpoint, Pending};
 use crate::decide::request;
 use crate::login::session::random_b64url;
@@ -39,34 +41,34 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn app(&self) -> &LiveApp {
+    pub(super) fn app(&self) -> &LiveApp {
         &self.live.apps[self.app_index]
     }
 
     /// The authority the request was routed by: the absolute-form target's or `Host`.
-    fn authority(&self) -> Option<&str> {
+    pub(super) fn authority(&self) -> Option<&str> {
         self.authority.to_str().ok()
     }
 
     /// The origin the browser addressed.
-    fn base(&self) -> Option<Url> {
+    pub(super) fn base(&self) -> Option<Url> {
         sign_in_base(self.app(), self.proxy.settings.client_scheme == "https", self.authority()?)
     }
 
-    fn finish(&self, resp: Response<OutBody>) -> Response<OutBody> {
+    pub(super) fn finish(&self, resp: Response<OutBody>) -> Response<OutBody> {
         with_cors(self.app(), self.origin, no_store(resp))
     }
 
-    fn refuse(&self, r: Refusal) -> Response<OutBody> {
+    pub(super) fn refuse(&self, r: Refusal) -> Response<OutBody> {
         self.finish(r.to_response(self.request_id))
     }
 
-    fn count(&self, result: &str) {
+    pub(super) fn count(&self, result: &str) {
         self.proxy.metrics.logins.with_label_values(&[&self.app().label, result]).inc();
     }
 
     /// A refused sign-in step: counted, logged with its reason (never a value), answered.
-    fn sign_in_failed(
+    pub(super) fn sign_in_failed(
         &self,
         status: StatusCode,
         reason: &'static str,
@@ -78,16 +80,34 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether an application serves this sign-in endpoint: logout and identity always; login with
+/// `login`; the OIDC callback without an authentication host, the hand-off with one. Anything
+/// else under `/.portcullis/` is a 404 (`phases::front` asks this before sending a request here).
+pub fn serves(login: Option<&AppLogin>, endpoint: Endpoint) -> bool {
+    match (endpoint, login) {
+        (Endpoint::Logout | Endpoint::Identity, _) | (Endpoint::Login, Some(_)) => true,
+        (Endpoint::Callback, Some(l)) => l.authentication_host.is_none(),
+        (Endpoint::Handoff, Some(l)) => l.authentication_host.is_some(),
+        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => false,
+    }
+}
+
 /// Answers a request to `/.portcullis/…`; the reason label is returned for the log line.
 pub async fn handle(cx: &Ctx<'_>, endpoint: Endpoint) -> (Response<OutBody>, &'static str) {
     let login = cx.app().login.as_ref();
+    if !serves(login, endpoint) {
+        return (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason());
+    }
     match (endpoint, login) {
-        (Endpoint::Login, Some(login)) => (start(cx, login).await, "login"),
+        (Endpoint::Login, Some(login)) => match login.authentication_host.as_deref() {
+            Some(host) => (handoff::start(cx, login, host), "login"),
+            None => (start(cx, login).await, "login"),
+        },
         (Endpoint::Callback, Some(login)) => (callback(cx, login).await, "callback"),
+        (Endpoint::Handoff, Some(login)) => (handoff::redeem(cx, login), "handoff"),
         (Endpoint::Logout, _) => (logout(cx), "logout"),
         (Endpoint::Identity, _) => identity(cx),
-        // `phases::front` sends only the endpoints an application serves; the rest is a 404.
-        (Endpoint::Login | Endpoint::Callback, None) => {
+        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => {
             (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason())
         }
     }
@@ -101,13 +121,31 @@ fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Respon
 /// `/.portcullis/login?rd=…`: checks `rd`, binds a new sign-in to this browser with the state
 /// cookie, and sends the browser to the provider.
 async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
-    let (Some(base), Some(authority)) = (cx.base(), cx.authority()) else {
-        return cx.refuse(Refusal::BadRequest("invalid_host"));
+    match checked_rd(cx) {
+        Ok(rd) => to_provider(cx, login, rd.into(), &cx.app().label).await,
+        Err(resp) => *resp,
+    }
+}
+
+/// The `rd` of a `/.portcullis/login` request, checked (api.md: on the application's domains).
+pub(super) fn checked_rd(cx: &Ctx<'_>) -> Result<Url, Refused> {
+    let Some(base) = cx.base() else {
+        return Err(Box::new(cx.refuse(Refusal::BadRequest("invalid_host"))));
     };
     let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd");
-    let rd = match rules::return_url(rd.as_deref().unwrap_or("/"), &base, &cx.live.router, cx.app_index) {
-        Ok(rd) => rd,
-        Err(e) => return cx.sign_in_failed(StatusCode::BAD_REQUEST, e.reason(), &e),
+    rules::return_url(rd.as_deref().unwrap_or("/"), &base, &cx.live.router, cx.app_index)
+        .map_err(|e| Box::new(cx.sign_in_failed(StatusCode::BAD_REQUEST, e.reason(), &e)))
+}
+
+/// The answer that ends a sign-in step early (boxed: the `Ok` side is small).
+pub(super) type Refused = Box<Response<OutBody>>;
+
+/// Binds a new provider sign-in to this browser (the state cookie on this host's callback
+/// path, for sign-in `label`) and sends the browser to the provider; `rd` is where the
+/// callback goes on.
+pub(super) async fn to_provider(cx: &Ctx<'_>, login: &AppLogin, rd: String, label: &str) -> Response<OutBody> {
+    let (Some(base), Some(authority)) = (cx.base(), cx.authority()) else {
+        return cx.refuse(Refusal::BadRequest("invalid_host"));
     };
     let provider = match login.oidc.provider().await {
         Ok(p) => p,
@@ -125,9 +163,9 @@ async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
         state,
         nonce,
         verifier,
-        rd: rd.into(),
+        rd,
         redirect_uri: rules::redirect_uri(base.scheme(), authority),
-        app: cx.app().label.clone(),
+        app: label.to_owned(),
         exp: cx.now + rules::STATE_TTL_SECS,
     };
     let cookie = login.encode_pending(&pending).and_then(|v| {
@@ -149,11 +187,15 @@ async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
 /// state cookie), only once; then the token exchange, the ID token checks, the policies, and
 /// the session cookie.
 async fn callback(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
-    let mut resp = match redeem(cx, login).await {
-        Ok(resp) => resp,
+    let resp = match signed_in_user(cx, login, &cx.app().label).await {
+        Ok((user, pending)) => session(cx, login, user, &pending),
         Err(resp) => resp,
     };
-    // Whatever happened, this sign-in attempt is over.
+    state_cleared(resp, login)
+}
+
+/// Whatever happened at a callback, this sign-in attempt is over: the state cookie goes.
+pub(super) fn state_cleared(mut resp: Response<OutBody>, login: &AppLogin) -> Response<OutBody> {
     let clear =
         rules::set_cookie(rules::STATE_COOKIE, "", rules::STATE_COOKIE_PATH, 0, rules::state_cookie_attrs(login.attrs));
     if let Some(clear) = clear {
@@ -162,7 +204,13 @@ async fn callback(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
     resp
 }
 
-async fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Result<Response<OutBody>, Response<OutBody>> {
+/// The callback of sign-in `label`, up to the verified user: the state cookie, once, the token
+/// exchange, the ID token, and its verified email.
+pub(super) async fn signed_in_user(
+    cx: &Ctx<'_>,
+    login: &AppLogin,
+    label: &str,
+) -> Result<(Arc<User>, Pending), Response<OutBody>> {
     let callback_failed = |e: CallbackError| {
         let status = match e {
             CallbackError::ProviderError => StatusCode::UNAUTHORIZED,
@@ -174,7 +222,7 @@ async fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Result<Response<OutBody>, Res
     let cookie = rules::cookie(cx.headers, rules::STATE_COOKIE).ok_or(CallbackError::NoStateCookie);
     let pending = cookie.and_then(|c| login.decode_pending(c).ok_or(CallbackError::BadStateCookie));
     let pending = pending.map_err(callback_failed)?;
-    rules::check_pending(&pending, &params.state, &cx.app().label, cx.now).map_err(callback_failed)?;
+    rules::check_pending(&pending, &params.state, label, cx.now).map_err(callback_failed)?;
     if !login.first_redemption(&pending.state) {
         return Err(callback_failed(CallbackError::Replayed));
     }
@@ -189,23 +237,47 @@ async fn redeem(cx: &Ctx<'_>, login: &AppLogin) -> Result<Response<OutBody>, Res
         cx.count("email_unverified");
         return Err(cx.refuse(Refusal::Forbidden { reason: "email_unverified", policy: None }));
     }
+    Ok((user, pending))
+}
+
+/// The application's session for a signed-in user, after its policies, and the way back to
+/// `pending.rd`.
+fn session(cx: &Ctx<'_>, login: &AppLogin, user: Arc<User>, pending: &Pending) -> Response<OutBody> {
+    match admitted_session(cx, login, user, cx.now.saturating_add(login.session_secs)) {
+        Ok(cookie) => {
+            let mut resp = redirect_to(&pending.rd);
+            resp.headers_mut().append(SET_COOKIE, cookie);
+            cx.finish(resp)
+        }
+        Err(resp) => *resp,
+    }
+}
+
+/// The session cookie (valid until `exp`) of a user the application's policies admit, or the
+/// refusal; counted and logged either way.
+pub(super) fn admitted_session(
+    cx: &Ctx<'_>,
+    login: &AppLogin,
+    user: Arc<User>,
+    exp: i64,
+) -> Result<HeaderValue, Refused> {
     // The policies decide on every request; asking them now (the request path's own step) gives
     // a refused user a clear 403 naming the policy instead of a session every request refuses.
     let authn = Authn::Authenticated(Principal::User(user.clone()));
     let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, &cx.proxy.settings.trusted_proxies);
     if let Some(refusal) = verdict.enforced_refusal() {
         cx.count("forbidden");
-        return Err(cx.refuse(refusal.clone()));
+        return Err(Box::new(cx.refuse(refusal.clone())));
     }
     let session = login
-        .mint_session(&user, cx.now)
-        .and_then(|t| rules::set_cookie(&login.cookie_name, &t, "/", login.session_secs, login.attrs))
-        .ok_or_else(|| cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "session_failed", &"signing failed"))?;
+        .mint_session_until(&user, cx.now, exp)
+        .and_then(|t| rules::set_cookie(&login.cookie_name, &t, "/", exp.saturating_sub(cx.now), login.attrs))
+        .ok_or_else(|| {
+            Box::new(cx.sign_in_failed(StatusCode::INTERNAL_SERVER_ERROR, "session_failed", &"signing failed"))
+        })?;
     cx.count("ok");
     tracing::info!(request_id = cx.request_id, app = %cx.app().label, "signed in");
-    let mut resp = redirect_to(&pending.rd);
-    resp.headers_mut().append(SET_COOKIE, session);
-    Ok(cx.finish(resp))
+    Ok(session)
 }
 
 /// `/.portcullis/logout[?rd=…]`: clears the session cookie; redirects to `rd` when it is on the
@@ -219,9 +291,15 @@ fn logout(cx: &Ctx<'_>) -> Response<OutBody> {
     let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd")
         .zip(cx.base())
         .and_then(|(rd, base)| rules::return_url(&rd, &base, &cx.live.router, cx.app_index).ok());
-    let mut resp = match rd {
-        Some(rd) => redirect_to(rd.as_str()),
-        None => json(StatusCode::OK, serde_json::json!({ "status": "signed_out" })),
+    let everywhere = app.login.as_ref().and_then(|l| l.authentication_host.as_deref());
+    let mut resp = match (everywhere, rd) {
+        // One sign-in, one sign-out: the authentication host ends the identity session too.
+        (Some(host), rd) => match handoff::logout_url(cx, host, rd) {
+            Some(url) => redirect_to(url.as_str()),
+            None => return cx.refuse(Refusal::BadRequest("invalid_host")),
+        },
+        (None, Some(rd)) => redirect_to(rd.as_str()),
+        (None, None) => json(StatusCode::OK, serde_json::json!({ "status": "signed_out" })),
     };
     if let Some(clear) = rules::set_cookie(&app.spec.identity.cookie_name, "", "/", 0, attrs) {
         resp.headers_mut().append(SET_COOKIE, clear);

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod handoff;
 pub mod headers;
 pub mod login;
 pub mod phases;

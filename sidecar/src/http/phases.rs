@@ -17,6 +17,7 @@ use http::Response;
 use ipnet::IpNet;
 
 use super::forward::{Forward, IdentityHeaders};
+use super::login;
 use super::respond::{self, preflight_answer, sign_in_base, sign_in_required, Refusal};
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::Authn;
@@ -169,9 +170,8 @@ pub fn front<'a, 'r, O: Observer>(cx: Routed<'a, 'r>, obs: &mut O) -> Front<'a, 
     let (app, parts, rid) = (cx.app, cx.parts, cx.request_id);
     let answer = |outcome, reason, resp| Front::Decided(Decided::answer(Some(cx.app_index), outcome, reason, resp));
     match request::front_with(&app.cors, &parts.method, &parts.headers, cx.path(), obs) {
-        request::Front::Reserved => match (login_rules::endpoint(cx.path()), &app.login) {
-            (Some(e @ (Endpoint::Login | Endpoint::Callback)), Some(_))
-            | (Some(e @ (Endpoint::Logout | Endpoint::Identity)), _) => Front::SignIn(cx, e),
+        request::Front::Reserved => match login_rules::endpoint(cx.path()) {
+            Some(e) if login::serves(app.login.as_ref(), e) => Front::SignIn(cx, e),
             // The rest of the prefix is a 404, never forwarded.
             _ => Front::Decided(cx.refuse(parts.headers.get(ORIGIN), &Refusal::ReservedPath)),
         },

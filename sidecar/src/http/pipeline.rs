@@ -93,6 +93,14 @@ pub async fn decide<'a>(
     let mut cx = match phases::route(live, req, peer.ip(), now, rid, settings(proxy)) {
         Ok(cx) => cx,
         Err((miss, decided)) => {
+            if let RouteMiss::UnknownHost(target) = &miss {
+                // An authentication host (`login.authenticationHost`) is routed by no application.
+                if let Some((resp, reason)) =
+                    super::handoff::serve_auth_host(proxy, live, req, target, peer, rid, now).await
+                {
+                    return Decided { app: None, outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) };
+                }
+            }
             if matches!(miss, RouteMiss::UnknownHost(_)) {
                 proxy.metrics.requests.with_label_values(&["", "deny", "unknown_host", ""]).inc();
             }

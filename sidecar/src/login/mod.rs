@@ -5,6 +5,8 @@
 //! `decide::login`; the HTTP handlers are `http/login.rs`. This module signs and reads the
 //! sign-in state cookie and mints session tokens. Must not log tokens, codes or cookies.
 
+pub mod auth_host;
+pub mod handoff;
 pub mod oidc;
 pub mod session;
 
@@ -54,6 +56,11 @@ pub fn session_issuer(app: &Application) -> String {
     format!("portcullis-session:{}", app.id)
 }
 
+/// The claims of an ID token that sessions, identity sessions and codes carry.
+pub fn copied_claims(from: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    COPIED_CLAIMS.iter().filter_map(|name| from.get(*name).map(|v| ((*name).to_owned(), v.clone()))).collect()
+}
+
 /// One application's sign-in.
 pub struct AppLogin {
     pub oidc: Oidc,
@@ -64,6 +71,10 @@ pub struct AppLogin {
     pub session_secs: i64,
     /// `login.oidc.allowUnverifiedEmail`.
     pub allow_unverified_email: bool,
+    /// `login.authenticationHost` (`host[:port]`): sign-in goes through it.
+    pub authentication_host: Option<String>,
+    /// Lifetime of the sessions a hand-off mints (`login.applicationSessionDuration`).
+    pub application_session_secs: i64,
     redeemed: quick_cache::sync::Cache<String, ()>,
 }
 
@@ -93,13 +104,19 @@ impl AppLogin {
             clock_skew_secs: SESSION_SKEW_SECS,
         });
         let attrs = CookieAttrs { same_site: login.same_site, http_only: login.http_only, secure: login.secure };
+        let session_secs = i64::try_from(app.session_duration_secs).unwrap_or(i64::MAX / 4);
         Ok(AppLogin {
             key,
             issuer,
             cookie_name: app.identity.cookie_name.clone(),
             attrs,
-            session_secs: i64::try_from(app.session_duration_secs).unwrap_or(i64::MAX / 4),
+            session_secs,
             allow_unverified_email: login.allow_unverified_email,
+            authentication_host: login.authentication_host.clone(),
+            application_session_secs: login
+                .application_session_secs
+                .and_then(|s| i64::try_from(s).ok())
+                .map_or(session_secs, |s| s.min(session_secs)),
             redeemed: quick_cache::sync::Cache::new(REDEEMED_CAPACITY),
             oidc: Oidc::new(login, client, jwks),
         })
@@ -133,17 +150,36 @@ impl AppLogin {
 
     /// A session token for `user`, valid `sessionDuration` from `now`.
     pub fn mint_session(&self, user: &User, now: i64) -> Option<String> {
-        let mut claims = serde_json::Map::new();
-        for name in COPIED_CLAIMS {
-            if let Some(v) = user.claims.get(name) {
-                claims.insert(name.into(), v.clone());
-            }
-        }
+        self.mint_session_until(user, now, now.saturating_add(self.session_secs))
+    }
+
+    /// A session token for `user`, valid from `now` until `exp`.
+    pub fn mint_session_until(&self, user: &User, now: i64, exp: i64) -> Option<String> {
+        let mut claims = copied_claims(&user.claims);
         claims.insert("iss".into(), self.issuer.clone().into());
         claims.insert("aud".into(), self.issuer.clone().into());
         claims.insert("idp".into(), user.issuer.clone().into());
         claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), now.saturating_add(self.session_secs).into());
+        claims.insert("exp".into(), exp.into());
         self.key.sign("JWT", &serde_json::Value::Object(claims)).ok()
+    }
+
+    /// The session issuer (and audience) of this application's sessions and hand-off codes.
+    pub fn session_issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Signs `claims` as a compact JWS of type `typ` with the session key.
+    fn sign_as<T: serde::Serialize>(&self, typ: &str, claims: &T) -> Option<String> {
+        let claims = serde_json::to_value(claims).ok()?;
+        self.key.sign(typ, &claims).ok()
+    }
+
+    /// Reads a JWS of type `typ` this key signed; `None` for anything else or anything oversized.
+    fn verify_as<T: serde::de::DeserializeOwned>(&self, typ: &str, token: &str) -> Option<T> {
+        if token.len() > 4 * crate::decide::login::MAX_PARAM_BYTES {
+            return None;
+        }
+        self.key.verify(typ, token)
     }
 }

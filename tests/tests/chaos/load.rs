@@ -221,6 +221,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds `other` (a load on another target in the same scenario) to this report.
+    pub fn merge(&mut self, other: Report) {
+        for (a, b) in self.phases.iter_mut().zip(&other.phases) {
+            a.merge(b);
+        }
+        let room = 12usize.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     pub fn total(&self) -> Tally {
         let mut t = Tally::default();
         for p in &self.phases {

@@ -61,7 +61,7 @@ impl Knobs {
         }
     }
 
-    fn spec(&self, timeout: Duration) -> LoadSpec {
+    pub fn spec(&self, timeout: Duration) -> LoadSpec {
         LoadSpec {
             connections: self.connections,
             // A bound far beyond any scenario's plan: the scenario stops the load itself.
@@ -116,7 +116,7 @@ pub fn emit(row: &Row) {
     }
 }
 
-fn load_label(k: &Knobs, report: &Report) -> String {
+pub fn load_label(k: &Knobs, report: &Report) -> String {
     let secs = report.elapsed.as_secs_f64();
     format!("{} conns, {:.0} req/s, {:.0} s", k.connections, report.total().sent() as f64 / secs, secs)
 }
@@ -268,7 +268,7 @@ pub fn assert_never_wrongly_allowed(report: &Report, app: &App) {
     );
 }
 
-fn assert_no_failures(report: &Report, what: &str) {
+pub fn assert_no_failures(report: &Report, what: &str) {
     let t = report.total();
     assert_eq!(
         t.failed(),
@@ -302,7 +302,7 @@ async fn after_the_fault(load: Load, k: &Knobs) -> Report {
 /// `@mysite.com` and exposes `X-Version-A`, caches preflights 600 s and allows GET, POST; B
 /// admits `@mysite.org`, exposes `X-Version-B`, caches 601 s and also allows PUT. An answer
 /// mixing the two (a 200 for alice that exposes B) was decided by two versions.
-fn churn_manifests(version: char) -> String {
+pub fn churn_manifests(version: char) -> String {
     churn_manifests_with(version, &inline_jwks())
 }
 
@@ -318,7 +318,7 @@ pub fn churn_manifests_with(version: char, jwks_source: &str) -> String {
     seed_manifests(jwks_source, &cors, "").replace("emailDomain: mysite.com", &format!("emailDomain: {domain}"))
 }
 
-fn version_of(r: &Reply) -> Option<char> {
+pub fn version_of(r: &Reply) -> Option<char> {
     match r.header("access-control-expose-headers")? {
         "X-Version-A" => Some('A'),
         "X-Version-B" => Some('B'),
@@ -370,6 +370,12 @@ fn versioned_preflight() -> Judge {
 }
 
 pub fn churn_probes(t: &Tokens, app_may_be_down: bool) -> Vec<Probe> {
+    churn_probes_with_token(t, (TOKEN_ID, TOKEN_SECRET), app_may_be_down)
+}
+
+/// [`churn_probes`] with the service token `(client id, client secret)` (on a cluster the
+/// operator mints it).
+pub fn churn_probes_with_token(t: &Tokens, token: (&str, &str), app_may_be_down: bool) -> Vec<Probe> {
     let versioned = |a, b| versioned_with(a, b, app_may_be_down);
     let bob = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("bob@mysite.org", 3600));
     let marker = (MUST_NOT_ARRIVE, "1");
@@ -400,7 +406,7 @@ pub fn churn_probes(t: &Tokens, app_may_be_down: bool) -> Vec<Probe> {
             "service token",
             Method::GET,
             "/",
-            &headers(&[("cf-access-client-id", TOKEN_ID), ("cf-access-client-secret", TOKEN_SECRET)]),
+            &headers(&[("cf-access-client-id", token.0), ("cf-access-client-secret", token.1)]),
             versioned(200, 200),
         ),
         Probe::new(
