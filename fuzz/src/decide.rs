@@ -100,7 +100,10 @@ pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now
                 }
                 PreflightOutcome::Refuse(r) => {
                     assert!(!r.reason().is_empty());
-                    let _ = app.cors.explain_preflight(&p);
+                    // Watching the decision does not change it, and a refusal says why.
+                    let mut why = Why::default();
+                    assert_eq!(app.cors.preflight_with(&p, &mut why), PreflightOutcome::Refuse(r));
+                    assert!(!why.0.is_empty(), "a refused preflight without a reason");
                 }
                 PreflightOutcome::Forward => {}
             }
@@ -120,4 +123,14 @@ pub fn decide(method: &Method, uri: &Uri, headers: &HeaderMap, peer: IpAddr, now
     app.cors.apply_to_response(origin.as_ref(), &mut response);
     app.cors.apply_to_response(headers.get(ORIGIN), &mut response);
     assert!(response.get_all("access-control-allow-origin").iter().count() <= 1, "duplicate Allow-Origin");
+}
+
+/// Keeps what `preflight_with` says about a refusal.
+#[derive(Default)]
+struct Why(String);
+
+impl portcullis_sidecar::decide::observe::Observer for Why {
+    fn preflight_refused(&mut self, why: &dyn std::fmt::Display) {
+        self.0 = why.to_string();
+    }
 }

@@ -182,6 +182,13 @@ pub struct AuthzArgs {
     pub flags: Vec<String>,
 }
 
+impl Args {
+    /// The serving flags, as the command line gives them (without the program name).
+    pub fn from_flags<I: IntoIterator<Item = String>>(flags: I) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("portcullis-sidecar".to_owned()).chain(flags))
+    }
+}
+
 impl AuthzArgs {
     /// The flags as the sidecar's [`Args`]; another subcommand after `authz` is an error.
     pub fn serving(&self) -> Result<Args, clap::Error> {

@@ -60,6 +60,21 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
 
 /// Runs in `role` until `shutdown` resolves, then drains.
 pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let listener = bind(args.listen).await?;
+    let admin_listener = bind(args.admin_listen).await?;
+    serve_on(role, args, listener, admin_listener, shutdown).await
+}
+
+/// [`run_as`] on listeners the caller bound (`--listen` and `--admin-listen` are not read): how
+/// tests start a sidecar in-process on `127.0.0.1:0` without racing for a free port
+/// (mini-redis's `run(listener, shutdown)`).
+pub async fn serve_on(
+    role: Role,
+    args: Args,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let metrics = Arc::new(match role {
         Role::Sidecar => Metrics::new(),
         Role::Authorizer => Metrics::for_authorizer(),
@@ -67,43 +82,8 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
     let client = outbound::client(args.connect_timeout)?;
     let jwks = Arc::new(JwksRegistry::new(client.clone(), &metrics));
     let store = Arc::new(ConfigStore::new(jwks, metrics.clone()));
-
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let reloader = TlsReloader::new(cert.clone(), key.clone())?;
-            tokio::spawn(reloader.clone().watch(metrics.clone(), POLL_INTERVAL));
-            Some(reloader)
-        }
-        _ => None,
-    };
-    let listener = bind(args.listen).await?;
-    let admin_listener = bind(args.admin_listen).await?;
-
-    if let Some(path) = args.manifests.clone() {
-        let digest = match manifests::load_into(&store, &path, &args.namespace) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                manifests::log_rejection(
-                    &e,
-                    "cannot load the manifests; refusing all traffic (503) until they load",
-                    false,
-                );
-                None
-            }
-        };
-        tokio::spawn(manifests::watch(store.clone(), path, args.namespace.clone(), digest, WATCH_INTERVAL));
-    } else {
-        tracing::warn!(
-            "no --manifests given: waiting for a configuration push; all traffic is refused (503) until then"
-        );
-    }
-
-    let receiver = if args.manifests.is_some() {
-        None // standalone: the files are the configuration; pushes are refused (404)
-    } else {
-        push_receiver(&args)?
-    };
-
+    let tls = tls_reloader(&args, &metrics)?;
+    let receiver = load_config(&args, &store)?;
     let settings = ProxySettings {
         upstream: args.upstream.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
@@ -120,14 +100,7 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
         drain: args.drain_timeout,
         max_connections: args.max_connections as usize,
     };
-    match role {
-        Role::Sidecar => {
-            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
-        }
-        Role::Authorizer => {
-            tracing::info!(listen = %args.listen, tls = tls.is_some(), admin = %args.admin_listen, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
-        }
-    }
+    log_start(role, &args, listener.local_addr().ok(), tls.is_some());
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_settings = crate::admin::AdminSettings {
@@ -144,6 +117,49 @@ pub async fn run_as(role: Role, args: Args, shutdown: impl Future<Output = ()>) 
     let _ = admin_stop.send(());
     let _ = admin.await;
     Ok(())
+}
+
+/// The TLS listener's certificate reloader, with `--tls-cert` and `--tls-key`.
+fn tls_reloader(args: &Args, metrics: &Arc<Metrics>) -> Result<Option<Arc<TlsReloader>>, StartError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let reloader = TlsReloader::new(cert.clone(), key.clone())?;
+    tokio::spawn(reloader.clone().watch(metrics.clone(), POLL_INTERVAL));
+    Ok(Some(reloader))
+}
+
+/// Standalone (`--manifests`): loads and watches the files, and takes no pushes. Cluster mode:
+/// the push receiver, and no configuration until the operator pushes one.
+fn load_config(args: &Args, store: &Arc<ConfigStore>) -> Result<Option<Arc<PushReceiver>>, StartError> {
+    let Some(path) = args.manifests.clone() else {
+        tracing::warn!(
+            "no --manifests given: waiting for a configuration push; all traffic is refused (503) until then"
+        );
+        return push_receiver(args);
+    };
+    let digest = match manifests::load_into(store, &path, &args.namespace) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let what = "cannot load the manifests; refusing all traffic (503) until they load";
+            manifests::log_rejection(&e, what, false);
+            None
+        }
+    };
+    tokio::spawn(manifests::watch(store.clone(), path, args.namespace.clone(), digest, WATCH_INTERVAL));
+    Ok(None) // standalone: the files are the configuration; pushes are refused (404)
+}
+
+fn log_start(role: Role, args: &Args, listen: Option<SocketAddr>, tls: bool) {
+    let listen = listen.unwrap_or(args.listen);
+    match role {
+        Role::Sidecar => {
+            tracing::info!(%listen, tls, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+        }
+        Role::Authorizer => {
+            tracing::info!(%listen, tls, admin = %args.admin_listen, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
+        }
+    }
 }
 
 /// The push receiver of a sidecar in cluster mode, from the flags.

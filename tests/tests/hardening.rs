@@ -210,7 +210,7 @@ async fn a_refused_preflight_carries_the_preflight_vary() {
 #[tokio::test]
 async fn a_refused_change_is_logged_one_line_per_problem() {
     let up = Upstream::start().await;
-    let sc = seed(&up, &[]).await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).process().start().await;
     let broken = seed_manifests(&inline_jwks(), SEED_CORS, "")
         .replace("domains: [api.mysite.com, \"*.apps.mysite.com\"]", "domains: []");
     std::fs::write(sc.manifests_path(), broken).unwrap();

@@ -15,7 +15,7 @@ const HOST: (&str, &str) = ("host", "api.mysite.com");
 #[tokio::test]
 async fn no_config_fails_closed_with_503_and_not_ready() {
     let up = Upstream::start().await;
-    let sc = sidecar("this: is: not: yaml: [", &up.url()).no_wait().start().await;
+    let sc = sidecar("this: is: not: yaml: [", &up.url()).no_wait().process().start().await;
     let r = get(&format!("http://{}/readyz", sc.admin), &[]).await.unwrap();
     assert_eq!(r.status, 503);
     let r = get(&sc.url("/"), &[HOST]).await.unwrap();
@@ -30,7 +30,7 @@ async fn no_config_fails_closed_with_503_and_not_ready() {
 async fn edits_apply_within_two_seconds_and_a_bad_edit_keeps_the_last_good_config() {
     let up = Upstream::start().await;
     let good = seed_manifests(&inline_jwks(), SEED_CORS, "");
-    let sc = sidecar(&good, &up.url()).start().await;
+    let sc = sidecar(&good, &up.url()).process().start().await;
     let r = get(&sc.url("/"), &[("host", "new.mysite.com")]).await.unwrap();
     assert_eq!(r.status, 404);
 
@@ -204,7 +204,7 @@ async fn h2c_prior_knowledge_is_served_and_routes_by_authority() {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_closes_the_listener() {
     let up = Upstream::start().await;
-    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).start().await;
+    let mut sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).process().start().await;
     let token = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
     let url = sc.url("/slow");
     let in_flight = tokio::spawn(async move { get(&url, &[HOST, ("cf-access-jwt-assertion", &token)]).await });

@@ -210,14 +210,26 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let late = cluster::sidecar_pod("api-late", json!({"app": "api"}), traffic, admin);
     pods.create(&PostParams::default(), &serde_json::from_value(late).unwrap()).await.expect("create pod");
     cluster::set_running(&pods, "api-late", 0).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The leader tries the pod before its sidecar answers: wait for that failed push.
+    eventually(WAIT, "a push to the not yet answering sidecar to fail", || async {
+        let failed = |l: &str| {
+            l.starts_with("portcullis_operator_pushes_total{")
+                && !l.contains("result=\"ok\"")
+                && !l.contains("result=\"unchanged\"")
+        };
+        second.metrics().await.lines().any(failed).then_some(())
+    })
+    .await;
     let late = sidecar_without_manifests_on(&up.url(), &push_key, ns, "api-late", traffic, admin).await;
     every_sidecar_answers(std::slice::from_ref(&late), "shop.mysite.com", &token, 200, "the late sidecar").await;
     sidecars.push(late);
 
     // A replica restarted: the old leader comes back as a standby; nothing changes hands.
     first = Operator::start(op_ns, user, "operator-a").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(WAIT, "the restarted replica to run as a standby", || async {
+        first.metrics().await.contains("portcullis_operator_leader 0").then_some(())
+    })
+    .await;
     assert_eq!(lease_holder(&client, op_ns).await.as_deref(), Some("operator-b"));
 
     // Deleting the application stops its enforcement: its domains are unknown (404) everywhere,

@@ -427,6 +427,7 @@ async fn websocket_upgrade_passes_after_authentication() {
 async fn json_logs_carry_the_request_id_and_decision_and_never_a_secret() {
     let up = Upstream::start().await;
     let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .process()
         .arg("--log-format")
         .arg("json")
         .start()

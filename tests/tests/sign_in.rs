@@ -74,7 +74,8 @@ async fn setup() -> Setup {
     let idp = Idp::start(&["https://api.mysite.com/.portcullis/callback".to_owned()]);
     let upstream = Upstream::start().await;
     let down = format!("http://127.0.0.1:{}", common::free_port());
-    let sidecar = sidecar(&manifests(&idp.issuer, &down), &upstream.url()).start().await;
+    // A process: the tests read its log (no code, state or secret in it).
+    let sidecar = sidecar(&manifests(&idp.issuer, &down), &upstream.url()).process().start().await;
     Setup { idp, upstream, sidecar }
 }
 

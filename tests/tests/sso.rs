@@ -33,7 +33,8 @@ impl Setup {
         // The one redirect URI registered with the provider.
         let idp = Idp::start(&[format!("https://login.test:{port}/.portcullis/callback")]);
         let app = App::start().await;
-        let sidecar = tls_sidecar(dir.path(), &HOSTS, port, &manifests(port, &idp.issuer), &app.url()).1.start().await;
+        let sidecar =
+            tls_sidecar(dir.path(), &HOSTS, port, &manifests(port, &idp.issuer), &app.url()).1.process().start().await;
         Setup { port, sidecar, idp, _app: app, _dir: dir, profile: TempDir::new("chromium-profile") }
     }
 
@@ -274,7 +275,7 @@ async fn applications_sharing_a_host_with_different_clients_are_refused() {
     let mismatched =
         format!("{}{}", &yaml[..two], yaml[two..].replacen(&format!("clientId: {CLIENT_ID}"), "clientId: other", 1));
     assert_ne!(mismatched, yaml);
-    let sc = common::sidecar(&mismatched, "http://127.0.0.1:9").port(port).no_wait().start().await;
+    let sc = common::sidecar(&mismatched, "http://127.0.0.1:9").port(port).no_wait().process().start().await;
     let r = common::get(&format!("http://{}/readyz", sc.admin), &[]).await.unwrap();
     assert_eq!(r.status, 503, "{}", sc.logs());
     let logs = sc.logs();

@@ -70,6 +70,7 @@ async fn serves_tls_and_reloads_the_certificate_keeping_the_last_good_pair() {
     let pki = Pki::new(dir.path(), &HOSTS);
     let upstream = Upstream::start().await;
     let s = sidecar(MANIFESTS, &upstream.url())
+        .process()
         .arg("--tls-cert")
         .arg(pki.cert.to_str().unwrap())
         .arg("--tls-key")

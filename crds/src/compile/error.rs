@@ -2,9 +2,39 @@
 
 use std::fmt;
 
+/// What kind of problem a [`CompileError`] is, so callers (the admission webhook, events,
+/// metrics) tell them apart by type rather than by field path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileErrorKind {
+    /// A field whose value cannot work (the message says why and how to fix it).
+    Invalid,
+    /// A referenced Secret, or a key of it, does not exist (yet): admission lets it through,
+    /// since apply order must not matter; the controller reports it until it appears.
+    SecretMissing,
+    /// Two resources with the same name.
+    Duplicate,
+    /// A domain another application already serves.
+    DomainTaken,
+}
+
+// === impl CompileErrorKind ===
+
+impl CompileErrorKind {
+    /// Stable label for metrics, events and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CompileErrorKind::Invalid => "invalid_field",
+            CompileErrorKind::SecretMissing => "secret_missing",
+            CompileErrorKind::Duplicate => "duplicate_name",
+            CompileErrorKind::DomainTaken => "domain_taken",
+        }
+    }
+}
+
 /// One reason a resource cannot be compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileError {
+    pub kind: CompileErrorKind,
     /// `AccessApplication shop/api`.
     pub resource: String,
     /// Field path, `spec.cors.allowedOrigins[1]`.
@@ -28,6 +58,13 @@ impl fmt::Display for CompileError {
 /// Everything wrong with a set of resources, collected rather than stopping at the first.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct CompileErrors(pub Vec<CompileError>);
+
+impl CompileError {
+    /// Stable label of the problem (see [`CompileErrorKind::reason`]).
+    pub fn reason(&self) -> &'static str {
+        self.kind.reason()
+    }
+}
 
 impl CompileErrors {
     /// Label for metrics, events and condition reasons.
@@ -78,7 +115,19 @@ impl Diagnostics {
 
     /// Records an error on `field`; `value` is quoted in the message (never pass a secret).
     pub fn error(&mut self, field: impl Into<String>, value: Option<&str>, message: impl Into<String>) {
+        self.error_of(CompileErrorKind::Invalid, field, value, message);
+    }
+
+    /// Records an error of `kind` on `field`.
+    pub fn error_of(
+        &mut self,
+        kind: CompileErrorKind,
+        field: impl Into<String>,
+        value: Option<&str>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(CompileError {
+            kind,
             resource: self.resource.clone(),
             field: field.into(),
             value: value.map(str::to_owned),

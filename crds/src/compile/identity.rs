@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::duration::parse_duration_secs;
-use super::error::Diagnostics;
+use super::error::{CompileErrorKind, Diagnostics};
 use super::secrets::SecretIndex;
 use crate::snapshot::{Algorithm, Identity, Issuer, JwksSource, Login, SecretString};
 use crate::v1alpha1::{IdentitySpec, IssuerSpec, LoginSpec, SameSite, SecretKeyRef};
@@ -86,7 +86,45 @@ fn compile_issuer(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Option<
             "must not be empty: write the exact `iss` claim of the tokens, e.g. https://team.cloudflareaccess.com",
         );
     }
-    let jwks = match (spec.jwks_uri.as_deref(), spec.jwks.as_deref()) {
+    let jwks = issuer_keys(spec, path, d);
+    if spec.audiences.is_empty() {
+        d.error(
+            format!("{path}.audiences"),
+            None,
+            "needs at least one audience, e.g. the Cloudflare Access AUD tag; a token must carry one of them",
+        );
+    }
+    for (j, aud) in spec.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            d.error(format!("{path}.audiences[{j}]"), None, "must not be empty");
+        }
+    }
+    let algorithms = issuer_algorithms(spec, path, d);
+    let clock_skew_secs = match spec.clock_skew.as_deref() {
+        None => DEFAULT_CLOCK_SKEW_SECS,
+        Some(s) => match parse_duration_secs(s) {
+            Ok(v) => v,
+            Err(e) => {
+                d.error(format!("{path}.clockSkew"), Some(s), e);
+                0
+            }
+        },
+    };
+    if d.errors().len() != errors_before {
+        return None;
+    }
+    Some(Issuer {
+        issuer: spec.issuer.clone(),
+        jwks: jwks?,
+        audiences: spec.audiences.clone(),
+        algorithms,
+        clock_skew_secs,
+    })
+}
+
+/// Where the issuer's keys come from: `jwksUri` or inline `jwks`, exactly one.
+fn issuer_keys(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Option<JwksSource> {
+    match (spec.jwks_uri.as_deref(), spec.jwks.as_deref()) {
         (None, None) => {
             d.error(
                 path,
@@ -115,19 +153,12 @@ fn compile_issuer(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Option<
                 }
             }
         }
-    };
-    if spec.audiences.is_empty() {
-        d.error(
-            format!("{path}.audiences"),
-            None,
-            "needs at least one audience, e.g. the Cloudflare Access AUD tag; a token must carry one of them",
-        );
     }
-    for (j, aud) in spec.audiences.iter().enumerate() {
-        if aud.is_empty() {
-            d.error(format!("{path}.audiences[{j}]"), None, "must not be empty");
-        }
-    }
+}
+
+/// The algorithms the issuer's tokens may use (the defaults when none are listed); symmetric and
+/// unsigned ones never.
+fn issuer_algorithms(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Vec<Algorithm> {
     let mut algorithms = Vec::new();
     if spec.algorithms.is_empty() {
         algorithms.extend(Algorithm::DEFAULT);
@@ -150,26 +181,7 @@ fn compile_issuer(spec: &IssuerSpec, path: &str, d: &mut Diagnostics) -> Option<
             d.error(field, Some(name), format!("unknown algorithm; use one of {}", known.join(", ")));
         }
     }
-    let clock_skew_secs = match spec.clock_skew.as_deref() {
-        None => DEFAULT_CLOCK_SKEW_SECS,
-        Some(s) => match parse_duration_secs(s) {
-            Ok(v) => v,
-            Err(e) => {
-                d.error(format!("{path}.clockSkew"), Some(s), e);
-                0
-            }
-        },
-    };
-    if d.errors().len() != errors_before {
-        return None;
-    }
-    Some(Issuer {
-        issuer: spec.issuer.clone(),
-        jwks: jwks?,
-        audiences: spec.audiences.clone(),
-        algorithms,
-        clock_skew_secs,
-    })
+    algorithms
 }
 
 /// Compiles `login`, reading its Secrets from `namespace`. `None` when absent or invalid (the
@@ -346,7 +358,8 @@ fn read_secret(
             None
         }
         None if secrets.contains(namespace, &r.name) => {
-            d.error(
+            d.error_of(
+                CompileErrorKind::SecretMissing,
                 field,
                 None,
                 format!("Secret {namespace}/{} has no key {:?}; it should hold {what}", r.name, r.key),
@@ -354,7 +367,8 @@ fn read_secret(
             None
         }
         None => {
-            d.error(
+            d.error_of(
+                CompileErrorKind::SecretMissing,
                 field,
                 None,
                 format!("Secret {namespace}/{} not found; create it with key {:?} holding {what}", r.name, r.key),

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 pub use cors::{compile_cors, parse_origin_pattern};
 pub use duration::parse_duration_secs;
-pub use error::{CompileError, CompileErrors, CompileWarning, Diagnostics};
+pub use error::{CompileError, CompileErrorKind, CompileErrors, CompileWarning, Diagnostics};
 pub use identity::{DEFAULT_CLOCK_SKEW_SECS, DEFAULT_COOKIE_NAME, DEFAULT_HEADER_NAME, DEFAULT_SCOPES};
 pub use routing::{parse_host_pattern, parse_upstream};
 pub use secrets::SecretIndex;
@@ -60,6 +60,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Result<Compiled, CompileErrors> {
         if let Some(a) = d.application.take() {
             if !ids.insert(a.id.clone()) {
                 errors.push(CompileError {
+                    kind: CompileErrorKind::Duplicate,
                     resource: format!("AccessApplication {}", a.id),
                     field: "metadata.name".into(),
                     value: None,
@@ -203,6 +204,7 @@ fn check_domain_overlap(apps: &[Application], errors: &mut Vec<CompileError>) {
             if let Some(other) = seen.insert(dom.claim_key(), &app.id) {
                 if other != &app.id {
                     errors.push(CompileError {
+                        kind: CompileErrorKind::DomainTaken,
                         resource: format!("AccessApplication {}", app.id),
                         field: format!("spec.domains[{i}]"),
                         value: None,

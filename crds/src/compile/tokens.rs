@@ -102,6 +102,32 @@ fn compile_token(
         d.error("spec.secretName", None, "must name the Secret holding client-id and client-secret");
         return Ok(None);
     }
+    let expires_at = token_expiry(t, d);
+    let secret_name = &t.spec.secret_name;
+    if !secrets.contains(ns, secret_name) {
+        let why = format!("its Secret {ns}/{secret_name} does not exist (yet)");
+        d.warn("spec.secretName", format!("token is not usable: {why}"));
+        return Err(format!("AccessServiceToken {ns}/{name} is not usable: {why}"));
+    }
+    let Some((client_id, client_secret)) = token_credentials(t, ns, secrets, d) else {
+        return Ok(None);
+    };
+    let previous = previous_secret(ns, secret_name, secrets, d);
+    Ok(Some(CompiledToken {
+        token: ServiceToken {
+            name: name.to_owned(),
+            client_id,
+            secret_sha256: sha256_hex(&client_secret),
+            expires_at,
+            previous,
+        },
+        client_secret: SecretString::new(client_secret),
+    }))
+}
+
+/// When the token expires: `status.expiresAt`, else its creation plus `spec.duration`, else
+/// never (with a warning saying why).
+fn token_expiry(t: &AccessServiceToken, d: &mut Diagnostics) -> Option<i64> {
     let duration = match t.spec.duration.as_deref().map(parse_duration_secs) {
         Some(Err(e)) => {
             d.error("spec.duration", t.spec.duration.as_deref(), e);
@@ -113,9 +139,7 @@ fn compile_token(
     if let Some(Err(e)) = t.spec.rotation_grace_period.as_deref().map(parse_duration_secs) {
         d.error("spec.rotationGracePeriod", t.spec.rotation_grace_period.as_deref(), e);
     }
-
-    let status = t.status.as_ref();
-    let expires_at = match status.and_then(|s| s.expires_at.as_deref()) {
+    match t.status.as_ref().and_then(|s| s.expires_at.as_deref()) {
         Some(at) => match parse_rfc3339(at) {
             Ok(secs) => Some(secs),
             Err(e) => {
@@ -138,16 +162,23 @@ fn compile_token(
                 None
             }
         },
-    };
-
-    let secret_name = &t.spec.secret_name;
-    if !secrets.contains(ns, secret_name) {
-        let why = format!("its Secret {ns}/{secret_name} does not exist (yet)");
-        d.warn("spec.secretName", format!("token is not usable: {why}"));
-        return Err(format!("AccessServiceToken {ns}/{name} is not usable: {why}"));
     }
-    let client_id =
-        status.and_then(|s| s.client_id.clone()).or_else(|| secrets.get_str(ns, secret_name, secret_keys::CLIENT_ID));
+}
+
+/// The client id and secret from the token's Secret (the id may come from the status), both
+/// non-empty visible ASCII (they travel in HTTP headers).
+fn token_credentials(
+    t: &AccessServiceToken,
+    ns: &str,
+    secrets: &SecretIndex<'_>,
+    d: &mut Diagnostics,
+) -> Option<(String, String)> {
+    let secret_name = &t.spec.secret_name;
+    let client_id = t
+        .status
+        .as_ref()
+        .and_then(|s| s.client_id.clone())
+        .or_else(|| secrets.get_str(ns, secret_name, secret_keys::CLIENT_ID));
     let client_secret = secrets.get_str(ns, secret_name, secret_keys::CLIENT_SECRET);
     let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
         d.error(
@@ -159,11 +190,11 @@ fn compile_token(
                 secret_keys::CLIENT_SECRET
             ),
         );
-        return Ok(None);
+        return None;
     };
     if client_id.is_empty() || client_secret.is_empty() {
         d.error("spec.secretName", Some(secret_name), "client-id and client-secret must not be empty");
-        return Ok(None);
+        return None;
     }
     if client_id.bytes().any(|b| !(0x21..0x7f).contains(&b))
         || client_secret.bytes().any(|b| !(0x21..0x7f).contains(&b))
@@ -173,10 +204,19 @@ fn compile_token(
             Some(secret_name),
             "client-id and client-secret must be visible ASCII (they travel in HTTP headers)",
         );
-        return Ok(None);
+        return None;
     }
+    Some((client_id, client_secret))
+}
 
-    let previous = match (
+/// The previous secret during a rotation's grace period, with the instant it stops working.
+fn previous_secret(
+    ns: &str,
+    secret_name: &str,
+    secrets: &SecretIndex<'_>,
+    d: &mut Diagnostics,
+) -> Option<PreviousSecret> {
+    match (
         secrets.get_str(ns, secret_name, secret_keys::PREVIOUS_CLIENT_SECRET),
         secrets.get_str(ns, secret_name, secret_keys::PREVIOUS_CLIENT_SECRET_VALID_UNTIL),
     ) {
@@ -202,18 +242,7 @@ fn compile_token(
             None
         }
         _ => None,
-    };
-
-    Ok(Some(CompiledToken {
-        token: ServiceToken {
-            name: name.to_owned(),
-            client_id,
-            secret_sha256: sha256_hex(&client_secret),
-            expires_at,
-            previous,
-        },
-        client_secret: SecretString::new(client_secret),
-    }))
+    }
 }
 
 /// Hex SHA-256 of a client secret: what sidecars compare against.

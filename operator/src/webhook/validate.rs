@@ -9,15 +9,11 @@
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::core::DynamicObject;
-use portcullis_crds::compile::{compile_application, CompileErrors, SecretIndex, TokenIndex};
+use portcullis_crds::compile::{compile_application, CompileErrorKind, CompileErrors, SecretIndex, TokenIndex};
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use serde::de::DeserializeOwned;
 
 use crate::controller::service_token::plan;
-
-/// Fields whose compile errors are about a referenced Secret (missing, no such key, empty, not a
-/// PEM key), never about the application itself. Compiled without Secrets, they always fail.
-const REFERENCE_FIELDS: &[&str] = &["spec.login.oidc.clientSecretRef", "spec.login.sessionKeyRef"];
 
 /// Allows or denies one request.
 pub fn review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -64,13 +60,8 @@ fn typed<K: DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
 fn application(app: &AccessApplication, namespace: &str) -> Result<(), String> {
     let secrets = SecretIndex::new(&[], namespace);
     let compiled = compile_application(app, namespace, &TokenIndex::default(), &secrets);
-    let errors: Vec<_> = compiled
-        .diagnostics
-        .errors()
-        .iter()
-        .filter(|e| !REFERENCE_FIELDS.contains(&e.field.as_str()))
-        .cloned()
-        .collect();
+    let errors: Vec<_> =
+        compiled.diagnostics.errors().iter().filter(|e| e.kind != CompileErrorKind::SecretMissing).cloned().collect();
     if errors.is_empty() {
         Ok(())
     } else {

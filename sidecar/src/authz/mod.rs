@@ -25,8 +25,10 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use crate::http::forward::{Destination, HeaderEdit};
-use crate::http::pipeline::{self, Plan};
+use crate::decide::request::Destination;
+use crate::http::forward::HeaderEdit;
+use crate::http::phases::Plan;
+use crate::http::pipeline;
 use crate::http::respond::Refusal;
 use crate::http::server::{serve_with, ServerLimits};
 use crate::http::tls::TlsReloader;
@@ -185,19 +187,18 @@ pub async fn decide(
     let peer = described.peer.unwrap_or(conn_peer);
     let request_id = proxy.next_request_id();
     let rid = request_id.to_str().unwrap_or_default();
-    let mut outcome = pipeline::Outcome::new();
-    let plan = pipeline::decide(proxy, &live, &described.parts, peer, rid, &mut outcome).await;
-    let app = outcome.app.map_or("", |i| live.apps[i].label.as_str());
-    let fwd = match plan {
+    let decided = pipeline::decide(proxy, &live, &described.parts, peer, rid).await;
+    let app = decided.app.map_or("", |i| live.apps[i].label.as_str());
+    let fwd = match decided.plan {
         Plan::Answer(mut resp) => {
-            resp.headers_mut().insert(crate::http::headers::REQUEST_ID, request_id.clone());
+            pipeline::stamp(&mut resp, &request_id);
             tracing::info!(
                 request_id = rid,
                 protocol = enforcer.label(),
                 app,
                 status = resp.status().as_u16(),
-                decision = outcome.decision,
-                reason = outcome.reason,
+                decision = decided.outcome.as_str(),
+                reason = decided.reason,
                 "answered"
             );
             return Outcome::Answer(resp, described.via);
@@ -213,7 +214,7 @@ pub async fn decide(
             "a forward route cannot be enforced by an external authorizer"
         );
         return Outcome::Answer(
-            crate::http::forward::refusal(fwd.app, fwd.origin.as_ref(), Refusal::RouteUnavailable, rid),
+            crate::http::respond::refusal(fwd.app, fwd.origin.as_ref(), &Refusal::RouteUnavailable, rid),
             described.via,
         );
     }
@@ -246,6 +247,6 @@ pub async fn decide(
     remove.dedup();
     let mut cors = HeaderMap::new();
     fwd.app.cors.apply_to_response(fwd.origin.as_ref(), &mut cors);
-    tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = outcome.decision, "allowed");
+    tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = decided.outcome.as_str(), "allowed");
     Outcome::Allow(Allow { set, remove, cors })
 }

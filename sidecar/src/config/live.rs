@@ -68,6 +68,21 @@ pub enum LiveError {
     AuthHost(#[from] AuthHostError),
 }
 
+// === impl LiveError ===
+
+impl LiveError {
+    /// Stable label for logs and metrics: the underlying check's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LiveError::ServiceTokens { .. } => "invalid_service_tokens",
+            LiveError::Cors { source, .. } => source.reason(),
+            LiveError::Identity { source, .. } => source.reason(),
+            LiveError::Login { source, .. } => source.reason(),
+            LiveError::AuthHost(e) => e.reason(),
+        }
+    }
+}
+
 impl Live {
     /// Renders a snapshot. Re-validates what the request path relies on.
     ///
@@ -139,5 +154,18 @@ pub fn mode_label(app: &Application) -> &'static str {
     match app.mode {
         portcullis_crds::v1alpha1::Mode::Enforce => "enforce",
         portcullis_crds::v1alpha1::Mode::Audit => "audit",
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn live_errors_have_the_reason_of_their_check() {
+        let e = LiveError::Login { app: "shop/api".into(), source: LoginSetupError::NoGeneratedKey };
+        assert_eq!(e.reason(), "no_session_key");
+        let e = LiveError::Identity { app: "shop/api".into(), source: JwtConfigError::NoAlgorithm("i".into()) };
+        assert_eq!(e.reason(), JwtConfigError::NoAlgorithm("i".into()).reason());
     }
 }

@@ -6,6 +6,8 @@ pub mod client_headers;
 pub mod client_ip;
 pub mod cors;
 pub mod login;
+pub mod observe;
+pub mod outcome;
 pub mod policy;
 pub mod refusal;
 pub mod request;

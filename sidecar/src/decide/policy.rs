@@ -12,6 +12,7 @@ use portcullis_crds::v1alpha1::PolicyAction;
 use serde_json::Value;
 
 use super::authn::{Authn, Principal, Service, User};
+use super::observe::{Observer, PolicyStep, Quiet, RuleKind};
 
 /// The outcome of the policies for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,78 +66,48 @@ impl Decision {
 /// action anyway, so a hand-built or reordered slice cannot let an Allow run before a Bypass
 /// or a Block run before the caller is authenticated.
 pub fn evaluate(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Decision {
-    let subject = Subject { who: Who::of(authn), ip: client_ip.to_canonical() };
-    let authenticated = !matches!(subject.who, Who::Nobody);
-    for (i, p) in policies.iter().enumerate() {
-        match p.action {
-            PolicyAction::Bypass if subject.matches(p) => return Decision::Bypass { policy: i },
-            PolicyAction::ServiceAuth if authenticated && subject.matches(p) => return Decision::Allow { policy: i },
-            _ => {}
-        }
-    }
-    if !authenticated {
-        return Decision::Unauthenticated;
-    }
-    for (i, p) in policies.iter().enumerate() {
-        match p.action {
-            PolicyAction::Allow if subject.matches(p) => return Decision::Allow { policy: i },
-            PolicyAction::Block if subject.matches(p) => return Decision::Block { policy: i },
-            _ => {}
-        }
-    }
-    Decision::NoMatch
+    evaluate_with(policies, authn, client_ip, &mut Quiet)
 }
 
-/// One policy as [`evaluate`] meets it, for `explain`: whether each rule matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyTrace {
-    /// Index into the policies.
-    pub policy: usize,
-    /// 1: Bypass and ServiceAuth; 2: Allow and Block, for authenticated callers only.
-    pub phase: u8,
-    /// Whether [`evaluate`] reached this policy (it stops at the first that decides).
-    pub evaluated: bool,
-    pub include: Vec<bool>,
-    pub require: Vec<bool>,
-    pub exclude: Vec<bool>,
-    /// Whether the policy as a whole matches this caller (`include` any, `require` all,
-    /// `exclude` none; a ServiceAuth policy only for an authenticated caller).
-    pub matched: bool,
-}
-
-/// Every policy in the order [`evaluate`] considers them, with each rule's result, computed by
-/// the same rule matching. Allocates; for `explain`, never for the request path.
-pub fn trace(policies: &[Policy], authn: &Authn, client_ip: IpAddr) -> Vec<PolicyTrace> {
+/// [`evaluate`], reporting each policy (and its rules) to `obs` as it meets them. An
+/// exhaustive observer also sees the policies after the deciding one, marked not evaluated.
+pub fn evaluate_with<O: Observer>(policies: &[Policy], authn: &Authn, client_ip: IpAddr, obs: &mut O) -> Decision {
     let subject = Subject { who: Who::of(authn), ip: client_ip.to_canonical() };
     let authenticated = !matches!(subject.who, Who::Nobody);
-    let decided = evaluate(policies, authn, client_ip).policy();
-    let rules = |p: &Policy, rules: &[Rule]| rules.iter().map(|r| subject.matches_rule(p, r)).collect::<Vec<_>>();
     let phase_one = |p: &Policy| matches!(p.action, PolicyAction::Bypass | PolicyAction::ServiceAuth);
-    let order = policies
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| phase_one(p))
-        .chain(policies.iter().enumerate().filter(|(_, p)| !phase_one(p)));
-    let mut reached = true;
-    order
-        .map(|(i, p)| {
-            let phase = if phase_one(p) { 1 } else { 2 };
-            let evaluated = reached && (phase == 1 || authenticated);
-            let matched = subject.matches(p) && (p.action != PolicyAction::ServiceAuth || authenticated);
-            if decided == Some(i) {
-                reached = false;
+    let in_phase = |phase: u8| {
+        let first = phase == 1;
+        policies.iter().enumerate().filter(move |(_, p)| phase_one(p) == first).map(move |(i, p)| (phase, i, p))
+    };
+    let mut decided = None;
+    for (phase, i, p) in in_phase(1).chain(in_phase(2)) {
+        // Between the phases: an unauthenticated caller stops here.
+        if phase == 2 && !authenticated && decided.is_none() {
+            if !O::EXHAUSTIVE {
+                return Decision::Unauthenticated;
             }
-            PolicyTrace {
-                policy: i,
-                phase,
-                evaluated,
-                include: rules(p, &p.include),
-                require: rules(p, &p.require),
-                exclude: rules(p, &p.exclude),
-                matched,
+            decided = Some(Decision::Unauthenticated);
+        }
+        // A ServiceAuth policy admits only an authenticated principal.
+        let matched = subject.matches_with(p, obs) && (p.action != PolicyAction::ServiceAuth || authenticated);
+        obs.policy(PolicyStep { policy: i, action: p.action, phase, evaluated: decided.is_none(), matched });
+        if matched && decided.is_none() {
+            let d = match p.action {
+                PolicyAction::Bypass => Decision::Bypass { policy: i },
+                PolicyAction::Block => Decision::Block { policy: i },
+                PolicyAction::Allow | PolicyAction::ServiceAuth => Decision::Allow { policy: i },
+            };
+            if !O::EXHAUSTIVE {
+                return d;
             }
-        })
-        .collect()
+            decided = Some(d);
+        }
+    }
+    match decided {
+        Some(d) => d,
+        None if !authenticated => Decision::Unauthenticated,
+        None => Decision::NoMatch,
+    }
 }
 
 /// Who is asking, and from where.
@@ -167,10 +138,27 @@ impl<'a> Who<'a> {
 // === impl Subject ===
 
 impl Subject<'_> {
-    fn matches(&self, p: &Policy) -> bool {
-        p.include.iter().any(|r| self.matches_rule(p, r))
-            && p.require.iter().all(|r| self.matches_rule(p, r))
-            && !p.exclude.iter().any(|r| self.matches_rule(p, r))
+    /// Some `include` rule, every `require` rule and no `exclude` rule match. The request path
+    /// stops at the first rule that settles it; an exhaustive observer sees every rule's result.
+    fn matches_with<O: Observer>(&self, p: &Policy, obs: &mut O) -> bool {
+        if !O::EXHAUSTIVE {
+            return p.include.iter().any(|r| self.matches_rule(p, r))
+                && p.require.iter().all(|r| self.matches_rule(p, r))
+                && !p.exclude.iter().any(|r| self.matches_rule(p, r));
+        }
+        let mut each = |kind: RuleKind, rules: &[Rule]| -> (bool, bool) {
+            let (mut any, mut all) = (false, true);
+            for (i, r) in rules.iter().enumerate() {
+                let m = self.matches_rule(p, r);
+                obs.rule(kind, i, m);
+                (any, all) = (any || m, all && m);
+            }
+            (any, all)
+        };
+        let (include, _) = each(RuleKind::Include, &p.include);
+        let (_, require) = each(RuleKind::Require, &p.require);
+        let (exclude, _) = each(RuleKind::Exclude, &p.exclude);
+        include && require && !exclude
     }
 
     fn matches_rule(&self, policy: &Policy, rule: &Rule) -> bool {

@@ -5,8 +5,9 @@
 //! Owns the sequencing and the mapping of each outcome to a [`Refusal`] (status and reason).
 //! Must not: do I/O, await, count, log, read a clock (`now` is an argument) or build responses.
 //! The one asynchronous step — a JWKS refresh on an unknown `kid` — stays in the caller:
-//! [`Authentication::refresh_issuer`] says when it applies and [`verify_jwt`] retries. Nothing
-//! here allocates for explanations: `explain` derives its details from these small results.
+//! [`Authentication::refresh_issuer`] says when it applies and [`verify_jwt`] retries. Each step
+//! has a `_with` form taking an [`Observer`]: `explain` watches the same steps decide (the
+//! request path passes [`Quiet`], which costs nothing).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -22,7 +23,8 @@ use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER};
 use super::authn::{Authn, AuthnFailure, Principal};
 use super::client_ip::client_ip;
 use super::cors::{classify, Classified, CorsConfig, Preflight, PreflightOutcome};
-use super::policy::{evaluate, Decision};
+use super::observe::{Observer, Quiet};
+use super::policy::{evaluate_with, Decision};
 use super::refusal::Refusal;
 use super::route::{forward_route, request_target, Router, Target, TargetError};
 
@@ -91,13 +93,24 @@ pub enum Front<'r> {
 
 /// Step 2: reserved paths and preflights (api.md "CORS").
 pub fn front<'r>(cors: &CorsConfig, method: &Method, headers: &'r HeaderMap, path: &str) -> Front<'r> {
+    front_with(cors, method, headers, path, &mut Quiet)
+}
+
+/// [`front`], telling `obs` why a refused preflight is refused.
+pub fn front_with<'r, O: Observer>(
+    cors: &CorsConfig,
+    method: &Method,
+    headers: &'r HeaderMap,
+    path: &str,
+    obs: &mut O,
+) -> Front<'r> {
     if path == "/.portcullis" || path.starts_with("/.portcullis/") {
         // Reserved for sign-in; never forwarded to the app.
         return Front::Reserved;
     }
     match classify(method, headers) {
         Classified::Preflight(p) => {
-            let outcome = cors.preflight(&p);
+            let outcome = cors.preflight_with(&p, obs);
             Front::Preflight(p, outcome)
         }
         Classified::Actual { origin } => Front::Request { origin: Some(origin) },
@@ -155,7 +168,17 @@ pub fn authenticate<'r, K: KeySource + ?Sized>(
     headers: &'r HeaderMap,
     now: i64,
 ) -> Authentication<'r> {
-    if let Some(result) = service_token::authenticate(app.tokens, headers, now) {
+    authenticate_with(app, headers, now, &mut Quiet)
+}
+
+/// [`authenticate`], reporting each credential check passed to `obs`.
+pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
+    app: &AppDecisions<'_, K>,
+    headers: &'r HeaderMap,
+    now: i64,
+    obs: &mut O,
+) -> Authentication<'r> {
+    if let Some(result) = service_token::authenticate_with(app.tokens, headers, now, obs) {
         let presented = Presented::ServiceToken { client_id: headers.get(CLIENT_ID_HEADER) };
         let authn = match result {
             Ok(service) => Authn::Authenticated(Principal::Service(service)),
@@ -170,14 +193,23 @@ pub fn authenticate<'r, K: KeySource + ?Sized>(
         // No issuer can verify anything: refuse without parsing the token at all.
         _ if app.jwt.issuer_count() == 0 => Authn::Failed(AuthnFailure::Jwt(JwtFailure::UnknownIssuer)),
         Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
-        Ok(t) => verify_jwt(app, t, now),
+        Ok(t) => verify_jwt_with(app, t, now, obs),
     };
     Authentication { presented: Presented::Jwt { source, token }, authn }
 }
 
 /// Verifies a JWT against the application's issuers and current keys.
 pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &str, now: i64) -> Authn {
-    match app.jwt.authenticate(token, app.keys, now) {
+    verify_jwt_with(app, token, now, &mut Quiet)
+}
+
+fn verify_jwt_with<K: KeySource + ?Sized, O: Observer>(
+    app: &AppDecisions<'_, K>,
+    token: &str,
+    now: i64,
+    obs: &mut O,
+) -> Authn {
+    match app.jwt.authenticate_with(token, app.keys, now, obs) {
         Ok(user) => Authn::Authenticated(Principal::User(user)),
         Err(f) => Authn::Failed(AuthnFailure::Jwt(f)),
     }
@@ -219,8 +251,20 @@ pub fn policies(
     peer: IpAddr,
     trusted_proxies: &[IpNet],
 ) -> Verdict {
+    policies_with(spec, headers, authn, peer, trusted_proxies, &mut Quiet)
+}
+
+/// [`policies`], reporting each policy and rule to `obs`.
+pub fn policies_with<O: Observer>(
+    spec: &Application,
+    headers: &HeaderMap,
+    authn: &Authn,
+    peer: IpAddr,
+    trusted_proxies: &[IpNet],
+    obs: &mut O,
+) -> Verdict {
     let ip = client_ip(peer, headers, trusted_proxies);
-    let decision = evaluate(&spec.policies, authn, ip);
+    let decision = evaluate_with(&spec.policies, authn, ip, obs);
     let refusal = match decision {
         Decision::Bypass { .. } | Decision::Allow { .. } => None,
         Decision::Unauthenticated => Some(Refusal::Unauthenticated {
@@ -251,17 +295,16 @@ pub enum Destination<'a> {
     App,
     /// A forward route of the application.
     Route(&'a ForwardRoute),
-    /// A forward route whose service token is missing: 503 rather than calling the upstream
-    /// without the credentials it was configured with.
-    Unavailable(&'a ForwardRoute),
 }
 
-/// Step 5: the app or a forward route (api.md "Forward routes").
-pub fn destination<'a>(spec: &'a Application, path: &str) -> Destination<'a> {
+/// Step 5: the app or a forward route (api.md "Forward routes"). A forward route whose service
+/// token is missing is refused (503) rather than calling the upstream without the credentials
+/// it was configured with.
+pub fn destination<'a>(spec: &'a Application, path: &str) -> Result<Destination<'a>, Refusal> {
     match forward_route(&spec.forward_routes, path) {
-        Some(route) if matches!(route.credentials, RouteCredentials::Missing { .. }) => Destination::Unavailable(route),
-        Some(route) => Destination::Route(route),
-        None => Destination::App,
+        Some(route) if matches!(route.credentials, RouteCredentials::Missing { .. }) => Err(Refusal::RouteUnavailable),
+        Some(route) => Ok(Destination::Route(route)),
+        None => Ok(Destination::App),
     }
 }
 

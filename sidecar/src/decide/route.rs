@@ -249,69 +249,49 @@ impl Router {
     }
 
     /// The index of the application serving `host` and `path`, both as [`request_target`]
-    /// returns them (lower-case host without port; normalised path).
-    ///
-    /// Most specific wins (api.md, "Domains"): an exact host beats any wildcard, a longer
-    /// wildcard suffix beats a shorter one, then the longest path prefix on segment boundaries.
-    /// A domain whose prefix does not cover the path does not match at all, so a less specific
-    /// host may still serve it.
+    /// returns them (lower-case host without port; normalised path): the first domain of
+    /// [`Router::walk`] whose prefix covers the path.
     pub fn route(&self, host: &str, path: &str) -> Option<usize> {
-        if let Some(app) = self.exact.get(host).and_then(|entries| first_prefix_match(entries, path)) {
-            return Some(app);
-        }
-        if self.wildcard.is_empty() || is_ip_literal(host) {
-            return None;
-        }
-        // `*.suffix` covers every name ending in `.suffix`, at any depth, never `suffix`:
-        // the candidates are the host's proper suffixes after each dot, longest first.
-        host.match_indices('.')
-            .filter_map(|(i, _)| self.wildcard.get(&host[i + 1..]))
-            .find_map(|entries| first_prefix_match(entries, path))
+        self.walk(host, path).find(|c| c.path_matches).map(|c| c.app)
     }
 
     /// Every application domain whose host matches `host`, most specific first, with whether its
-    /// prefix covers `path`: what an `explain` command shows when [`Router::route`] found nothing
-    /// (or not what the user expected). Allocates; not for the request path.
-    pub fn candidates(&self, host: &str, path: &str) -> Vec<Candidate> {
-        let mut out = Vec::new();
-        let mut push = |entries: &Vec<Entry>, wildcard: Option<&str>| {
-            for e in entries {
-                out.push(Candidate {
-                    app: e.app,
-                    wildcard_suffix: wildcard.map(str::to_owned),
-                    path_prefix: (!e.prefix.is_empty()).then(|| e.prefix.to_string()),
-                    path_matches: prefix_matches(&e.prefix, path),
-                });
-            }
-        };
-        if let Some(entries) = self.exact.get(host) {
-            push(entries, None);
-        }
-        if !is_ip_literal(host) {
-            for (i, _) in host.match_indices('.') {
-                if let Some((suffix, entries)) = self.wildcard.get_key_value(&host[i + 1..]) {
-                    push(entries, Some(suffix));
-                }
-            }
-        }
-        out
+    /// prefix covers `path`. Routing takes the first that covers it; `explain` shows them all.
+    ///
+    /// Most specific first (api.md, "Domains"): an exact host before any wildcard, a longer
+    /// wildcard suffix before a shorter one, then the longest path prefix on segment boundaries.
+    /// A domain whose prefix does not cover the path does not match at all, so a less specific
+    /// host may still serve it. Lazy: one hash probe for the exact host, then one per label of
+    /// the host for wildcards, as far as the caller reads; never allocates.
+    pub fn walk<'s>(&'s self, host: &'s str, path: &'s str) -> impl Iterator<Item = Candidate<'s>> + 's {
+        let exact = self.exact.get(host).into_iter().flatten().map(|e| (None, e));
+        // `*.suffix` covers every name ending in `.suffix`, at any depth, never `suffix`: the
+        // candidates are the host's proper suffixes after each dot, longest first.
+        let wildcards = (!self.wildcard.is_empty() && !is_ip_literal(host))
+            .then(|| host.match_indices('.').filter_map(move |(i, _)| self.wildcard.get_key_value(&host[i + 1..])))
+            .into_iter()
+            .flatten()
+            .flat_map(|(suffix, entries)| entries.iter().map(move |e| (Some(&**suffix), e)));
+        exact.chain(wildcards).map(move |(wildcard_suffix, e)| Candidate {
+            app: e.app,
+            wildcard_suffix,
+            path_prefix: &e.prefix,
+            path_matches: prefix_matches(&e.prefix, path),
+        })
     }
 }
 
-/// One domain that matched a host, for explaining a routing decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
+/// One domain that matched a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate<'s> {
     /// Index into the applications.
     pub app: usize,
     /// `Some(suffix)` when the domain was `*.suffix`.
-    pub wildcard_suffix: Option<String>,
-    pub path_prefix: Option<String>,
+    pub wildcard_suffix: Option<&'s str>,
+    /// The domain's path prefix, `""` for the whole host.
+    pub path_prefix: &'s str,
     /// Whether the prefix covers the path; the first candidate with `true` is the route.
     pub path_matches: bool,
-}
-
-fn first_prefix_match(entries: &[Entry], path: &str) -> Option<usize> {
-    entries.iter().find(|e| prefix_matches(&e.prefix, path)).map(|e| e.app)
 }
 
 /// An IP address has no subdomains: `*.0.0.1` must not cover `10.0.0.1`.

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::Explanation;
+use super::{CorsReport, CredentialReport, DecisionReport, Explanation, PolicyReport, RouteReport};
+
+type Out = std::fmt::Result;
 
 /// Renders `e` for a terminal.
 pub fn render_text(e: &Explanation) -> String {
@@ -12,10 +14,20 @@ pub fn render_text(e: &Explanation) -> String {
     s
 }
 
-fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
+fn render(s: &mut String, e: &Explanation) -> Out {
     writeln!(s, "request: {} {} from {}", e.request.method, e.request.url, e.request.peer)?;
+    route(s, &e.route)?;
+    if let Some(c) = &e.cors {
+        cors(s, c)?;
+    }
+    if let Some(c) = &e.credential {
+        credential(s, c)?;
+    }
+    policies(s, &e.policies)?;
+    decision(s, &e.decision)
+}
 
-    let r = &e.route;
+fn route(s: &mut String, r: &RouteReport) -> Out {
     writeln!(s, "\nroute: {}", r.result)?;
     if let (Some(host), Some(path)) = (&r.host, &r.path) {
         writeln!(s, "  host {host}, normalised path {path}")?;
@@ -41,8 +53,11 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
     if let Some(miss) = &r.nearest_miss {
         writeln!(s, "  nearest miss: {miss}")?;
     }
+    Ok(())
+}
 
-    if let Some(c) = &e.cors {
+fn cors(s: &mut String, c: &CorsReport) -> Out {
+    {
         let owner = match c.owner {
             "disabled" => "no cors section",
             "app" => "the app owns CORS",
@@ -54,8 +69,11 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
         }
         writeln!(s, "  {}", c.detail)?;
     }
+    Ok(())
+}
 
-    if let Some(c) = &e.credential {
+fn credential(s: &mut String, c: &CredentialReport) -> Out {
+    {
         match c.source {
             Some(src) => writeln!(
                 s,
@@ -87,10 +105,13 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
             writeln!(s, "  note: {n}")?;
         }
     }
+    Ok(())
+}
 
-    if !e.policies.is_empty() {
+fn policies(s: &mut String, policies: &[PolicyReport]) -> Out {
+    if !policies.is_empty() {
         writeln!(s, "\npolicies (evaluation order):")?;
-        for p in &e.policies {
+        for p in policies {
             let state = match (p.evaluated, p.matched, p.decided) {
                 (_, _, true) => "matched, decides",
                 (false, _, _) => "not evaluated",
@@ -104,8 +125,10 @@ fn render(s: &mut String, e: &Explanation) -> std::fmt::Result {
             }
         }
     }
+    Ok(())
+}
 
-    let d = &e.decision;
+fn decision(s: &mut String, d: &DecisionReport) -> Out {
     write!(s, "\ndecision: {} ({})", d.outcome, d.reason)?;
     if let Some(p) = &d.policy {
         write!(s, " by policy {p}")?;

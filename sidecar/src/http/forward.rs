@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -18,23 +18,15 @@ use super::headers::{
     is_upgrade_request, remove_cookie, strip_hop_by_hop, AUTHENTICATED_USER_EMAIL, CLIENT_ID, CLIENT_SECRET,
     JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-use super::pipeline::Proxy;
-use super::respond::Refusal;
+use super::proxy::Proxy;
+use super::respond::{refusal, with_cors, Refusal};
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
-use crate::decide::request::Canonical;
+use crate::decide::request::{Canonical, Destination};
 use crate::outbound::OutBody;
 use portcullis_crds::paths;
 use portcullis_crds::snapshot::{ForwardRoute, RouteCredentials, Upstream};
-
-/// Where a request goes.
-pub enum Destination<'a> {
-    /// The app beside us (`--upstream`).
-    App,
-    /// A forward route of the application.
-    Route(&'a ForwardRoute),
-}
 
 /// The identity headers the app receives.
 pub enum IdentityHeaders {
@@ -140,12 +132,42 @@ pub async fn forward(
         Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, forward_path)),
         Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, forward_path)),
     };
-    let uri = match build_uri(upstream, path_and_query) {
-        Some(u) => u,
-        None => return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id),
+    let Some(uri) = build_uri(upstream, path_and_query) else {
+        return refusal(app, fwd.origin.as_ref(), &Refusal::UpstreamUnreachable, request_id);
     };
+    upstream_headers(proxy, &fwd, &mut parts.headers, upgrade, peer);
+    parts.uri = uri;
+    // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
+    parts.version = http::Version::HTTP_11;
+    let (body, body_expired) = deadline_body(proxy, body);
+    let out = Request::from_parts(parts, body);
 
-    let headers = &mut parts.headers;
+    let sent = Instant::now();
+    let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
+    *upstream_time = sent.elapsed();
+    let failure = match result {
+        Ok(Ok(resp)) => return finish(&fwd, resp, client_upgrade),
+        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
+            proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
+            Refusal::BodyTimeout
+        }
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() { "connect" } else { "io" };
+            proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
+            tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error = %e, "upstream request failed");
+            Refusal::UpstreamUnreachable
+        }
+        Err(_) => {
+            proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
+            Refusal::UpstreamTimeout
+        }
+    };
+    refusal(app, fwd.origin.as_ref(), &failure, request_id)
+}
+
+/// The client's headers made the upstream's: hop-by-hop removed, the decided edits applied,
+/// `X-Forwarded-For` appended, and a forward route's own headers.
+fn upstream_headers(proxy: &Proxy, fwd: &Forward<'_>, headers: &mut HeaderMap, upgrade: bool, peer: SocketAddr) {
     strip_hop_by_hop(headers, upgrade);
     fwd.header_edits(proxy.settings.client_scheme, |edit| match edit {
         HeaderEdit::Remove(name) => {
@@ -156,61 +178,48 @@ pub async fn forward(
         }
     });
     append_forwarded_for(headers, peer);
-    match &fwd.destination {
-        Destination::App => {}
-        Destination::Route(route) => {
-            // Another application: its own authority as Host, the route's token, and neither
-            // the user's session cookie nor identity headers.
-            if let Ok(h) = HeaderValue::from_str(&route.upstream.authority) {
-                headers.insert(HOST, h);
-            }
-            remove_cookie(headers, &app.spec.identity.cookie_name);
-            headers.remove(http::header::AUTHORIZATION);
-            if let RouteCredentials::Token(c) = &route.credentials {
-                if let (Ok(id), Ok(secret)) =
-                    (HeaderValue::from_str(&c.client_id), HeaderValue::from_str(c.client_secret.expose()))
-                {
-                    headers.insert(CLIENT_ID, id);
-                    let mut secret = secret;
-                    secret.set_sensitive(true);
-                    headers.insert(CLIENT_SECRET, secret);
-                }
-            }
+    if let Destination::Route(route) = &fwd.destination {
+        route_headers(fwd.app, route, headers);
+    }
+}
+
+/// Another application: its own authority as Host, the route's token, and neither the user's
+/// session cookie nor identity headers.
+fn route_headers(app: &LiveApp, route: &ForwardRoute, headers: &mut HeaderMap) {
+    if let Ok(h) = HeaderValue::from_str(&route.upstream.authority) {
+        headers.insert(HOST, h);
+    }
+    remove_cookie(headers, &app.spec.identity.cookie_name);
+    headers.remove(http::header::AUTHORIZATION);
+    if let RouteCredentials::Token(c) = &route.credentials {
+        if let (Ok(id), Ok(mut secret)) =
+            (HeaderValue::from_str(&c.client_id), HeaderValue::from_str(c.client_secret.expose()))
+        {
+            headers.insert(CLIENT_ID, id);
+            secret.set_sensitive(true);
+            headers.insert(CLIENT_SECRET, secret);
         }
     }
-    parts.uri = uri;
-    // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
-    parts.version = http::Version::HTTP_11;
-    // Only a body still to come can trickle; GETs and the like skip the timer.
-    let (body, body_expired) = if body.is_end_stream() {
+}
+
+/// The request body under `--body-read-timeout`. Only a body still to come can trickle; GETs
+/// and the like skip the timer.
+fn deadline_body(proxy: &Proxy, body: Incoming) -> (OutBody, Option<Expired>) {
+    if body.is_end_stream() {
         (body.map_err(Into::into).boxed(), None)
     } else {
         let (body, expired) = Deadline::new(body, proxy.settings.body_read_timeout);
         (body.boxed(), Some(expired))
-    };
-    let out = Request::from_parts(parts, body);
+    }
+}
 
-    let sent = Instant::now();
-    let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
-    *upstream_time = sent.elapsed();
-    let mut resp = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
-            proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
-            return refusal(app, fwd.origin.as_ref(), Refusal::BodyTimeout, request_id);
-        }
-        Ok(Err(e)) => {
-            let kind = if e.is_connect() { "connect" } else { "io" };
-            proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
-            tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error = %e, "upstream request failed");
-            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id);
-        }
-        Err(_) => {
-            proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
-            return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamTimeout, request_id);
-        }
-    };
-
+/// The app's answer on its way back: an upgrade spliced, hop-by-hop headers removed, a forward
+/// route's `Set-Cookie` stripped, and the CORS headers for the request's origin.
+fn finish(
+    fwd: &Forward<'_>,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<OutBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -224,8 +233,7 @@ pub async fn forward(
             resp.headers_mut().remove(SET_COOKIE);
         }
     }
-    app.cors.apply_to_response(fwd.origin.as_ref(), resp.headers_mut());
-    resp.map(|b| b.map_err(Into::into).boxed())
+    with_cors(fwd.app, fwd.origin.as_ref(), resp.map(|b| b.map_err(Into::into).boxed()))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections.
@@ -242,13 +250,6 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
-}
-
-/// One of the sidecar's own answers, with the CORS headers for the request's origin.
-pub(crate) fn refusal(app: &LiveApp, origin: Option<&HeaderValue>, r: Refusal, request_id: &str) -> Response<OutBody> {
-    let mut resp = r.to_response(request_id);
-    app.cors.apply_to_response(origin, resp.headers_mut());
-    resp
 }
 
 /// The path the app sees: the canonical one (what was routed) with the original query.

@@ -13,9 +13,9 @@ use http::header::SET_COOKIE;
 use http::StatusCode;
 use url::Url;
 
-use super::login::{self as glue, json, redirect_to, Ctx, Refused};
-use super::pipeline::Proxy;
-use super::respond::Refusal;
+use super::login::{self as glue, Ctx, Refused};
+use super::proxy::Proxy;
+use super::respond::{json, redirect_to, Refusal};
 use crate::config::Live;
 use crate::decide::login::{self as rules, CookieAttrs};
 use crate::decide::route::Target;

@@ -7,15 +7,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::header::{HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
 use url::Url;
 
 use super::handoff;
-use super::pipeline::Proxy;
-use super::respond::Refusal;
+use super::proxy::Proxy;
+use super::respond::{json, no_store, redirect_to, sign_in_base, sign_in_required, with_cors, Refusal};
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal, User};
 use crate::decide::login::{self as rules, CallbackError, Endpoint, Pending};
@@ -52,17 +50,13 @@ impl Ctx<'_> {
         self.authority.to_str().ok()
     }
 
-    /// The origin the browser addressed (see `decide::login::public_scheme`).
+    /// The origin the browser addressed.
     pub(super) fn base(&self) -> Option<Url> {
-        let secure = self.app().login.as_ref().is_none_or(|l| l.attrs.secure);
-        let scheme = rules::public_scheme(self.proxy.settings.client_scheme == "https", secure);
-        rules::request_base(scheme, self.authority()?)
+        sign_in_base(self.app(), self.proxy.settings.client_scheme == "https", self.authority()?)
     }
 
-    pub(super) fn finish(&self, mut resp: Response<OutBody>) -> Response<OutBody> {
-        resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        self.app().cors.apply_to_response(self.origin, resp.headers_mut());
-        resp
+    pub(super) fn finish(&self, resp: Response<OutBody>) -> Response<OutBody> {
+        with_cors(self.app(), self.origin, no_store(resp))
     }
 
     pub(super) fn refuse(&self, r: Refusal) -> Response<OutBody> {
@@ -86,33 +80,42 @@ impl Ctx<'_> {
     }
 }
 
-/// Answers a request to `/.portcullis/…`; the reason label is returned for the log line.
-pub async fn handle(cx: &Ctx<'_>, endpoint: Option<Endpoint>) -> (Response<OutBody>, &'static str) {
-    let login = cx.app().login.as_ref();
+/// Whether an application serves this sign-in endpoint: logout and identity always; login with
+/// `login`; the OIDC callback without an authentication host, the hand-off with one. Anything
+/// else under `/.portcullis/` is a 404 (`phases::front` asks this before sending a request here).
+pub fn serves(login: Option<&AppLogin>, endpoint: Endpoint) -> bool {
     match (endpoint, login) {
-        (Some(Endpoint::Login), Some(login)) => match login.authentication_host.as_deref() {
+        (Endpoint::Logout | Endpoint::Identity, _) | (Endpoint::Login, Some(_)) => true,
+        (Endpoint::Callback, Some(l)) => l.authentication_host.is_none(),
+        (Endpoint::Handoff, Some(l)) => l.authentication_host.is_some(),
+        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => false,
+    }
+}
+
+/// Answers a request to `/.portcullis/…`; the reason label is returned for the log line.
+pub async fn handle(cx: &Ctx<'_>, endpoint: Endpoint) -> (Response<OutBody>, &'static str) {
+    let login = cx.app().login.as_ref();
+    if !serves(login, endpoint) {
+        return (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason());
+    }
+    match (endpoint, login) {
+        (Endpoint::Login, Some(login)) => match login.authentication_host.as_deref() {
             Some(host) => (handoff::start(cx, login, host), "login"),
             None => (start(cx, login).await, "login"),
         },
-        (Some(Endpoint::Callback), Some(login)) if login.authentication_host.is_none() => {
-            (callback(cx, login).await, "callback")
+        (Endpoint::Callback, Some(login)) => (callback(cx, login).await, "callback"),
+        (Endpoint::Handoff, Some(login)) => (handoff::redeem(cx, login), "handoff"),
+        (Endpoint::Logout, _) => (logout(cx), "logout"),
+        (Endpoint::Identity, _) => identity(cx),
+        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => {
+            (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason())
         }
-        (Some(Endpoint::Handoff), Some(login)) if login.authentication_host.is_some() => {
-            (handoff::redeem(cx, login), "handoff")
-        }
-        (Some(Endpoint::Logout), _) => (logout(cx), "logout"),
-        (Some(Endpoint::Identity), _) => identity(cx),
-        _ => (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason()),
     }
 }
 
 /// The 401 of an unauthenticated request with the sign-in URL, or the redirect to it.
-pub fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Response<OutBody> {
-    let login = cx.base().map(|base| rules::login_url_for(&base, cx.uri.path_and_query().map_or("/", |p| p.as_str())));
-    match login {
-        Some(url) if redirect => cx.finish(redirect_to(&url)),
-        login => cx.refuse(Refusal::Unauthenticated { reason, login }),
-    }
+fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Response<OutBody> {
+    sign_in_required(cx.app(), cx.origin, cx.base().as_ref(), cx.uri, reason, redirect, cx.request_id)
 }
 
 /// `/.portcullis/login?rd=…`: checks `rd`, binds a new sign-in to this browser with the state
@@ -320,20 +323,4 @@ fn identity(cx: &Ctx<'_>) -> (Response<OutBody>, &'static str) {
         Authn::Failed(f) => (unauthenticated(cx, f.reason(), false), f.reason()),
         _ => (unauthenticated(cx, "no_credentials", false), "no_credentials"),
     }
-}
-
-pub(super) fn redirect_to(location: &str) -> Response<OutBody> {
-    let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
-    *resp.status_mut() = StatusCode::FOUND;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(LOCATION, v);
-    }
-    resp
-}
-
-pub(super) fn json(status: StatusCode, body: serde_json::Value) -> Response<OutBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }

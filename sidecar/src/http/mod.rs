@@ -6,10 +6,12 @@ pub mod forward;
 pub mod handoff;
 pub mod headers;
 pub mod login;
+pub mod phases;
 pub mod pipeline;
+pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod tls;
 
-pub use pipeline::{Proxy, ProxySettings};
+pub use proxy::{Proxy, ProxySettings};
 pub use server::serve;

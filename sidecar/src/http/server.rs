@@ -28,7 +28,8 @@ impl Drop for OpenConnection {
     }
 }
 
-use super::pipeline::{handle, Proxy};
+use super::pipeline::handle;
+use super::proxy::Proxy;
 use super::tls::TlsReloader;
 use crate::outbound::OutBody;
 

@@ -17,6 +17,12 @@ use crate::common::*;
 use crate::load::{self, Judge, Load, LoadSpec, Outcome, Probe, Reply, Report, AFTER, BEFORE, DURING, LATE};
 use crate::servers::{App, Jwks, APP_BODY, MUST_NOT_ARRIVE};
 
+/// The chaos scenarios measure the binary (`PORTCULLIS_SIDECAR_BIN` may name a release build)
+/// and signal it: always a process, never the in-process sidecar.
+pub fn sidecar(manifests: &str, upstream: &str) -> SidecarBuilder {
+    crate::common::sidecar(manifests, upstream).process()
+}
+
 /// Sizes of a run: the short ones for `cargo test`, the long ones for the published table.
 pub struct Knobs {
     /// Length of the load before and after the fault.
@@ -713,7 +719,7 @@ pub async fn terminate_and_wait(sc: &mut Sidecar, bound: Duration) -> (std::proc
     sc.terminate();
     let signalled = Instant::now();
     loop {
-        if let Some(status) = sc.child.try_wait().expect("wait for the sidecar") {
+        if let Some(status) = sc.exit_status() {
             return (status, signalled.elapsed());
         }
         assert!(signalled.elapsed() < bound, "the sidecar did not exit within {bound:?} of SIGTERM");

@@ -16,7 +16,7 @@ use jsonwebtoken::Algorithm;
 
 use crate::common::*;
 use crate::load::{Load, LoadSpec, Outcome, Probe, Report, DURING};
-use crate::scenarios::{self, Tokens, HOST, ORIGIN};
+use crate::scenarios::{self, sidecar, Tokens, HOST, ORIGIN};
 use crate::servers::{App, Jwks};
 
 /// One sample of the sidecar process.
@@ -66,7 +66,7 @@ async fn single_core_capacity(app: &App, probes: &[Probe]) -> (f64, String) {
         .arg("warn")
         .start()
         .await;
-    let pid = sc.child.id();
+    let pid = sc.pid().expect("the soak measures a sidecar process");
     let spec = LoadSpec {
         connections: 16,
         max_duration: Duration::from_secs(8),
@@ -135,7 +135,7 @@ pub async fn run(total: Duration) {
         .arg("2s")
         .start()
         .await;
-    let pid = sc.child.id();
+    let pid = sc.pid().expect("the soak measures a sidecar process");
     let started = Instant::now();
     let load = Load::start(
         sc.addr,

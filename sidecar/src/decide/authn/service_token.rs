@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Service;
+use crate::decide::observe::{Observer, Quiet};
 
 /// The header carrying the token's client id (Cloudflare Access's name; reaches the app).
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("cf-access-client-id");
@@ -49,6 +50,16 @@ impl ServiceTokenFailure {
             ServiceTokenFailure::WrongSecret => "service_token_wrong_secret",
             ServiceTokenFailure::RotatedOut => "service_token_rotated_out",
             ServiceTokenFailure::Expired => "service_token_expired",
+        }
+    }
+
+    /// The check that failed, as `Observer::check_passed` names the ones that passed.
+    pub fn check(&self) -> &'static str {
+        match self {
+            ServiceTokenFailure::Incomplete | ServiceTokenFailure::Malformed => "headers",
+            ServiceTokenFailure::UnknownClientId => "client_id",
+            ServiceTokenFailure::WrongSecret | ServiceTokenFailure::RotatedOut => "secret",
+            ServiceTokenFailure::Expired => "expiry",
         }
     }
 }
@@ -132,6 +143,16 @@ pub fn authenticate(
     headers: &HeaderMap,
     now: i64,
 ) -> Option<Result<Service, ServiceTokenFailure>> {
+    authenticate_with(tokens, headers, now, &mut Quiet)
+}
+
+/// [`authenticate`], reporting each check it passes to `obs`.
+pub fn authenticate_with<O: Observer>(
+    tokens: &ServiceTokens,
+    headers: &HeaderMap,
+    now: i64,
+    obs: &mut O,
+) -> Option<Result<Service, ServiceTokenFailure>> {
     let id = single(headers, &CLIENT_ID_HEADER);
     let secret = single(headers, &CLIENT_SECRET_HEADER);
     let (id, secret) = match (id, secret) {
@@ -140,11 +161,19 @@ pub fn authenticate(
         (Header::One(id), Header::One(secret)) => (id, secret),
         _ => return Some(Err(ServiceTokenFailure::Incomplete)),
     };
-    Some(verify(tokens, id, secret, now))
+    obs.check_passed("headers");
+    Some(verify(tokens, id, secret, now, obs))
 }
 
-fn verify(tokens: &ServiceTokens, id: &str, secret: &str, now: i64) -> Result<Service, ServiceTokenFailure> {
+fn verify<O: Observer>(
+    tokens: &ServiceTokens,
+    id: &str,
+    secret: &str,
+    now: i64,
+    obs: &mut O,
+) -> Result<Service, ServiceTokenFailure> {
     let token = tokens.by_client_id.get(id).ok_or(ServiceTokenFailure::UnknownClientId)?;
+    obs.check_passed("client_id");
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let current = bool::from(digest.ct_eq(&token.secret_sha256));
     if !current {
@@ -156,10 +185,12 @@ fn verify(tokens: &ServiceTokens, id: &str, secret: &str, now: i64) -> Result<Se
             return Err(ServiceTokenFailure::RotatedOut);
         }
     }
+    obs.check_passed("secret");
     // The token's own expiry covers both secrets: a grace period never outlives the token.
     if token.expires_at.is_some_and(|at| at <= now) {
         return Err(ServiceTokenFailure::Expired);
     }
+    obs.check_passed("expiry");
     Ok(token.service.clone())
 }
 

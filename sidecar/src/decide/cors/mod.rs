@@ -13,8 +13,6 @@ mod origin;
 #[cfg(test)]
 mod tests;
 
-use std::fmt::Write as _;
-
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
@@ -25,6 +23,7 @@ use portcullis_crds::snapshot::{AllowedOrigins, Cors, CorsPolicy};
 
 use self::headers::{list_elements, AllowHeaders, AllowMethods};
 use self::origin::{AllowOrigin, RequestOrigin};
+use super::observe::{Observer, Quiet};
 
 pub use self::headers::PREFLIGHT_VARY;
 
@@ -263,40 +262,29 @@ impl CorsConfig {
     /// Decides a preflight. api.md: no `cors` → refused; `bypassOptionsToOrigin` → forwarded;
     /// otherwise answered by the sidecar, or refused, and never forwarded.
     pub fn preflight(&self, p: &Preflight<'_>) -> PreflightOutcome {
+        self.preflight_with(p, &mut Quiet)
+    }
+
+    /// [`CorsConfig::preflight`], telling `obs` why a refused preflight is refused: the origin,
+    /// method or header that failed and what is allowed.
+    pub fn preflight_with<O: Observer>(&self, p: &Preflight<'_>, obs: &mut O) -> PreflightOutcome {
         let policy = match &self.owner {
-            Owner::Disabled => return PreflightOutcome::Refuse(PreflightRefusal::CorsNotConfigured),
+            Owner::Disabled => {
+                obs.preflight_refused(
+                    &"the application has no cors section; add one, or set cors.bypassOptionsToOrigin to let the \
+                      app answer",
+                );
+                return PreflightOutcome::Refuse(PreflightRefusal::CorsNotConfigured);
+            }
             Owner::BypassToOrigin => return PreflightOutcome::Forward,
             Owner::Owned(policy) => policy,
         };
         match policy.check(p) {
             Ok(grant) => PreflightOutcome::Answer(policy.answer(p, &grant)),
-            Err(f) => PreflightOutcome::Refuse(f.refusal()),
-        }
-    }
-
-    /// A sentence saying what `preflight` decides and why, naming the origin, method or header
-    /// that failed and what is allowed (for an `explain` command and logs; allocates).
-    pub fn explain_preflight(&self, p: &Preflight<'_>) -> String {
-        let policy = match &self.owner {
-            Owner::Disabled => {
-                return "refused (403, cors_not_configured): the application has no cors section; add one, \
-                        or set cors.bypassOptionsToOrigin to let the app answer"
-                    .to_owned()
+            Err(f) => {
+                obs.preflight_refused(&Explained { policy, failure: &f });
+                PreflightOutcome::Refuse(f.refusal())
             }
-            Owner::BypassToOrigin => {
-                return "forwarded to the app unauthenticated: cors.bypassOptionsToOrigin is set".to_owned()
-            }
-            Owner::Owned(policy) => policy,
-        };
-        match policy.check(p) {
-            Ok(grant) => {
-                let mut s = "answered (200) with".to_owned();
-                for (name, value) in &policy.answer(p, &grant) {
-                    let _ = write!(s, " {name}: {};", String::from_utf8_lossy(value.as_bytes()));
-                }
-                s
-            }
-            Err(f) => format!("refused (403, {}): {}", f.refusal().reason(), policy.explain(&f)),
         }
     }
 
@@ -343,6 +331,18 @@ fn strip_access_control(response: &mut HeaderMap) {
         for name in others {
             response.remove(name);
         }
+    }
+}
+
+/// A refused preflight's explanation, formatted only when an observer keeps it.
+struct Explained<'p, 'a> {
+    policy: &'p Policy,
+    failure: &'p Failure<'a>,
+}
+
+impl std::fmt::Display for Explained<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.policy.explain(self.failure))
     }
 }
 

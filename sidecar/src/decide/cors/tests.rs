@@ -461,13 +461,17 @@ fn preflights() {
             _ => panic!("{}: got {got:?}", c.desc),
         }
         // A refusal never carries an allow header: there is no header map to carry one.
-        let explained = cfg.explain_preflight(match &classify(&Method::OPTIONS, &map(c.request)) {
-            Classified::Preflight(p) => p,
-            _ => unreachable!(),
-        });
-        if let PreflightOutcome::Refuse(r) = got {
-            assert!(explained.contains(r.reason()), "{}: {explained}", c.desc);
-        }
+        // The observed decision is the decision, and a refusal says why.
+        let mut why = Why::default();
+        let observed = cfg.preflight_with(
+            match &classify(&Method::OPTIONS, &map(c.request)) {
+                Classified::Preflight(p) => p,
+                _ => unreachable!(),
+            },
+            &mut why,
+        );
+        assert_eq!(observed, got, "{}", c.desc);
+        assert_eq!(why.0.is_empty(), !matches!(got, PreflightOutcome::Refuse(_)), "{}: {:?}", c.desc, why.0);
     }
 }
 
@@ -479,12 +483,12 @@ fn explains_what_failed_and_what_is_allowed() {
         ("access-control-request-headers", "x-office, X-Secret"),
     ]);
     let Classified::Preflight(p) = classify(&Method::OPTIONS, &h) else { panic!("preflight") };
-    let e = owned().explain_preflight(&p);
+    let e = explained(&owned(), &p);
     assert!(e.contains("\"X-Secret\"") && e.contains("x-office, content-type"), "{e}");
 
     let h = map(&[("origin", "https://evil.test"), ("access-control-request-method", "PUT")]);
     let Classified::Preflight(p) = classify(&Method::OPTIONS, &h) else { panic!("preflight") };
-    let e = owned().explain_preflight(&p);
+    let e = explained(&owned(), &p);
     assert!(e.contains("https://evil.test") && e.contains("https://*.example.com"), "{e}");
 }
 
@@ -810,4 +814,20 @@ proptest! {
             prop_assert!(!varies.is_empty());
         }
     }
+}
+
+/// Keeps what `preflight_with` says about a refusal.
+#[derive(Default)]
+struct Why(String);
+
+impl crate::decide::observe::Observer for Why {
+    fn preflight_refused(&mut self, why: &dyn std::fmt::Display) {
+        self.0 = why.to_string();
+    }
+}
+
+fn explained(cfg: &CorsConfig, p: &Preflight<'_>) -> String {
+    let mut why = Why::default();
+    cfg.preflight_with(p, &mut why);
+    why.0
 }

@@ -727,4 +727,50 @@ proptest! {
             Decision::NoMatch | Decision::Unauthenticated => {}
         }
     }
+
+    /// Watching every rule of every policy changes nothing: the exhaustive observer gets the
+    /// decision of the request path, sees every policy once in evaluation order (phase 1 first),
+    /// each rule once, and marks evaluated exactly the policies up to the deciding one.
+    #[test]
+    fn an_exhaustive_observer_sees_the_same_decision(
+        policies in prop::collection::vec(any_policy(any_rule().boxed()), 0..6),
+        authn in any_subject(),
+        ip in any_ip(),
+    ) {
+        let mut all = All::default();
+        let d = evaluate_with(&policies, &authn, ip, &mut all);
+        prop_assert_eq!(d, evaluate(&policies, &authn, ip));
+        prop_assert_eq!(all.steps.len(), policies.len());
+        let rules: usize = policies.iter().map(|p| p.include.len() + p.require.len() + p.exclude.len()).sum();
+        prop_assert_eq!(all.rules, rules);
+        let phases: Vec<u8> = all.steps.iter().map(|s| s.phase).collect();
+        prop_assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{:?}", phases);
+        let deciding = all.steps.iter().position(|s| Some(s.policy) == d.policy());
+        for (i, s) in all.steps.iter().enumerate() {
+            let reached = match deciding {
+                Some(at) => i <= at,
+                None => s.phase == 1 || !matches!(d, Decision::Unauthenticated),
+            };
+            prop_assert_eq!(s.evaluated, reached, "{:?} decided {:?}", s, d);
+        }
+    }
+}
+
+/// Sees every policy and counts every rule.
+#[derive(Default)]
+struct All {
+    steps: Vec<crate::decide::observe::PolicyStep>,
+    rules: usize,
+}
+
+impl crate::decide::observe::Observer for All {
+    const EXHAUSTIVE: bool = true;
+
+    fn rule(&mut self, _: crate::decide::observe::RuleKind, _: usize, _: bool) {
+        self.rules += 1;
+    }
+
+    fn policy(&mut self, step: crate::decide::observe::PolicyStep) {
+        self.steps.push(step);
+    }
 }

@@ -20,6 +20,7 @@ use portcullis_crds::snapshot::{self, Algorithm};
 use serde::Deserialize;
 
 use super::{IdentityHeaderValues, User};
+use crate::decide::observe::{Observer, Quiet};
 use keys::{jwt_alg, Selection};
 pub use keys::{JwksError, KeySet};
 pub use source::{find_token, TokenSource};
@@ -97,6 +98,23 @@ impl JwtFailure {
     }
 
     /// The issuer whose JWKS should be refreshed before one retry, for [`JwtFailure::UnknownKey`].
+    /// The check that failed, as `Observer::check_passed` names the ones that passed.
+    pub fn check(&self) -> &'static str {
+        match self {
+            JwtFailure::TooLarge => "size",
+            JwtFailure::Malformed => "format",
+            JwtFailure::UnknownCrit => "crit",
+            JwtFailure::AlgorithmNotAllowed => "algorithm",
+            JwtFailure::UnknownIssuer => "issuer",
+            JwtFailure::NoKeys { .. } => "keys",
+            JwtFailure::UnknownKey { .. } | JwtFailure::KeyMismatch | JwtFailure::AmbiguousKey => "key",
+            JwtFailure::BadSignature => "signature",
+            JwtFailure::WrongAudience => "audience",
+            JwtFailure::MissingExp | JwtFailure::InvalidClaims => "claims",
+            JwtFailure::Expired | JwtFailure::NotYetValid => "expiry",
+        }
+    }
+
     pub fn refresh_issuer(&self) -> Option<usize> {
         match self {
             JwtFailure::UnknownKey { issuer } => Some(*issuer),
@@ -274,30 +292,50 @@ impl JwtConfig {
         keys: &K,
         now: i64,
     ) -> Result<Arc<User>, JwtFailure> {
+        self.authenticate_with(token, keys, now, &mut Quiet)
+    }
+
+    /// [`JwtConfig::authenticate`], reporting each check it passes to `obs`.
+    pub fn authenticate_with<K: KeySource + ?Sized, O: Observer>(
+        &self,
+        token: &str,
+        keys: &K,
+        now: i64,
+        obs: &mut O,
+    ) -> Result<Arc<User>, JwtFailure> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(JwtFailure::TooLarge);
         }
+        obs.check_passed("size");
         if let Some(hit) = self.cache.get(token) {
             let current = keys.keys(hit.issuer).map(|k| k.generation());
             if current == Some(hit.generation) {
                 // The index is valid: the entry was made with this config's issuers.
                 let skew = self.issuers.get(hit.issuer).map_or(0, |r| r.skew);
+                obs.check_passed("cached");
                 if let Err(e) = check_times(hit.exp, hit.nbf, now, skew) {
                     if e == JwtFailure::Expired {
                         self.cache.remove(token);
                     }
                     return Err(e);
                 }
+                obs.check_passed("expiry");
                 return Ok(hit.user);
             }
         }
-        let verified = self.verify(token, keys, now)?;
+        let verified = self.verify(token, keys, now, obs)?;
         let user = verified.user.clone();
         self.cache.insert(token.into(), verified);
         Ok(user)
     }
 
-    fn verify<K: KeySource + ?Sized>(&self, token: &str, keys: &K, now: i64) -> Result<Verified, JwtFailure> {
+    fn verify<K: KeySource + ?Sized, O: Observer>(
+        &self,
+        token: &str,
+        keys: &K,
+        now: i64,
+        obs: &mut O,
+    ) -> Result<Verified, JwtFailure> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -305,30 +343,38 @@ impl JwtConfig {
             // Also refuses JWE (five parts): we verify signatures, we do not decrypt.
             return Err(JwtFailure::Malformed);
         };
+        // Both JSON parts are read before any of their fields is judged, so `format` is one
+        // check that passed or failed before the others.
         let header: RawHeader = serde_json::from_slice(&b64(header_b64)?).map_err(|_| JwtFailure::Malformed)?;
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&b64(payload_b64)?).map_err(|_| JwtFailure::Malformed)?;
+        obs.check_passed("format");
         if header.crit.is_some() {
             // We understand no extension, and an empty `crit` is itself invalid (RFC 7515
             // §4.1.11), so any `crit` refuses the token.
             return Err(JwtFailure::UnknownCrit);
         }
+        obs.check_passed("crit");
         // `none` and HS* are not `Algorithm`s at all: refused whatever the configuration says.
         let alg = Algorithm::from_name(&header.alg).ok_or(JwtFailure::AlgorithmNotAllowed)?;
-        let claims: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&b64(payload_b64)?).map_err(|_| JwtFailure::Malformed)?;
 
         // The unverified `iss` only chooses whose keys to try; the signature decides.
         let iss = claims.get("iss").and_then(|v| v.as_str()).ok_or(JwtFailure::UnknownIssuer)?;
         let index = self.issuers.iter().position(|r| *r.issuer == *iss).ok_or(JwtFailure::UnknownIssuer)?;
+        obs.check_passed("issuer");
         let rule = &self.issuers[index];
         if !rule.algorithms.contains(&alg) {
             return Err(JwtFailure::AlgorithmNotAllowed);
         }
+        obs.check_passed("algorithm");
         let key_set = keys.keys(index).ok_or(JwtFailure::NoKeys { issuer: index })?;
+        obs.check_passed("keys");
         let key = key_set.select(header.kid.as_deref(), alg).map_err(|s| match s {
             Selection::Unknown => JwtFailure::UnknownKey { issuer: index },
             Selection::Mismatch => JwtFailure::KeyMismatch,
             Selection::Ambiguous => JwtFailure::AmbiguousKey,
         })?;
+        obs.check_passed("key");
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), &key.decoding, jwt_alg(alg)) {
             Ok(true) => {}
@@ -337,10 +383,12 @@ impl JwtConfig {
             }
             Ok(false) | Err(_) => return Err(JwtFailure::BadSignature),
         }
+        obs.check_passed("signature");
 
         if !audience_matches(claims.get("aud"), &rule.audiences) {
             return Err(JwtFailure::WrongAudience);
         }
+        obs.check_passed("audience");
         let exp = match claims.get("exp") {
             None => return Err(JwtFailure::MissingExp),
             // A fractional NumericDate (RFC 7519 §2) rounds towards refusal on both ends.
@@ -350,7 +398,9 @@ impl JwtConfig {
             None => None,
             Some(v) => Some(numeric_date(v, f64::ceil).ok_or(JwtFailure::InvalidClaims)?),
         };
+        obs.check_passed("claims");
         check_times(exp, nbf, now, rule.skew)?;
+        obs.check_passed("expiry");
 
         // A token without `email` is still an identity (api.md "Identities").
         let email = claims.get("email").and_then(|v| v.as_str()).map(str::to_owned);

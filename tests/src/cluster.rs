@@ -25,7 +25,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
-use super::{eventually, free_port, get, repo_root, tempdir::TempDir};
+use crate::{eventually, free_port, get, repo_root, tempdir::TempDir};
 
 /// Field manager of everything the tests write.
 const MANAGER: &str = "portcullis-e2e";
@@ -240,7 +240,7 @@ fn impersonating_kubeconfig(dir: &Path, user: &str) -> PathBuf {
 
 /// The operator binary next to this test executable.
 pub fn operator_bin() -> PathBuf {
-    let bin = super::sidecar_bin().with_file_name("portcullis-operator");
+    let bin = crate::sidecar_bin().with_file_name("portcullis-operator");
     assert!(bin.exists(), "{} not found: run `cargo build --workspace --bins`", bin.display());
     bin
 }
@@ -359,11 +359,11 @@ pub async fn running_sidecar_pods(
     count: usize,
     upstream: &str,
     push_key: &str,
-) -> Vec<super::Sidecar> {
+) -> Vec<crate::Sidecar> {
     let mut sidecars = Vec::new();
     for i in 0..count {
         let name = format!("{app}-{i}");
-        let sc = super::sidecar_without_manifests(upstream, push_key, ns, &name).await;
+        let sc = crate::sidecar_without_manifests(upstream, push_key, ns, &name).await;
         let pod = sidecar_pod(&name, json!({"app": app}), sc.addr.port(), sc.admin.port());
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
         set_running(pods, &name, 0).await;

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use super::{repo_root, Recorded, SidecarBuilder};
+use crate::{repo_root, Recorded, SidecarBuilder};
 
 /// The OIDC client the IdP registers and the sidecar uses.
 pub const CLIENT_ID: &str = "portcullis";
@@ -51,7 +51,7 @@ pub fn require_tools(need_chromium: bool) {
 /// certificate for `hosts` from a new test CA written to `dir` (returned for `SSL_CERT_FILE`).
 pub fn tls_sidecar(dir: &Path, hosts: &[&str], port: u16, manifests: &str, upstream: &str) -> (Pki, SidecarBuilder) {
     let pki = Pki::new(dir, hosts);
-    let builder = super::sidecar(manifests, upstream)
+    let builder = crate::sidecar(manifests, upstream)
         .port(port)
         .arg("--tls-cert")
         .arg(pki.cert.to_str().expect("utf-8 path"))
@@ -115,7 +115,7 @@ pub struct Idp {
 impl Idp {
     pub fn start(redirect_uris: &[String]) -> Idp {
         require_tools(false);
-        let port = super::free_port();
+        let port = crate::free_port();
         let mut child = Command::new("node")
             .arg(browser_dir().join("idp.mjs"))
             .arg(port.to_string())
@@ -168,7 +168,7 @@ impl App {
         let addr = listener.local_addr().expect("addr");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = requests.clone();
-        let task = super::serve_loop(listener, move |req| {
+        let task = crate::serve_loop(listener, move |req| {
             let answer = app_answer(req, &rec);
             async move { answer }
         });
@@ -278,7 +278,7 @@ pub fn step<'a>(out: &'a serde_json::Value, what: &str) -> &'a serde_json::Value
 
 /// Bounded wait for `f`.
 pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    super::eventually(Duration::from_secs(10), what, || {
+    crate::eventually(Duration::from_secs(10), what, || {
         let ok = f();
         async move { ok.then_some(()) }
     })

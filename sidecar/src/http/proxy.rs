@@ -1,0 +1,110 @@
+//! Everything a request needs that outlives it, shared by all connections: the live config,
+//! the outbound client, the start-up settings, the metrics, and the request ids.
+//!
+//! Owns [`Proxy`], [`ProxySettings`] and the request-id format. Must not decide or answer
+//! requests (the phases in `pipeline.rs` do); every module of `http/` may depend on this one,
+//! and it depends on none of them, so they import no one in a circle.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderValue;
+use ipnet::IpNet;
+use portcullis_crds::snapshot::Upstream;
+
+use crate::config::ConfigStore;
+use crate::decide::client_headers::UnderscoreHeaders;
+use crate::metrics::Metrics;
+use crate::outbound::HttpClient;
+
+/// Settings fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// The app beside us (`--upstream`).
+    pub upstream: Upstream,
+    /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long the upstream may take to send response headers before we answer 504.
+    pub upstream_timeout: Duration,
+    /// Scheme clients reach us with (`X-Forwarded-Proto`).
+    pub client_scheme: &'static str,
+    /// `--headers-with-underscores`: what header names with `_` get (protected spellings are
+    /// always removed).
+    pub underscore_headers: UnderscoreHeaders,
+    /// `--body-read-timeout`: the longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Proxy {
+    pub store: Arc<ConfigStore>,
+    pub client: HttpClient,
+    pub settings: ProxySettings,
+    pub metrics: Arc<Metrics>,
+    request_ids: RequestIds,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
+        Self { store, client, settings, metrics, request_ids: RequestIds::new() }
+    }
+
+    /// A fresh request id (`x-request-id`).
+    pub fn next_request_id(&self) -> HeaderValue {
+        self.request_ids.next()
+    }
+}
+
+/// Request ids: a per-process random prefix and a counter — unique, cheap, and not guessable
+/// across restarts.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+// === impl RequestIds ===
+
+impl RequestIds {
+    fn new() -> Self {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        Self { prefix: (seed as u32) ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let s = format_id(&mut buf, self.prefix, n);
+        // Only hex digits and '-': always a valid header value.
+        HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+fn format_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    for i in 0..16 {
+        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_and_well_formed() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 25);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
+    }
+}

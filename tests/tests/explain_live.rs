@@ -1,0 +1,216 @@
+//! `explain` against the live proxy, as a property: for generated configurations (CORS owned,
+//! forwarded to the app or absent; Enforce or Audit; with or without OIDC sign-in and each
+//! `unauthenticatedResponse`; a public Bypass path) and generated requests (preflights, service
+//! tokens good and bad, JWTs, navigations, reserved paths, odd hosts), `explain` predicts what
+//! the running sidecar does: the status, every header and the JSON body of an answer it makes
+//! itself, or — for a forwarded request — that the app is called, with exactly the identity
+//! headers explain names, and that the answer carries the headers explain says the proxy adds.
+//!
+//! The sidecar runs in-process on pre-bound `127.0.0.1:0` listeners (`run::serve_on`).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use portcullis_sidecar::cli::Args;
+use portcullis_sidecar::config::manifests::{compile_sources, read_sources};
+use portcullis_sidecar::explain::command::live_from_snapshot;
+use portcullis_sidecar::explain::{explain, ExplainRequest, Options};
+use portcullis_sidecar::run::{serve_on, Role};
+use proptest::prelude::*;
+use tokio::net::TcpListener;
+
+/// The spec-level sections of one generated application.
+#[derive(Clone, Debug)]
+struct Config {
+    cors: usize,
+    audit: bool,
+    login: Option<usize>,
+    public: bool,
+}
+
+const CORS: [&str; 3] = ["", SEED_CORS, "  cors:\n    bypassOptionsToOrigin: true\n"];
+const UNAUTHENTICATED: [&str; 3] = ["Auto", "Redirect", "Status401"];
+
+// === impl Config ===
+
+impl Config {
+    fn manifests(&self) -> String {
+        let mut spec = CORS[self.cors].to_owned();
+        if self.audit {
+            spec.push_str("  mode: Audit\n");
+        }
+        if let Some(u) = self.login {
+            // Never contacted: the answers compared here are made before any call to the provider.
+            spec.push_str("  login:\n    oidc: { issuer: \"http://127.0.0.1:9/oidc\", clientId: portcullis }\n");
+            spec.push_str(&format!("  unauthenticatedResponse: {}\n", UNAUTHENTICATED[u]));
+        }
+        seed_manifests(&inline_jwks(), &spec, if self.public { PUBLIC_BYPASS } else { "" })
+    }
+}
+
+fn any_config() -> impl Strategy<Value = Config> {
+    (0..CORS.len(), any::<bool>(), prop::option::of(0..UNAUTHENTICATED.len()), any::<bool>())
+        .prop_map(|(cors, audit, login, public)| Config { cors, audit, login, public })
+}
+
+/// One generated request: method, path, host, and a set of optional headers.
+#[derive(Clone, Debug)]
+struct Req {
+    method: &'static str,
+    path: &'static str,
+    host: &'static str,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn tokens() -> &'static [String; 3] {
+    static T: OnceLock<[String; 3]> = OnceLock::new();
+    T.get_or_init(|| {
+        [
+            mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 3600)),
+            mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("contractor@mysite.com", 3600)),
+            mint("rsa2.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 3600)),
+        ]
+    })
+}
+
+fn any_req() -> impl Strategy<Value = Req> {
+    let method = prop::sample::select(vec!["GET", "POST", "OPTIONS", "PUT"]);
+    let path =
+        prop::sample::select(vec!["/data", "/public/x", "/public/../data", "/.portcullis/nope", "/data?q=1", "//data"]);
+    let host = prop::sample::select(vec!["api.mysite.com", "API.mysite.com:8443", "x.apps.mysite.com", "other.test"]);
+    let optional = prop::collection::vec(0usize..12, 0..5);
+    (method, path, host, optional).prop_map(|(method, path, host, picks)| {
+        let mut headers: Vec<(&'static str, String)> = Vec::new();
+        for p in picks {
+            let h = match p {
+                0 => ("origin", "https://example.com".to_owned()),
+                1 => ("origin", "https://evil.test".to_owned()),
+                2 => ("access-control-request-method", "GET".to_owned()),
+                3 => ("access-control-request-method", "PUT".to_owned()),
+                4 => ("access-control-request-headers", "office".to_owned()),
+                5 => ("sec-fetch-mode", "navigate".to_owned()),
+                6 => ("accept", "text/html".to_owned()),
+                7 => ("authorization", format!("Bearer {}", tokens()[0])),
+                8 => ("cookie", format!("CF_Authorization={}", tokens()[1])),
+                9 => ("cf-access-jwt-assertion", tokens()[2].clone()),
+                10 => ("cf-access-client-id", TOKEN_ID.to_owned()),
+                _ => ("cf-access-client-secret", TOKEN_SECRET.to_owned()),
+            };
+            if !headers.iter().any(|(n, _)| *n == h.0) {
+                headers.push(h);
+            }
+        }
+        Req { method, path, host, headers }
+    })
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().expect("runtime"))
+}
+
+/// Headers the comparison leaves out: the transport's own, and the id that differs per request.
+fn comparable(name: &str) -> bool {
+    !matches!(name, "date" | "content-length" | "x-request-id" | "transfer-encoding" | "connection")
+}
+
+const IDENTITY: [&str; 3] = ["cf-access-jwt-assertion", "cf-access-authenticated-user-email", "cf-access-client-id"];
+
+async fn check(config: &Config, reqs: &[Req]) -> Result<(), TestCaseError> {
+    let dir = tempdir::TempDir::new("explain-live");
+    let path = dir.path().join("access.yaml");
+    std::fs::write(&path, config.manifests()).expect("write manifests");
+    let up = Upstream::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let addr = listener.local_addr().expect("addr");
+    let flags = ["--manifests", path.to_str().expect("utf-8 path"), "--upstream", &up.url()];
+    let args = Args::from_flags(flags.iter().map(|s| s.to_string())).expect("flags");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(Role::Sidecar, args, listener, admin, async move {
+        let _ = stopped.await;
+    }));
+
+    let compiled = compile_sources(&read_sources(&path).expect("read"), "default").expect("compile");
+    let live = live_from_snapshot(compiled.snapshot).await.expect("live");
+    let now = jiff::Timestamp::now().as_second();
+    for r in reqs {
+        let what = format!("{config:?} {r:?}");
+        let url = format!("http://{}{}", r.host, r.path);
+        let headers: Vec<(String, String)> = r.headers.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+        let req = ExplainRequest { method: r.method.to_owned(), url: url.clone(), headers, peer: None };
+        let e = explain(&live, &req, &Options { now, ..Options::default() }).expect("explainable");
+        let e = serde_json::to_value(&e).expect("json");
+
+        let before = up.count();
+        let mut h: Vec<(&str, &str)> = vec![("host", r.host)];
+        h.extend(r.headers.iter().map(|(n, v)| (*n, v.as_str())));
+        let got = send(r.method, &format!("http://{addr}{}", r.path), &h).await.map_err(TestCaseError::fail)?;
+        let predicted: Vec<(String, String)> =
+            serde_json::from_value(e["decision"]["response_headers"].clone()).expect("pairs");
+        let predicted: Vec<_> = predicted.into_iter().filter(|(n, _)| comparable(n)).collect();
+        let live_headers: Vec<(String, String)> = got
+            .headers
+            .iter()
+            .filter(|(n, _)| comparable(n.as_str()))
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        prop_assert!(got.header("x-request-id").is_some(), "{what}");
+        match e["decision"]["status"].as_u64() {
+            Some(status) => {
+                prop_assert_eq!(u64::from(got.status), status, "{}: {}", what, e);
+                prop_assert_eq!(up.count(), before, "{}: explain says answered by the sidecar", what);
+                prop_assert_eq!(&live_headers, &predicted, "{}", what);
+                let mut body = e["decision"]["body"].clone();
+                let mut live_body: serde_json::Value =
+                    if got.body.is_empty() { serde_json::Value::Null } else { got.json() };
+                for b in [&mut body, &mut live_body] {
+                    if let Some(o) = b.as_object_mut() {
+                        o.remove("request_id");
+                    }
+                }
+                prop_assert_eq!(live_body, body, "{}", what);
+            }
+            None => {
+                prop_assert_eq!(up.count(), before + 1, "{}: explain says forwarded: {}", what, e);
+                for p in &predicted {
+                    prop_assert!(live_headers.contains(p), "{}: {:?} missing from {:?}", what, p, live_headers);
+                }
+                let seen = up.last().headers;
+                let sent: Vec<&str> = IDENTITY.iter().copied().filter(|n| seen.contains_key(*n)).collect();
+                let said: Vec<String> =
+                    serde_json::from_value(e["decision"]["identity_headers"].clone()).expect("names");
+                prop_assert_eq!(sent, said.iter().map(String::as_str).collect::<Vec<_>>(), "{}", what);
+            }
+        }
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn explain_predicts_the_live_proxy(config in any_config(), reqs in prop::collection::vec(any_req(), 12)) {
+        runtime().block_on(check(&config, &reqs))?;
+    }
+}
+
+/// The generator reaches what the property is about: sign-in answers among them.
+#[test]
+fn sign_in_answers_are_compared() {
+    let config = Config { cors: 1, audit: false, login: Some(0), public: false };
+    let navigate = Req {
+        method: "GET",
+        path: "/data",
+        host: "api.mysite.com",
+        headers: vec![("sec-fetch-mode", "navigate".to_owned()), ("origin", "https://example.com".to_owned())],
+    };
+    let api = Req { headers: vec![("origin", "https://example.com".to_owned())], ..navigate.clone() };
+    runtime().block_on(check(&config, &[navigate, api])).expect("explain predicts the sign-in redirect and 401");
+}
