@@ -87,37 +87,70 @@ impl Forward<'_> {
     /// upstream request; the external authorizer hands the same edits to the proxy it serves.
     /// Hop-by-hop headers, `X-Forwarded-For` and a forward route's own headers stay the glue's.
     pub fn header_edits(&self, client_scheme: &'static str, mut edit: impl FnMut(HeaderEdit)) {
-        for name in &PROTECTED_NAMES {
-            // X-Forwarded-Host and -Proto are set below; X-Forwarded-For is appended to.
-            if !name.as_str().starts_with("x-forwarded-") {
-                edit(HeaderEdit::Remove(name.clone()));
-            }
-        }
-        edit(HeaderEdit::Remove(self.app.jwt.header_name().clone()));
-        for name in &self.drop_headers {
+        for name in self.removed_names() {
             edit(HeaderEdit::Remove(name.clone()));
         }
-        edit(HeaderEdit::Set(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme)));
-        edit(HeaderEdit::Set(X_FORWARDED_HOST, self.canonical.authority.clone()));
+        self.header_sets(client_scheme, |name, value| edit(HeaderEdit::Set(name, value)));
+    }
+
+    /// The names [`Forward::header_edits`] removes: the protected names but `X-Forwarded-*`
+    /// (Host and Proto are set, For is appended to), the application's JWT header, and the
+    /// underscore spellings.
+    fn removed_names(&self) -> impl Iterator<Item = &HeaderName> {
+        PROTECTED_NAMES
+            .iter()
+            .filter(|n| !is_forwarded(n))
+            .chain(std::iter::once(self.app.jwt.header_name()))
+            .chain(&self.drop_headers)
+    }
+
+    /// Whether `name` is one of [`Forward::removed_names`], testing the cheap equalities first.
+    fn removes(&self, name: &HeaderName) -> bool {
+        (PROTECTED_NAMES.contains(name) && !is_forwarded(name))
+            || name == self.app.jwt.header_name()
+            || self.drop_headers.contains(name)
+    }
+
+    /// Applies [`Forward::header_edits`] to the request's own headers: the removals in one pass
+    /// over the names present (a handful, usually none of them removed) instead of one hashed
+    /// lookup per name removed, then the values set.
+    fn edit_headers(&self, client_scheme: &'static str, headers: &mut http::HeaderMap) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| self.removes(n)).cloned().collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+        self.header_sets(client_scheme, |name, value| {
+            headers.insert(name, value);
+        });
+    }
+
+    /// The `Set` half of [`Forward::header_edits`].
+    fn header_sets(&self, client_scheme: &'static str, mut edit: impl FnMut(HeaderName, HeaderValue)) {
+        edit(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme));
+        edit(X_FORWARDED_HOST, self.canonical.authority.clone());
         if !matches!(self.destination, Destination::App) {
             return; // another application: its own Host and token, never our identity headers
         }
         // The app sees the authority that was routed, never a `Host` the client sent beside
         // another target (RFC 9112 §3.2.2: the target's authority replaces it).
-        edit(HeaderEdit::Set(HOST, self.canonical.authority.clone()));
+        edit(HOST, self.canonical.authority.clone());
         match &self.identity {
             IdentityHeaders::None => {}
             IdentityHeaders::User(values) => {
                 if let Some(j) = &values.assertion {
-                    edit(HeaderEdit::Set(JWT_ASSERTION, j.clone()));
+                    edit(JWT_ASSERTION, j.clone());
                 }
                 if let Some(e) = &values.email {
-                    edit(HeaderEdit::Set(AUTHENTICATED_USER_EMAIL, e.clone()));
+                    edit(AUTHENTICATED_USER_EMAIL, e.clone());
                 }
             }
-            IdentityHeaders::Service { client_id } => edit(HeaderEdit::Set(CLIENT_ID, client_id.clone())),
+            IdentityHeaders::Service { client_id } => edit(CLIENT_ID, client_id.clone()),
         }
     }
+}
+
+fn is_forwarded(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-forwarded-")
 }
 
 /// Sends the request on and returns the answer (or the sidecar's own 502/504/503).
@@ -146,14 +179,7 @@ pub async fn forward(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    fwd.header_edits(proxy.settings.client_scheme, |edit| match edit {
-        HeaderEdit::Remove(name) => {
-            headers.remove(name);
-        }
-        HeaderEdit::Set(name, value) => {
-            headers.insert(name, value);
-        }
-    });
+    fwd.edit_headers(proxy.settings.client_scheme, headers);
     append_forwarded_for(headers, peer);
     match &fwd.destination {
         Destination::App => {}
