@@ -172,9 +172,18 @@ pub async fn forward(
         Destination::App => (&proxy.settings.upstream, app_path(&parts.uri, forward_path)),
         Destination::Route(route) => (&route.upstream, route_path(route, &parts.uri, forward_path)),
     };
-    let uri = match build_uri(upstream, path_and_query) {
-        Some(u) => u,
-        None => return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id),
+    // The app's own kept-alive connections take an origin-form target; upgrades (their
+    // connection leaves the pool) and everything else go through the general client.
+    let app_connections = match (&fwd.destination, &proxy.app_connections) {
+        (Destination::App, Some(c)) if !upgrade => Some(c),
+        _ => None,
+    };
+    let uri = match app_connections {
+        Some(_) => Some(Uri::from(path_and_query)),
+        None => build_uri(upstream, path_and_query),
+    };
+    let Some(uri) = uri else {
+        return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id);
     };
 
     let headers = &mut parts.headers;
@@ -216,7 +225,16 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(proxy.settings.upstream_timeout, proxy.client.request(out)).await;
+    let exchange = async {
+        match app_connections {
+            Some(c) => c.request(out).await.map(|r| r.map(boxed)).map_err(|e| (e.reason(), e.to_string())),
+            None => proxy.client.request(out).await.map(|r| r.map(boxed)).map_err(|e| {
+                let kind = if e.is_connect() { "connect" } else { "io" };
+                (kind, e.to_string())
+            }),
+        }
+    };
+    let result = tokio::time::timeout(proxy.settings.upstream_timeout, exchange).await;
     *upstream_time = sent.elapsed();
     let mut resp = match result {
         Ok(Ok(r)) => r,
@@ -224,10 +242,9 @@ pub async fn forward(
             proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
             return refusal(app, fwd.origin.as_ref(), Refusal::BodyTimeout, request_id);
         }
-        Ok(Err(e)) => {
-            let kind = if e.is_connect() { "connect" } else { "io" };
+        Ok(Err((kind, error))) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
-            tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error = %e, "upstream request failed");
+            tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error, "upstream request failed");
             return refusal(app, fwd.origin.as_ref(), Refusal::UpstreamUnreachable, request_id);
         }
         Err(_) => {
@@ -250,7 +267,15 @@ pub async fn forward(
         }
     }
     app.cors.apply_to_response(fwd.origin.as_ref(), resp.headers_mut());
-    resp.map(|b| b.map_err(Into::into).boxed())
+    resp
+}
+
+/// An answer's body as the server sends it on.
+fn boxed<B>(body: B) -> OutBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    body.map_err(Into::into).boxed()
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections.
@@ -309,14 +334,42 @@ fn build_uri(upstream: &Upstream, pq: PathAndQuery) -> Option<Uri> {
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
+    let mut v4 = [0u8; 15];
+    let ip: std::borrow::Cow<'_, str> = match peer.ip() {
+        // Every request renders its peer: digits by hand, not through `fmt` (a tenth of the cost).
+        std::net::IpAddr::V4(ip) => std::borrow::Cow::Borrowed(dotted_quad(&mut v4, ip)),
+        ip => std::borrow::Cow::Owned(ip.to_string()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {ip}")),
+        None => HeaderValue::from_str(&ip),
+    };
+    if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
+}
+
+/// `ip` as `a.b.c.d` in `buf`.
+fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &str {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or("0.0.0.0")
 }
 
 #[cfg(test)]
@@ -348,6 +401,14 @@ mod tests {
         let uri: Uri = "/public/../admin?q=1".parse().unwrap();
         assert_eq!(app_path(&uri, Some("/admin")), "/admin?q=1");
         assert_eq!(app_path(&uri, None), "/public/../admin?q=1");
+    }
+
+    #[test]
+    fn dotted_quads_render_as_std_does() {
+        for ip in ["0.0.0.0", "255.255.255.255", "10.0.0.9", "127.0.0.1", "192.168.100.20", "1.10.100.99"] {
+            let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(dotted_quad(&mut [0; 15], ip), ip.to_string());
+        }
     }
 
     #[test]

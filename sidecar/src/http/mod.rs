@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod respond;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 
 pub use pipeline::{Proxy, ProxySettings};
 pub use server::serve;

@@ -16,6 +16,7 @@ use super::forward::{self, Destination, Forward, IdentityHeaders};
 use super::headers::REQUEST_ID;
 use super::login;
 use super::respond::{preflight_answer, Refusal};
+use super::upstream::AppConnections;
 use crate::config::live::mode_label;
 use crate::config::{ConfigStore, LiveApp};
 use crate::decide::authn::{Authn, Principal};
@@ -45,6 +46,8 @@ pub struct ProxySettings {
     pub underscore_headers: UnderscoreHeaders,
     /// `--body-read-timeout`: the longest a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// `--connect-timeout`: the longest a new connection to the app may take.
+    pub connect_timeout: Duration,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -53,12 +56,16 @@ pub struct Proxy {
     pub client: HttpClient,
     pub settings: ProxySettings,
     pub metrics: Arc<Metrics>,
+    /// Kept-alive connections to a plain-HTTP `--upstream` (others go through `client`).
+    pub app_connections: Option<AppConnections>,
     request_ids: RequestIds,
 }
 
 impl Proxy {
     pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
-        Self { store, client, settings, metrics, request_ids: RequestIds::new() }
+        let app_connections = (settings.upstream.scheme == "http")
+            .then(|| AppConnections::new(&settings.upstream.authority, settings.connect_timeout));
+        Self { store, client, settings, metrics, app_connections, request_ids: RequestIds::new() }
     }
 
     /// A fresh request id (`x-request-id`), for an answer made outside [`handle`] (`authz`).
