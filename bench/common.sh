@@ -59,3 +59,17 @@ ticks() {
 hz=$(getconf CLK_TCK)
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# table_rows FILE COLUMN...: one Markdown row per first field of FILE's `|`-separated lines (in
+# order of appearance): the name, the distinct values of field 2 (the statuses), then the median
+# of each COLUMN over that name's lines.
+table_rows() {
+  local file=$1 name rows line col
+  shift
+  cut -d'|' -f1 "$file" | awk '!seen[$0]++' | while read -r name; do
+    rows=$(grep -F "$name|" "$file")
+    line="| $name | $(echo "$rows" | cut -d'|' -f2 | sort -u | paste -sd/) |"
+    for col in "$@"; do line+=" $(echo "$rows" | cut -d'|' -f"$col" | median) |"; done
+    echo "$line"
+  done
+}

@@ -233,12 +233,7 @@ fi
     echo
     echo "| scenario | status | req/s | p50 ms | p99 ms | CPU µs/req |"
     echo "|---|---|---|---|---|---|"
-    cut -d'|' -f1 "$work/results" | awk '!seen[$0]++' | while read -r row; do
-      rows=$(grep -F "$row|" "$work/results")
-      code=$(echo "$rows" | cut -d'|' -f2 | sort -u | paste -sd/)
-      echo "| $row | $code | $(echo "$rows" | cut -d'|' -f3 | median) | $(echo "$rows" | cut -d'|' -f4 | median)" \
-        "| $(echo "$rows" | cut -d'|' -f5 | median) | $(echo "$rows" | cut -d'|' -f6 | median) |"
-    done
+    table_rows "$work/results" 3 4 5 6
     echo
     echo "All rounds (µs/req): $(cut -d'|' -f1,6 "$work/results" | tr '\n' ';')"
     echo

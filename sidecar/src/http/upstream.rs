@@ -25,6 +25,9 @@ use crate::outbound::OutBody;
 /// Idle connections kept beyond this many are closed (as hyper-util's pool, per host).
 const MAX_IDLE: usize = 256;
 
+/// The idle connections, most recently used last.
+type Idle = Arc<Mutex<Vec<SendRequest<OutBody>>>>;
+
 /// Why a request did not get an answer from the app.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -51,7 +54,7 @@ impl UpstreamError {
 pub struct AppConnections {
     address: String,
     connect_timeout: Duration,
-    idle: Arc<Mutex<Vec<SendRequest<OutBody>>>>,
+    idle: Idle,
 }
 
 impl AppConnections {
@@ -118,7 +121,7 @@ impl AppConnections {
 /// again and goes back on the stack; dropped before that, the connection closes with it.
 pub struct ToPool {
     inner: Incoming,
-    home: Option<(SendRequest<OutBody>, Arc<Mutex<Vec<SendRequest<OutBody>>>>)>,
+    home: Option<(SendRequest<OutBody>, Idle)>,
 }
 
 impl ToPool {
