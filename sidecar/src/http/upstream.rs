@@ -168,7 +168,75 @@ impl Body for ToPool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    /// An app on loopback answering `ok` to every request of every connection, counting the
+    /// connections it accepted.
+    async fn app() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get() -> Request<OutBody> {
+        let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        Request::get("/").header("host", "app").body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_the_end_hand_their_connection_back() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        for _ in 0..3 {
+            let resp = connections.request(get()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection served all three");
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_unread_takes_its_connection_with_it() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        let first = connections.request(get()).await.unwrap();
+        // Still borrowed by the first exchange: the second needs a connection of its own.
+        let second = connections.request(get()).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop((first, second));
+        assert!(connections.idle.lock().unwrap().is_empty(), "neither was read to the end: neither is reused");
+    }
 
     #[test]
     fn the_address_gets_port_80_when_the_authority_has_none() {
