@@ -11,37 +11,21 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-5}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
-OUT=bench/results
-mkdir -p "$OUT"
 bin=${PORTCULLIS_PROXIES_BIN:-${CARGO_TARGET_DIR:-target}/proxies-venv/bin}
 for p in envoy traefik caddy; do
   [[ -x "$bin/$p" ]] || { echo "bench/authz.sh: $bin/$p missing: run tests/run.sh (it installs the proxies)" >&2; exit 1; }
 done
-for tool in wrk nginx taskset curl; do
-  command -v "$tool" >/dev/null || {
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx util-linux curl >/dev/null
-    break
-  }
-done
-cargo build --release -q -p portcullis-sidecar --bin portcullis-sidecar --example hello --example mint-jwt
-sidecar=./target/release/portcullis-sidecar
+source bench/common.sh
+bench_tools wrk nginx taskset curl
 
 # Six loopback ports from BENCH_AUTHZ_PORT_BASE (3911); a taken one stops the script, naming it.
 source scripts/ports.sh
+trap cleanup EXIT
 base=${BENCH_AUTHZ_PORT_BASE:-3911}
 UP_PORT=$base AUTHZ_PORT=$((base + 1)) AUTHZ_ADMIN=$((base + 2)) PROXY_PORT=$((base + 3)) SC_PORT=$((base + 4)) SC_ADMIN=$((base + 5))
 for port in $UP_PORT $AUTHZ_PORT $AUTHZ_ADMIN $PROXY_PORT $SC_PORT $SC_ADMIN; do
   require_free_port "$port" "one of the bench's ports $UP_PORT-$SC_ADMIN" BENCH_AUTHZ_PORT_BASE
 done
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-jwks=$(sed 's/^/          /' tests/fixtures/keys/jwks.json)
-awk -v j="$jwks" '{ if ($0 == "JWKS_PLACEHOLDER") print j; else print }' bench/access.yaml > "$work/access.yaml"
-token=$(./target/release/examples/mint-jwt tests/fixtures/keys/rsa.pem RS256 rsa-1 https://issuer.test aud-tag-1 alice@mysite.com 86400)
 
 taskset -c 1 ./target/release/examples/hello "127.0.0.1:$UP_PORT" & pids+=($!)
 taskset -c 0 "$sidecar" authz --manifests "$work/access.yaml" --listen "127.0.0.1:$AUTHZ_PORT" \
@@ -56,9 +40,7 @@ fill docs/authz/envoy-http.yaml > "$work/envoy-http.yaml"
 fill docs/authz/traefik.yaml > "$work/traefik.yaml"
 fill docs/authz/Caddyfile > "$work/Caddyfile"
 mkdir -p "$work/nginx/tmp" && fill docs/authz/nginx.conf > "$work/nginx/nginx.conf"
-jwks_one_line=$(tr -d '\n' < tests/fixtures/keys/jwks.json)
-sed -e "s/@PROXY_PORT@/$PROXY_PORT/" -e "s/@APP_PORT@/$UP_PORT/" bench/envoy-native.yaml.in |
-  awk -v j="$jwks_one_line" '{ gsub("@JWKS@", j); print }' > "$work/envoy-native.yaml"
+envoy_config "$PROXY_PORT" "$UP_PORT" > "$work/envoy-native.yaml"
 
 # start NAME: the proxy on CPU 0; sets proxy_pid.
 start() {
@@ -84,16 +66,6 @@ start() {
 }
 stop() { kill "$proxy_pid" 2>/dev/null || true; wait "$proxy_pid" 2>/dev/null || true; }
 
-# CPU ticks of a process and its children (nginx's worker).
-ticks() {
-  local total=0 p
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
-hz=$(getconf CLK_TCK)
-
 # measure NAME PORT PIDS...: the JWT-cookie GET with Origin through PORT.
 measure() {
   local name=$1 port=$2; shift 2
@@ -109,10 +81,10 @@ measure() {
   reqs=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
   per_req() { awk -v t="$1" -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) / n * 1e6 }'; }
-  echo "$name|$code|$rps|$(per_req $((after - before)))|$(per_req $((authz_after - authz_before)))" >> "$work/results"
+  local authz_us="–" # the rows without the authorizer
+  [[ $name == *authz* ]] && authz_us=$(per_req $((authz_after - authz_before)))
+  echo "$name|$code|$rps|$(per_req $((after - before)))|$authz_us" >> "$work/results"
 }
-
-median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 : > "$work/results"
 for round in $(seq "$ROUNDS"); do
@@ -135,15 +107,7 @@ done
   echo
   echo "| setup | status | req/s | CPU µs/req | of which the authorizer |"
   echo "|---|---|---|---|---|"
-  cut -d'|' -f1 "$work/results" | awk '!seen[$0]++' | while read -r name; do
-    rows=$(grep -F "$name|" "$work/results")
-    code=$(echo "$rows" | cut -d'|' -f2 | sort -u | paste -sd/)
-    rps=$(echo "$rows" | cut -d'|' -f3 | median)
-    us=$(echo "$rows" | cut -d'|' -f4 | median)
-    authz_us=$(echo "$rows" | cut -d'|' -f5 | median)
-    case $name in *authz*) ;; *) authz_us="–" ;; esac
-    echo "| $name | $code | $rps | $us | $authz_us |"
-  done
+  table_rows "$work/results" 3 4 5
   echo
   echo "All rounds (µs/req): $(cut -d'|' -f1,4 "$work/results" | tr '\n' ';')"
 } | tee "$OUT/authz-latest.md"

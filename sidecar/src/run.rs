@@ -91,6 +91,7 @@ pub async fn serve_on(
         client_scheme: if tls.is_some() { "https" } else { "http" },
         underscore_headers: args.headers_with_underscores.into(),
         body_read_timeout: args.body_read_timeout,
+        connect_timeout: args.connect_timeout,
     };
     let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
     let limits = ServerLimits {

@@ -17,7 +17,7 @@ use http::header::{HeaderMap, HeaderName};
 /// four are the identity headers (api.md); `X-Forwarded-*` are set by the sidecar; `Forwarded`
 /// would contradict them; `X-Original-URL` / `X-Rewrite-URL` make some frameworks (Symfony,
 /// IIS URL Rewrite, CVE-2018-14773) serve another path than the one routed.
-pub const PROTECTED_NAMES: [HeaderName; 10] = [
+pub static PROTECTED_NAMES: [HeaderName; 10] = [
     HeaderName::from_static("cf-access-jwt-assertion"),
     HeaderName::from_static("cf-access-authenticated-user-email"),
     HeaderName::from_static("cf-access-client-id"),

@@ -2,7 +2,10 @@
 //! headers removed (RFC 9110 §7.6.1) and client copies of identity headers stripped before ours
 //! are set (a client must never be able to claim an identity by sending the header itself).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
 // The identity headers are defined where they are decided on: the JWT assertion and email
 // (set for the app), the service-token pair (the id reaches the app only when the request
@@ -17,15 +20,15 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
 ];
 
 /// Whether the request asks for a protocol upgrade (WebSocket): `Connection: upgrade` plus an
@@ -46,24 +49,29 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
 /// the `Upgrade` header and `Connection: upgrade` survive (a WebSocket handshake needs them).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names present (a handful) instead of a hashed removal per name that
+    // might be there: most messages carry none of them, and then nothing is allocated.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) || (!keep_upgrade && name == UPGRADE) {
+            doomed.push(name.clone());
+        }
     }
-    for name in HOP_BY_HOP {
+    if doomed.contains(&CONNECTION) {
+        let named = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == UPGRADE));
+        doomed.extend(named);
+    }
+    for name in doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
@@ -107,6 +115,28 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn strips_every_hop_by_hop_spelling_and_repeated_connection_headers() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("close"));
+        h.append(CONNECTION, HeaderValue::from_static("X-Named, upgrade"));
+        h.insert("x-named", HeaderValue::from_static("1"));
+        h.insert("Proxy-Connection", HeaderValue::from_static("keep-alive"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("trailer", HeaderValue::from_static("x-t"));
+        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-app"], "{h:?}");
+
+        let mut plain = HeaderMap::new();
+        plain.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 1, "nothing to strip: nothing stripped");
     }
 
     #[test]

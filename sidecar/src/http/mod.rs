@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 
 pub use proxy::{Proxy, ProxySettings};
 pub use server::serve;

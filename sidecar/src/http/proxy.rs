@@ -5,6 +5,7 @@
 //! requests (the phases in `pipeline.rs` do); every module of `http/` may depend on this one,
 //! and it depends on none of them, so they import no one in a circle.
 
+use super::upstream::AppConnections;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,8 @@ pub struct ProxySettings {
     pub underscore_headers: UnderscoreHeaders,
     /// `--body-read-timeout`: the longest a request body may take to arrive.
     pub body_read_timeout: Duration,
+    /// `--connect-timeout`: the longest a new connection to the app may take.
+    pub connect_timeout: Duration,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -42,6 +45,8 @@ pub struct Proxy {
     pub client: HttpClient,
     pub settings: ProxySettings,
     pub metrics: Arc<Metrics>,
+    /// Kept-alive connections to a plain-HTTP `--upstream` (others go through `client`).
+    pub app_connections: Option<AppConnections>,
     request_ids: RequestIds,
 }
 
@@ -49,7 +54,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
-        Self { store, client, settings, metrics, request_ids: RequestIds::new() }
+        let app_connections = (settings.upstream.scheme == "http")
+            .then(|| AppConnections::new(&settings.upstream.authority, settings.connect_timeout));
+        Self { store, client, settings, metrics, app_connections, request_ids: RequestIds::new() }
     }
 
     /// A fresh request id (`x-request-id`).

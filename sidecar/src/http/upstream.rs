@@ -1,0 +1,249 @@
+//! The kept-alive HTTP/1.1 connections to the one app beside us (`--upstream`, plain `http`):
+//! a stack of idle connections, most recently used first. A sidecar has exactly one such
+//! upstream, so this needs none of a general client's machinery (pool keys hashed per request,
+//! absolute URIs rebuilt and parsed back, a checkout race per request); HTTPS upstreams and
+//! forward routes keep the general client (`outbound`).
+//!
+//! Owns connecting (bounded by `--connect-timeout`), reuse and retry of a request a closed idle
+//! connection never sent. Must not edit requests or answers: `forward` decides what is sent.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::outbound::OutBody;
+
+/// Idle connections kept beyond this many are closed (as hyper-util's pool, per host).
+const MAX_IDLE: usize = 256;
+
+/// The idle connections, most recently used last.
+type Idle = Arc<Mutex<Vec<SendRequest<OutBody>>>>;
+
+/// Why a request did not get an answer from the app.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to the app failed: {0}")]
+    Connect(std::io::Error),
+    #[error("connecting to the app timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("HTTP/1.1 handshake with the app failed: {0}")]
+    Handshake(hyper::Error),
+    #[error("the exchange with the app failed: {0}")]
+    Exchange(hyper::Error),
+}
+
+impl UpstreamError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => "connect",
+            Self::Exchange(_) => "io",
+        }
+    }
+}
+
+/// Connections to the app: `host:port` and the idle ones.
+pub struct AppConnections {
+    address: String,
+    connect_timeout: Duration,
+    idle: Idle,
+}
+
+impl AppConnections {
+    /// For an `http` upstream `authority` (`host[:port]`, port 80 when absent).
+    pub fn new(authority: &str, connect_timeout: Duration) -> Self {
+        let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            && !authority.ends_with(']');
+        let address = if has_port { authority.to_owned() } else { format!("{authority}:80") };
+        Self { address, connect_timeout, idle: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Sends `req` (origin-form target, `Host` set by the caller) on an idle connection, or a
+    /// new one. A request an idle connection closed before sending is sent once more on a new
+    /// connection; one that was sent is never repeated.
+    pub async fn request(&self, mut req: Request<OutBody>) -> Result<Response<ToPool>, UpstreamError> {
+        while let Some(mut sender) = self.pop_idle() {
+            if sender.ready().await.is_err() {
+                continue; // closed while idle
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.returning(resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent, // the connection closed first: try another
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
+        Ok(self.returning(resp, sender))
+    }
+
+    fn pop_idle(&self) -> Option<SendRequest<OutBody>> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    async fn connect(&self) -> Result<SendRequest<OutBody>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "app connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The answer, its body handing the connection back once read to the end.
+    fn returning(&self, resp: Response<Incoming>, sender: SendRequest<OutBody>) -> Response<ToPool> {
+        let idle = self.idle.clone();
+        resp.map(|inner| {
+            let mut body = ToPool { inner, home: Some((sender, idle)) };
+            body.hand_back_if_done();
+            body
+        })
+    }
+}
+
+/// An answer's body from the app. When it has been read to the end, its connection is idle
+/// again and goes back on the stack; dropped before that, the connection closes with it.
+pub struct ToPool {
+    inner: Incoming,
+    home: Option<(SendRequest<OutBody>, Idle)>,
+}
+
+impl ToPool {
+    fn hand_back_if_done(&mut self) {
+        if !self.inner.is_end_stream() {
+            return;
+        }
+        if let Some((sender, idle)) = self.home.take() {
+            if let Ok(mut idle) = idle.lock() {
+                if idle.len() < MAX_IDLE {
+                    idle.push(sender);
+                }
+            }
+        }
+    }
+}
+
+impl Body for ToPool {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                self.hand_back_if_done();
+            }
+            Poll::Ready(Some(Ok(_))) => self.hand_back_if_done(),
+            // An error ends the exchange; the connection is not reused.
+            Poll::Ready(Some(Err(_))) => self.home = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An app on loopback answering `ok` to every request of every connection, counting the
+    /// connections it accepted.
+    async fn app() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get() -> Request<OutBody> {
+        let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        Request::get("/").header("host", "app").body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_the_end_hand_their_connection_back() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        for _ in 0..3 {
+            let resp = connections.request(get()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection served all three");
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_unread_takes_its_connection_with_it() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        let first = connections.request(get()).await.unwrap();
+        // Still borrowed by the first exchange: the second needs a connection of its own.
+        let second = connections.request(get()).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop((first, second));
+        assert!(connections.idle.lock().unwrap().is_empty(), "neither was read to the end: neither is reused");
+    }
+
+    #[test]
+    fn the_address_gets_port_80_when_the_authority_has_none() {
+        let d = Duration::from_secs(1);
+        assert_eq!(AppConnections::new("127.0.0.1:3000", d).address, "127.0.0.1:3000");
+        assert_eq!(AppConnections::new("app.local", d).address, "app.local:80");
+        assert_eq!(AppConnections::new("[::1]:8080", d).address, "[::1]:8080");
+        assert_eq!(AppConnections::new("[::1]", d).address, "[::1]:80");
+    }
+}
