@@ -19,8 +19,8 @@ use super::headers::{
     JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use super::proxy::Proxy;
-use super::upstream::AppConnections;
 use super::respond::{refusal, with_cors, Refusal};
+use super::upstream::AppConnections;
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
