@@ -1,5 +1,6 @@
-//! The `/.portcullis/` endpoints (api.md "Browser sign-in paths"): login, callback, logout and
-//! identity, and the sign-in redirect of an unauthenticated navigation. Each handler reads the
+//! The application's own sign-in steps (api.md "Browser sign-in paths"): login, callback and
+//! identity, the shared [`Ctx`] and steps the hand-off reuses, and the sign-in redirect of an
+//! unauthenticated navigation; [`super::sign_in`] dispatches to them. Each handler reads the
 //! request, calls the pure checks in `decide::login`, does its I/O through `login::oidc`, and
 //! answers; every answer carries `Cache-Control: no-store` and the CORS headers for an allowed
 //! origin. Never logs a code, token, state or cookie value.
@@ -11,12 +12,11 @@ use http::header::{HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use url::Url;
 
-use super::handoff;
 use super::proxy::Proxy;
 use super::respond::{json, no_store, redirect_to, sign_in_base, sign_in_required, with_cors, Refusal};
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal, User};
-use crate::decide::login::{self as rules, CallbackError, Endpoint, Pending};
+use crate::decide::login::{self as rules, CallbackError, Pending};
 use crate::decide::request;
 use crate::login::session::random_b64url;
 use crate::login::AppLogin;
@@ -80,39 +80,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether an application serves this sign-in endpoint: logout and identity always; login with
-/// `login`; the OIDC callback without an authentication host, the hand-off with one. Anything
-/// else under `/.portcullis/` is a 404 (`phases::front` asks this before sending a request here).
-pub fn serves(login: Option<&AppLogin>, endpoint: Endpoint) -> bool {
-    match (endpoint, login) {
-        (Endpoint::Logout | Endpoint::Identity, _) | (Endpoint::Login, Some(_)) => true,
-        (Endpoint::Callback, Some(l)) => l.authentication_host.is_none(),
-        (Endpoint::Handoff, Some(l)) => l.authentication_host.is_some(),
-        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => false,
-    }
-}
-
-/// Answers a request to `/.portcullis/…`; the reason label is returned for the log line.
-pub async fn handle(cx: &Ctx<'_>, endpoint: Endpoint) -> (Response<OutBody>, &'static str) {
-    let login = cx.app().login.as_ref();
-    if !serves(login, endpoint) {
-        return (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason());
-    }
-    match (endpoint, login) {
-        (Endpoint::Login, Some(login)) => match login.authentication_host.as_deref() {
-            Some(host) => (handoff::start(cx, login, host), "login"),
-            None => (start(cx, login).await, "login"),
-        },
-        (Endpoint::Callback, Some(login)) => (callback(cx, login).await, "callback"),
-        (Endpoint::Handoff, Some(login)) => (handoff::redeem(cx, login), "handoff"),
-        (Endpoint::Logout, _) => (logout(cx), "logout"),
-        (Endpoint::Identity, _) => identity(cx),
-        (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => {
-            (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason())
-        }
-    }
-}
-
 /// The 401 of an unauthenticated request with the sign-in URL, or the redirect to it.
 fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Response<OutBody> {
     sign_in_required(cx.app(), cx.origin, cx.base().as_ref(), cx.uri, reason, redirect, cx.request_id)
@@ -120,7 +87,7 @@ fn unauthenticated(cx: &Ctx<'_>, reason: &'static str, redirect: bool) -> Respon
 
 /// `/.portcullis/login?rd=…`: checks `rd`, binds a new sign-in to this browser with the state
 /// cookie, and sends the browser to the provider.
-async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
+pub(super) async fn start(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
     match checked_rd(cx) {
         Ok(rd) => to_provider(cx, login, rd.into(), &cx.app().label).await,
         Err(resp) => *resp,
@@ -186,7 +153,7 @@ pub(super) async fn to_provider(cx: &Ctx<'_>, login: &AppLogin, rd: String, labe
 /// `/.portcullis/callback?code&state`: only the browser that started the sign-in (it holds the
 /// state cookie), only once; then the token exchange, the ID token checks, the policies, and
 /// the session cookie.
-async fn callback(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
+pub(super) async fn callback(cx: &Ctx<'_>, login: &AppLogin) -> Response<OutBody> {
     let resp = match signed_in_user(cx, login, &cx.app().label).await {
         Ok((user, pending)) => session(cx, login, user, &pending),
         Err(resp) => resp,
@@ -280,36 +247,9 @@ pub(super) fn admitted_session(
     Ok(session)
 }
 
-/// `/.portcullis/logout[?rd=…]`: clears the session cookie; redirects to `rd` when it is on the
-/// application's domains, else answers 200.
-fn logout(cx: &Ctx<'_>) -> Response<OutBody> {
-    let app = cx.app();
-    let attrs = app.login.as_ref().map_or(
-        rules::CookieAttrs { same_site: portcullis_crds::v1alpha1::SameSite::Lax, http_only: true, secure: true },
-        |l| l.attrs,
-    );
-    let rd = rules::query_param(cx.uri.query().unwrap_or_default(), "rd")
-        .zip(cx.base())
-        .and_then(|(rd, base)| rules::return_url(&rd, &base, &cx.live.router, cx.app_index).ok());
-    let everywhere = app.login.as_ref().and_then(|l| l.authentication_host.as_deref());
-    let mut resp = match (everywhere, rd) {
-        // One sign-in, one sign-out: the authentication host ends the identity session too.
-        (Some(host), rd) => match handoff::logout_url(cx, host, rd) {
-            Some(url) => redirect_to(url.as_str()),
-            None => return cx.refuse(Refusal::BadRequest("invalid_host")),
-        },
-        (None, Some(rd)) => redirect_to(rd.as_str()),
-        (None, None) => json(StatusCode::OK, serde_json::json!({ "status": "signed_out" })),
-    };
-    if let Some(clear) = rules::set_cookie(&app.spec.identity.cookie_name, "", "/", 0, attrs) {
-        resp.headers_mut().append(SET_COOKIE, clear);
-    }
-    cx.finish(resp)
-}
-
 /// `/.portcullis/identity`: the signed-in user (any valid JWT of the application) as JSON,
 /// else 401. Never redirects.
-fn identity(cx: &Ctx<'_>) -> (Response<OutBody>, &'static str) {
+pub(super) fn identity(cx: &Ctx<'_>) -> (Response<OutBody>, &'static str) {
     let app = cx.app();
     match request::authenticate(&app.decisions(), cx.headers, cx.now).authn {
         Authn::Authenticated(Principal::User(user)) => {

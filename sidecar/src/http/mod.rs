@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+pub mod sign_in;
 pub mod tls;
 pub mod upstream;
 

@@ -17,8 +17,8 @@ use http::Response;
 use ipnet::IpNet;
 
 use super::forward::{Forward, IdentityHeaders};
-use super::login;
 use super::respond::{self, preflight_answer, sign_in_base, sign_in_required, Refusal};
+use super::sign_in;
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::Authn;
 use crate::decide::client_headers::{self, UnderscoreHeaders};
@@ -171,7 +171,7 @@ pub fn front<'a, 'r, O: Observer>(cx: Routed<'a, 'r>, obs: &mut O) -> Front<'a, 
     let answer = |outcome, reason, resp| Front::Decided(Decided::answer(Some(cx.app_index), outcome, reason, resp));
     match request::front_with(&app.cors, &parts.method, &parts.headers, cx.path(), obs) {
         request::Front::Reserved => match login_rules::endpoint(cx.path()) {
-            Some(e) if login::serves(app.login.as_ref(), e) => Front::SignIn(cx, e),
+            Some(e) if sign_in::serves(app.login.as_ref(), e) => Front::SignIn(cx, e),
             // The rest of the prefix is a 404, never forwarded.
             _ => Front::Decided(cx.refuse(parts.headers.get(ORIGIN), &Refusal::ReservedPath)),
         },

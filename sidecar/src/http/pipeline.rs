@@ -20,6 +20,7 @@ use super::login;
 use super::phases::{self, Decided, Front, Plan, Routed, Settings};
 use super::proxy::Proxy;
 use super::respond::Refusal;
+use super::sign_in;
 use crate::config::live::mode_label;
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal};
@@ -139,7 +140,7 @@ async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide
         now: cx.now,
         request_id: cx.request_id,
     };
-    let (resp, reason) = login::handle(&login_cx, endpoint).await;
+    let (resp, reason) = sign_in::handle(&login_cx, endpoint).await;
     Decided { app: Some(cx.app_index), outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) }
 }
 
