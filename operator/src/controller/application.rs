@@ -16,7 +16,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -25,14 +24,14 @@ use portcullis_crds::snapshot::ResourceId;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, AccessServiceToken, SidecarCounts};
 use serde::de::DeserializeOwned;
 
-use super::{apply_status, backoff, instrumented};
+use super::{backoff, instrumented};
 use crate::authorizer::{self, Authorizers, Waiting};
 use crate::compile_cache::{inputs_version, CompileCache};
 use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, sidecar_pod, AppOutcome, Desired, ExternalApp, PodConfig, SidecarPod};
 use crate::push::{PodOutcome, Pusher};
-use crate::status::{self, Want, READY};
-use crate::{events, session_key, Context, Error, Result};
+use crate::status::{Want, READY};
+use crate::{session_key, Context, Error, Result};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "accessapplication";
@@ -573,46 +572,22 @@ where
         .map_err(Error::kube(format!("listing {kind}s in namespace {namespace}")))
 }
 
-/// Sets the conditions on `new`, records a Warning event for each condition that turned False
-/// with a new reason, and applies `new` when it differs from `old` in more than timestamps.
+/// Writes the status with the shared [`super::write_status`]. `Synced=False` because the spec is
+/// invalid repeats the Ready event: one is enough. A pod still starting (Pending), or an
+/// authorizer waiting for the operator's first pass over every namespace, is routine, not a
+/// warning.
 async fn write_status(
     app: &AccessApplication,
     ctx: &Context,
     old: &AccessApplicationStatus,
-    mut new: AccessApplicationStatus,
+    new: AccessApplicationStatus,
     wants: [Want; 2],
 ) -> Result<()> {
-    let now = ctx.clock.now();
-    let generation = app.metadata.generation;
-    let mut conditions = old.conditions.clone();
-    let mut failing = Vec::new();
-    for want in wants {
-        if !want.status {
-            failing.push((want.type_, want.reason, want.message.clone()));
-        }
-        conditions = status::set(&conditions, want, generation, now);
-    }
-    new.conditions = conditions;
-    for (type_, reason, message) in failing {
-        // Synced=False because the spec is invalid repeats the Ready event: one is enough. A pod
-        // still starting (Pending), or an authorizer waiting for the operator's first pass over
-        // every namespace, is routine, not a warning.
-        let duplicate = type_ == SYNCED && new.conditions.iter().any(|c| c.type_ == READY && c.status == "False");
-        if !duplicate
-            && reason != PENDING
-            && reason != AUTHORIZER_WAITING
-            && status::transitioned(&old.conditions, &new.conditions, type_)
-        {
-            events::publish(ctx, &app.object_ref(&()), EventType::Warning, reason, message).await;
-        }
-    }
-    let unchanged = !status::changed(&old.conditions, &new.conditions)
-        && AccessApplicationStatus { conditions: vec![], ..old.clone() }
-            == AccessApplicationStatus { conditions: vec![], ..new.clone() };
-    if unchanged {
-        return Ok(());
-    }
-    apply_status(ctx, app, &new).await
+    super::write_status(ctx, app, old, new, wants, |want, now| {
+        let duplicate = want.type_ == SYNCED && now.iter().any(|c| c.type_ == READY && c.status == "False");
+        duplicate || want.reason == PENDING || want.reason == AUTHORIZER_WAITING
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -17,7 +17,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{Context, Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::events::EventType;
+use portcullis_crds::v1alpha1::{AccessApplicationStatus, AccessServiceTokenStatus};
+
+use crate::status::{self, Want};
+use crate::{events, Context, Error, Result};
 
 /// The one field manager of every write (server-side apply: a field has one owner, so a second
 /// manager name would fight the first over the same keys).
@@ -85,4 +90,72 @@ where
         .await
         .map_err(Error::kube(format!("writing status of {} {namespace}/{name}", K::kind(&dt))))?;
     Ok(())
+}
+
+/// A status with conditions and an observed generation, so that one [`write_status`] serves
+/// every kind.
+pub trait Conditioned: Clone + PartialEq + Serialize {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+}
+
+impl Conditioned for AccessApplicationStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+        &mut self.observed_generation
+    }
+}
+
+impl Conditioned for AccessServiceTokenStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+        &mut self.observed_generation
+    }
+}
+
+/// Sets the generation and each of `wants` on `new`'s conditions, records a Warning event for
+/// each that turned False with a new reason (unless `routine` calls it expected), and applies
+/// `new` when it differs from `old` in more than timestamps (no write, no watch event, when a
+/// reconcile changed nothing).
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    object: &K,
+    old: &S,
+    mut new: S,
+    wants: impl IntoIterator<Item = Want>,
+    routine: impl Fn(&Want, &[Condition]) -> bool,
+) -> Result<()>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Conditioned,
+{
+    let (now, generation) = (ctx.clock.now(), object.meta().generation);
+    let mut old = old.clone();
+    let mut conditions = old.conditions_mut().clone();
+    let mut failing = Vec::new();
+    for want in wants {
+        if !want.status {
+            failing.push(want.clone());
+        }
+        conditions = status::set(&conditions, want, generation, now);
+    }
+    *new.observed_generation_mut() = generation;
+    *new.conditions_mut() = conditions;
+    let (before, after) = (old.conditions_mut().clone(), new.conditions_mut().clone());
+    for want in failing {
+        if !routine(&want, &after) && status::transitioned(&before, &after, want.type_) {
+            events::publish(ctx, &object.object_ref(&()), EventType::Warning, want.reason, want.message).await;
+        }
+    }
+    let mut bare = new.clone();
+    bare.conditions_mut().clear();
+    old.conditions_mut().clear();
+    if !status::changed(&before, &after) && old == bare {
+        return Ok(());
+    }
+    apply_status(ctx, object, &new).await
 }

@@ -21,9 +21,9 @@ use kube::{Api, Resource, ResourceExt};
 use portcullis_crds::v1alpha1::{AccessServiceToken, AccessServiceTokenStatus, ROTATE_ANNOTATION};
 
 use self::plan::{Cause, Credentials, Step};
-use super::{apply_status, backoff, instrumented, FIELD_MANAGER};
+use super::{backoff, instrumented, FIELD_MANAGER};
 use crate::credentials::{generate_client_id, generate_client_secret};
-use crate::status::{self, Want, READY};
+use crate::status::{Want, READY};
 use crate::{events, Context, Error, Result};
 
 /// Controller name in metrics and logs.
@@ -192,29 +192,16 @@ fn keep_credentials_status(old: &AccessServiceTokenStatus) -> AccessServiceToken
     }
 }
 
-/// Sets `Ready` and the generation on `new`, and applies it when it differs from `old` in more
-/// than timestamps. A Warning event marks a transition to `Ready=False` (a new reason).
+/// Writes `Ready` with the shared [`super::write_status`]: every transition to `Ready=False`
+/// is a warning.
 async fn write_status(
     token: &AccessServiceToken,
     ctx: &Context,
     old: &AccessServiceTokenStatus,
-    mut new: AccessServiceTokenStatus,
+    new: AccessServiceTokenStatus,
     want: Want,
 ) -> Result<()> {
-    let now = ctx.clock.now();
-    let failing = (!want.status).then(|| (want.reason, want.message.clone()));
-    new.observed_generation = token.metadata.generation;
-    new.conditions = status::set(&old.conditions, want, token.metadata.generation, now);
-    if let Some((reason, message)) = failing.filter(|_| status::transitioned(&old.conditions, &new.conditions, READY)) {
-        events::publish(ctx, &token.object_ref(&()), EventType::Warning, reason, message).await;
-    }
-    let unchanged = !status::changed(&old.conditions, &new.conditions)
-        && AccessServiceTokenStatus { conditions: vec![], ..old.clone() }
-            == AccessServiceTokenStatus { conditions: vec![], ..new.clone() };
-    if unchanged {
-        return Ok(());
-    }
-    apply_status(ctx, token, &new).await
+    super::write_status(ctx, token, old, new, [want], |_, _| false).await
 }
 
 /// The Secret as this operator wants it: our keys, annotations and label, owned by the token
