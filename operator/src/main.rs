@@ -95,16 +95,7 @@ struct Settings {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colour codes only for a person at a terminal, never in `kubectl logs`.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    init_logs(log_json);
 
     let client = kube::Client::try_default()
         .await
@@ -176,6 +167,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     admin.abort();
     webhooks.into_iter().flatten().for_each(|task| task.abort());
     result
+}
+
+/// Logs to stdout, as JSON with `--log-json`; `RUST_LOG` filters (default `info`).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colour codes only for a person at a terminal, never in `kubectl logs`.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 /// A replica identity when no pod name is given: the host name (a pod's, outside the downward

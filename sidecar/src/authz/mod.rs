@@ -234,6 +234,13 @@ pub async fn decide(
         }
     }
     let scheme = if described.parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
+    tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = decided.outcome.as_str(), "allowed");
+    Outcome::Allow(allowed(&fwd, scheme))
+}
+
+/// What the proxy must do to a request the sidecar would forward: the same header edits, as
+/// names to set and to remove, and the CORS headers for the app's answer.
+fn allowed(fwd: &crate::http::forward::Forward<'_>, scheme: &'static str) -> Allow {
     let mut set = HeaderMap::new();
     let mut remove = Vec::new();
     fwd.header_edits(scheme, |edit| match edit {
@@ -247,6 +254,5 @@ pub async fn decide(
     remove.dedup();
     let mut cors = HeaderMap::new();
     fwd.app.cors.apply_to_response(fwd.origin.as_ref(), &mut cors);
-    tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = decided.outcome.as_str(), "allowed");
-    Outcome::Allow(Allow { set, remove, cors })
+    Allow { set, remove, cors }
 }
