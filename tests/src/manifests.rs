@@ -3,6 +3,28 @@
 
 use crate::*;
 
+/// The two Secrets of a sign-in application in namespace `shop`, as documents that each start
+/// with `---`: `oidc-client` (key `client-secret`) and `session-key` (key `key.pem`, the fixture
+/// Ed25519 key `keys/ed25519.pem`).
+pub fn sign_in_secrets(client_secret: &str) -> String {
+    let key = std::fs::read_to_string(fixture("keys/ed25519.pem")).expect("fixture key");
+    format!(
+        r#"---
+apiVersion: v1
+kind: Secret
+metadata: {{ name: oidc-client, namespace: shop }}
+stringData: {{ client-secret: "{client_secret}" }}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{ name: session-key, namespace: shop }}
+stringData:
+  key.pem: |
+{}"#,
+        yaml_block(&key, 4)
+    )
+}
+
 /// Manifests of the seed's setup: `api.mysite.com` with the seed's CORS, a service token and
 /// a staff policy; `extra` is appended verbatim (more documents or spec overrides).
 pub fn seed_manifests(jwks_source: &str, cors: &str, extra: &str) -> String {

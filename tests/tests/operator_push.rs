@@ -222,7 +222,6 @@ const OIDC_CLIENT_SECRET: &str = "oidc-client-secret-5b0c1e9a7d3f";
 /// browser sign-in whose OIDC client secret and session key come from Secrets: every kind of
 /// secret a snapshot holds.
 fn manifests_with_secrets(upstream: &str) -> String {
-    let session_key = std::fs::read_to_string(fixture("keys/ed25519.pem")).unwrap();
     let portal = format!(
         r#"---
 apiVersion: access.portcullis.dev/v1alpha1
@@ -240,19 +239,8 @@ spec:
     - name: staff
       action: Allow
       include: [ {{ emailDomain: mysite.com }} ]
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: oidc-client, namespace: shop }}
-stringData: {{ client-secret: {OIDC_CLIENT_SECRET} }}
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: session-key, namespace: shop }}
-stringData:
-  key.pem: |
 {}"#,
-        yaml_block(&session_key, 4)
+        sign_in_secrets(OIDC_CLIENT_SECRET)
     );
     let extra = format!("{}{portal}", site_with_forward_route(upstream, "ci-token"));
     seed_manifests(&inline_jwks(), SEED_CORS, &extra)

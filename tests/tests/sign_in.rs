@@ -7,14 +7,13 @@
 mod common;
 
 use common::signin::{Idp, CLIENT_ID, CLIENT_SECRET};
-use common::{fixture, get, mint, now, sidecar, Sidecar, Upstream};
+use common::{get, mint, now, sidecar, Sidecar, Upstream};
 
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 const SESSION_ISSUER: &str = "portcullis-session:shop/api";
 
 fn manifests(issuer: &str, down_issuer: &str) -> String {
-    let key = std::fs::read_to_string(fixture("keys/ed25519.pem")).expect("fixture key");
-    let key = common::yaml_block(&key, 4);
+    let secrets = common::sign_in_secrets(CLIENT_SECRET);
     format!(
         r#"apiVersion: access.portcullis.dev/v1alpha1
 kind: AccessApplication
@@ -48,19 +47,7 @@ spec:
     - name: staff
       action: Allow
       include: [ {{ emailDomain: mysite.com }} ]
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: oidc-client, namespace: shop }}
-stringData: {{ client-secret: {CLIENT_SECRET} }}
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: session-key, namespace: shop }}
-stringData:
-  key.pem: |
-{key}
-"#
+{secrets}"#
     )
 }
 

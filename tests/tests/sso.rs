@@ -12,7 +12,7 @@ mod common;
 
 use common::signin::{run_script, step, tls_sidecar, App, Idp, CLIENT_ID, CLIENT_SECRET};
 use common::tempdir::TempDir;
-use common::{free_port, repo_root, Sidecar};
+use common::{free_port, repo_root, sign_in_secrets, Sidecar};
 
 const HOSTS: [&str; 6] =
     ["app-one.test", "app-two.test", "app-three.test", "app-staff.test", "app-alone.test", "login.test"];
@@ -63,8 +63,6 @@ impl Setup {
 }
 
 fn manifests(port: u16, issuer: &str) -> String {
-    let key = std::fs::read_to_string(repo_root().join("tests/fixtures/keys/ed25519.pem")).expect("fixture key");
-    let key = key.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
     let member = |name: &str, allow: &str| {
         format!(
             r#"apiVersion: access.portcullis.dev/v1alpha1
@@ -105,19 +103,8 @@ spec:
     - name: public
       action: Bypass
       include: [ {{ everyone: {{}} }} ]
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: oidc-client, namespace: shop }}
-stringData: {{ client-secret: {CLIENT_SECRET} }}
----
-apiVersion: v1
-kind: Secret
-metadata: {{ name: session-key, namespace: shop }}
-stringData:
-  key.pem: |
-{key}
-"#
+{}"#,
+        sign_in_secrets(CLIENT_SECRET)
     ));
     yaml
 }
