@@ -118,13 +118,10 @@ pub fn lenient_reading(path: &str) -> Option<String> {
 /// escaped again, so the result is a path and a literal `%` is a fixed point (`%25` stays).
 fn decode_round(path: &str) -> String {
     let b = path.as_bytes();
-    let hex_at = |bytes: &[u8], i: usize| {
-        Some(bytes.get(i + 1).copied().and_then(hex_val)? * 16 + bytes.get(i + 2).copied().and_then(hex_val)?)
-    };
     let mut raw = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], hex_at(b, i)) {
+        match (b[i], escape_at(b, i)) {
             (b'%', Some(v)) => {
                 raw.push(v);
                 i += 3;
@@ -137,11 +134,9 @@ fn decode_round(path: &str) -> String {
     }
     let mut out = String::with_capacity(raw.len());
     for (j, &c) in raw.iter().enumerate() {
-        let lone_percent = c == b'%' && hex_at(&raw, j).is_none();
+        let lone_percent = c == b'%' && escape_at(&raw, j).is_none();
         if c <= b' ' || c >= 0x7f || c == b'\\' || lone_percent {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(c >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(c & 0xf)]));
+            push_escape(&mut out, c);
         } else {
             out.push(char::from(c));
         }
@@ -155,6 +150,20 @@ fn has_dot_segment(path: &str) -> bool {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The byte the two hex digits after `bytes[i]` (a `%`) encode; `None` when they are not two hex
+/// digits.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    Some(bytes.get(i + 1).copied().and_then(hex_val)? * 16 + bytes.get(i + 2).copied().and_then(hex_val)?)
+}
+
+/// `%XX` for `byte`, upper-case hex (RFC 3986 §6.2.2.1).
+fn push_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0xf)]));
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -175,12 +184,9 @@ fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let (Some(hi), Some(lo)) =
-                (bytes.get(i + 1).copied().and_then(hex_val), bytes.get(i + 2).copied().and_then(hex_val))
-            else {
+            let Some(v) = escape_at(bytes, i) else {
                 return Err(PathError::BadPercentEncoding);
             };
-            let v = hi * 16 + lo;
             if is_unreserved(v) {
                 out.push(v as char);
             } else {
@@ -190,9 +196,7 @@ fn decode_unreserved(path: &str) -> Result<(String, bool), PathError> {
                 // `%25` too: an app that decodes twice reads `%252e%252e` as `..` (Spring's
                 // StrictHttpFirewall refuses an encoded percent for that reason).
                 ambiguous |= matches!(v, b'/' | b'\\' | b';' | b'%' | 0..=0x1f | 0x7f);
-                out.push('%');
-                out.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
-                out.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
+                push_escape(&mut out, v);
             }
             i += 3;
         } else {
