@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -435,6 +436,12 @@ pub async fn set_running(pods: &Api<Pod>, name: &str, restarts: i32) {
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap_or_else(|e| panic!("writing the status of pod {name}: {e}"));
+}
+
+/// Who holds the operator's leader Lease in `namespace` now (`None`: nobody, or no Lease yet).
+pub async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace).get_opt("portcullis-operator").await.ok()??;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 /// The value of `key` in Secret `name`, once it exists.

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use common::cluster::{self, Operator};
 use common::*;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
 use serde_json::json;
 
@@ -58,11 +57,6 @@ fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::
     status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == type_)).unwrap_or(&json!(null))
 }
 
-async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), namespace).get_opt("portcullis-operator").await.ok()??;
-    lease.spec?.holder_identity.filter(|h| !h.is_empty())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster: set KUBECONFIG"]
 async fn the_operator_configures_sidecars_through_a_real_api_server() {
@@ -74,7 +68,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let mut first = Operator::start(op_ns, user, "operator-a").await;
     let push_key = setup.push_public_key().await;
     let mut second = Operator::start(op_ns, user, "operator-b").await;
-    let leader = eventually(WAIT, "a leader", || lease_holder(&client, op_ns)).await;
+    let leader = eventually(WAIT, "a leader", || cluster::lease_holder(&client, op_ns)).await;
     assert_eq!(leader, "operator-a", "the first replica took the Lease");
 
     // Three sidecars, each behind a Pod object whose ports point at it.
@@ -188,7 +182,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
     // The leader stops mid-way: the standby takes the Lease over and converges the next edit.
     first.stop();
     eventually(WAIT, "the standby leads", || async {
-        (lease_holder(&client, op_ns).await.as_deref() == Some("operator-b")).then_some(())
+        (cluster::lease_holder(&client, op_ns).await.as_deref() == Some("operator-b")).then_some(())
     })
     .await;
     cluster::apply(&apps, application(ns, &["api.mysite.com", "shop.mysite.com"], json!({}))).await;
@@ -230,7 +224,7 @@ async fn the_operator_configures_sidecars_through_a_real_api_server() {
         first.metrics().await.contains("portcullis_operator_leader 0").then_some(())
     })
     .await;
-    assert_eq!(lease_holder(&client, op_ns).await.as_deref(), Some("operator-b"));
+    assert_eq!(cluster::lease_holder(&client, op_ns).await.as_deref(), Some("operator-b"));
 
     // Deleting the application stops its enforcement: its domains are unknown (404) everywhere,
     // and the finalizer lets the object go.

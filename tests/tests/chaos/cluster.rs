@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Api, Client};
 use portcullis_crds::v1alpha1::{AccessApplication, AccessServiceToken};
@@ -45,11 +44,6 @@ fn application(ns: &str, version: char) -> serde_json::Value {
     })
 }
 
-async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), namespace).get_opt("portcullis-operator").await.ok()??;
-    lease.spec?.holder_identity.filter(|h| !h.is_empty())
-}
-
 /// The version (`A`/`B`) a sidecar decides by now, read from one answer to alice.
 async fn version_on(sc: &Sidecar, alice: &str) -> Option<char> {
     let url = sc.url("/");
@@ -78,14 +72,9 @@ async fn try_converge(sidecars: &[&Sidecar], alice: &str, version: char, bound: 
 
 /// Waits until every sidecar decides by `version`; returns how long that took.
 async fn converge(sidecars: &[&Sidecar], alice: &str, version: char, what: &str) -> Duration {
-    let started = Instant::now();
-    for (i, sc) in sidecars.iter().enumerate() {
-        eventually(WAIT, &format!("sidecar {i} on version {version} ({what})"), || async {
-            (version_on(sc, alice).await == Some(version)).then_some(())
-        })
-        .await;
-    }
-    started.elapsed()
+    try_converge(sidecars, alice, version, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("not every sidecar on version {version} within {WAIT:?} ({what})"))
 }
 
 async fn operator_pushes(op: &Operator) -> f64 {
@@ -186,7 +175,7 @@ pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
     let mut leader = Operator::start(op_ns, user, "operator-a").await;
     let push_key = setup.push_public_key().await;
     let mut standby = Operator::start(op_ns, user, "operator-b").await;
-    let first = eventually(WAIT, "a leader", || lease_holder(client, op_ns)).await;
+    let first = eventually(WAIT, "a leader", || cluster::lease_holder(client, op_ns)).await;
     assert_eq!(first, "operator-a", "the first replica took the Lease");
 
     let app = App::start().await;
@@ -228,7 +217,7 @@ pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
         at_kill.push(version_on(sc, &t.alice).await.unwrap_or('?'));
     }
     eventually(WAIT, "the standby to lead", || async {
-        (lease_holder(client, op_ns).await.as_deref() == Some("operator-b")).then_some(())
+        (cluster::lease_holder(client, op_ns).await.as_deref() == Some("operator-b")).then_some(())
     })
     .await;
     let took_over = edited.elapsed();
