@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use portcullis_sidecar::decide::authn::jwt::find_token;
 use portcullis_sidecar::decide::client_headers::{underscore_names, UnderscoreHeaders};
 use portcullis_sidecar::decide::client_ip::client_ip;
-use portcullis_sidecar::decide::login;
+use portcullis_sidecar::decide::sign_in;
 
 pub fn run(data: &[u8]) {
     let Some((_method, uri, headers)) = crate::request(data) else { return };
@@ -22,7 +22,7 @@ pub fn run(data: &[u8]) {
         let present = headers.iter().any(|(_, v)| v.as_bytes().windows(token.len()).any(|w| w == token.as_bytes()));
         assert!(present, "the token found is in some header");
     }
-    if let Some(value) = login::cookie(&headers, app.jwt.cookie_name()) {
+    if let Some(value) = sign_in::cookie(&headers, app.jwt.cookie_name()) {
         assert!(!value.contains(';'), "one cookie's value, not the rest of the header");
     }
     let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
@@ -38,10 +38,10 @@ pub fn run(data: &[u8]) {
             assert!(names.iter().all(|n| n.as_str().contains('_')), "only underscore names are removed");
         }
     }
-    if let Ok(p) = login::callback_params(uri.query()) {
+    if let Ok(p) = sign_in::callback_params(uri.query()) {
         assert!(!p.code.is_empty() && !p.state.is_empty());
     }
-    let _ = login::query_param(uri.query().unwrap_or_default(), "rd");
+    let _ = sign_in::query_param(uri.query().unwrap_or_default(), "rd");
 }
 
 /// Every address written in `X-Forwarded-For` (bare, with a port, or bracketed IPv6), canonical.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use portcullis_crds::manifests::Resources;
 use portcullis_sidecar::config::live::Live;
+use portcullis_sidecar::identity::session::SessionKey;
 use portcullis_sidecar::jwks::JwksRegistry;
-use portcullis_sidecar::login::session::SessionKey;
 use portcullis_sidecar::metrics::Metrics;
 
 struct Loader {

@@ -13,10 +13,10 @@ use crate::decide::authn::service_token::{InvalidServiceTokens, ServiceTokens};
 use crate::decide::cors::{CorsConfig, CorsConfigError};
 use crate::decide::request::AppDecisions;
 use crate::decide::route::Router;
+use crate::identity::auth_host::{AuthHostError, AuthHosts};
+use crate::identity::session::SessionKey;
+use crate::identity::{AppLogin, LoginSetupError};
 use crate::jwks::{IssuerKeys, JwksRegistry};
-use crate::login::auth_host::{AuthHostError, AuthHosts};
-use crate::login::session::SessionKey;
-use crate::login::{AppLogin, LoginSetupError};
 use crate::metrics::Metrics;
 
 /// The configuration requests run against.

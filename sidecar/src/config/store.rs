@@ -8,8 +8,8 @@ use arc_swap::ArcSwapOption;
 use portcullis_crds::Snapshot;
 
 use super::live::{Live, LiveError};
+use crate::identity::session::GeneratedKey;
 use crate::jwks::JwksRegistry;
-use crate::login::session::GeneratedKey;
 use crate::metrics::Metrics;
 
 /// The current config (if any) and what is needed to render a new one.

@@ -54,7 +54,7 @@ pub async fn live_from_snapshot(snapshot: Snapshot) -> Result<Live, CommandError
     let metrics = Metrics::new();
     let client = outbound::client(Duration::from_secs(5))?;
     let jwks = std::sync::Arc::new(JwksRegistry::new(client, &metrics));
-    let live = Live::build(snapshot, &jwks, &metrics, crate::login::session::GeneratedKey::new().get())?;
+    let live = Live::build(snapshot, &jwks, &metrics, crate::identity::session::GeneratedKey::new().get())?;
     for app in &live.apps {
         for keys in &app.keys {
             keys.wait_ready(JWKS_WAIT).await;

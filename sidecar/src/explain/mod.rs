@@ -381,7 +381,7 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
             // A sign-in endpoint: its answer depends on the identity provider, which explain
             // does not call.
             out.decision.outcome = Outcome::SignIn.as_str();
-            out.decision.reason = crate::decide::login::endpoint(out.route.path.as_deref().unwrap_or_default())
+            out.decision.reason = crate::decide::sign_in::endpoint(out.route.path.as_deref().unwrap_or_default())
                 .map_or("sign_in", |e| e.name());
         }
     }

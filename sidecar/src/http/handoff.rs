@@ -3,7 +3,7 @@
 //! and an application's side of the hand-off (its `/.portcullis/login` sending the browser to
 //! the authentication host, its `/.portcullis/handoff` redeeming the code).
 //!
-//! Reads requests, calls the checks of `login::handoff` and the signing of `login::auth_host`,
+//! Reads requests, calls the checks of `identity::handoff` and the signing of `identity::auth_host`,
 //! answers; every answer is `Cache-Control: no-store`. Never logs a code, state, token or cookie.
 
 use std::net::SocketAddr;
@@ -13,16 +13,16 @@ use http::header::SET_COOKIE;
 use http::StatusCode;
 use url::Url;
 
-use super::login::{self as glue, Ctx, Refused};
+use super::oidc_steps::{self as glue, Ctx, Refused};
 use super::proxy::Proxy;
 use super::respond::{json, redirect_to, Refusal};
 use crate::config::Live;
-use crate::decide::login::{self as rules, CookieAttrs};
 use crate::decide::route::Target;
-use crate::login::auth_host::{user_of, AuthHost};
-use crate::login::handoff::{self, HandoffError, HandoffState, Identity};
-use crate::login::session::random_b64url;
-use crate::login::AppLogin;
+use crate::decide::sign_in::{self as rules, CookieAttrs};
+use crate::identity::auth_host::{user_of, AuthHost};
+use crate::identity::handoff::{self, HandoffError, HandoffState, Identity};
+use crate::identity::session::random_b64url;
+use crate::identity::AppLogin;
 use crate::outbound::OutBody;
 
 type Resp = http::Response<OutBody>;

@@ -5,7 +5,7 @@ pub mod body;
 pub mod forward;
 pub mod handoff;
 pub mod headers;
-pub mod login;
+pub mod oidc_steps;
 pub mod phases;
 pub mod pipeline;
 pub mod proxy;

@@ -23,12 +23,12 @@ use crate::config::{Live, LiveApp};
 use crate::decide::authn::Authn;
 use crate::decide::client_headers::{self, UnderscoreHeaders};
 use crate::decide::cors::PreflightOutcome;
-use crate::decide::login::{self as login_rules, Endpoint};
 use crate::decide::observe::Observer;
 use crate::decide::outcome::Outcome;
 use crate::decide::policy::Decision;
 use crate::decide::request::{self, Canonical, Destination, RouteMiss, Verdict};
 use crate::decide::route::Target;
+use crate::decide::sign_in::{self as sign_in_rules, Endpoint};
 use crate::outbound::OutBody;
 
 /// What the phases read that is not the request: the sidecar's start-up settings.
@@ -170,7 +170,7 @@ pub fn front<'a, 'r, O: Observer>(cx: Routed<'a, 'r>, obs: &mut O) -> Front<'a, 
     let (app, parts, rid) = (cx.app, cx.parts, cx.request_id);
     let answer = |outcome, reason, resp| Front::Decided(Decided::answer(Some(cx.app_index), outcome, reason, resp));
     match request::front_with(&app.cors, &parts.method, &parts.headers, cx.path(), obs) {
-        request::Front::Reserved => match login_rules::endpoint(cx.path()) {
+        request::Front::Reserved => match sign_in_rules::endpoint(cx.path()) {
             Some(e) if sign_in::serves(app.login.as_ref(), e) => Front::SignIn(cx, e),
             // The rest of the prefix is a 404, never forwarded.
             _ => Front::Decided(cx.refuse(parts.headers.get(ORIGIN), &Refusal::ReservedPath)),
@@ -227,7 +227,7 @@ fn refuse<'a>(cx: &Routed<'a, '_>, origin: Option<&HeaderValue>, r: &Refusal) ->
     };
     let (spec, parts) = (&cx.app.spec, cx.parts);
     let redirect =
-        login_rules::redirects_to_sign_in(spec.unauthenticated_response, true, &parts.method, &parts.headers);
+        sign_in_rules::redirects_to_sign_in(spec.unauthenticated_response, true, &parts.method, &parts.headers);
     let authority = cx.canonical.authority.to_str().ok();
     let base = authority.and_then(|a| sign_in_base(cx.app, cx.settings.https, a));
     let resp = sign_in_required(cx.app, origin, base.as_ref(), &parts.uri, reason, redirect, cx.request_id);

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::forward;
 use super::headers::REQUEST_ID;
-use super::login;
+use super::oidc_steps;
 use super::phases::{self, Decided, Front, Plan, Routed, Settings};
 use super::proxy::Proxy;
 use super::respond::Refusal;
@@ -127,8 +127,8 @@ pub async fn decide<'a>(
 }
 
 /// A `/.portcullis/` endpoint: it answers for itself (CORS headers included).
-async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide::login::Endpoint) -> Decided<'a> {
-    let login_cx = login::Ctx {
+async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide::sign_in::Endpoint) -> Decided<'a> {
+    let login_cx = oidc_steps::Ctx {
         proxy,
         live: cx.live,
         app_index: cx.app_index,

@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::config::LiveApp;
 use crate::decide::cors::PREFLIGHT_VARY;
-use crate::decide::login as login_rules;
+use crate::decide::sign_in as sign_in_rules;
 use crate::outbound::OutBody;
 
 pub use crate::decide::refusal::Refusal;
@@ -84,7 +84,7 @@ pub fn sign_in_required(
     redirect: bool,
     request_id: &str,
 ) -> Response<OutBody> {
-    let login = base.map(|base| login_rules::login_url_for(base, uri.path_and_query().map_or("/", |p| p.as_str())));
+    let login = base.map(|base| sign_in_rules::login_url_for(base, uri.path_and_query().map_or("/", |p| p.as_str())));
     match login {
         Some(url) if redirect => with_cors(app, origin, no_store(redirect_to(&url))),
         login => refusal(app, origin, &Refusal::Unauthenticated { reason, login }, request_id),
@@ -92,10 +92,10 @@ pub fn sign_in_required(
 }
 
 /// The origin the browser addressed, for sign-in URLs: the routed authority with the scheme
-/// `decide::login::public_scheme` says (`https` behind the TLS listener or a secure cookie).
+/// `decide::sign_in::public_scheme` says (`https` behind the TLS listener or a secure cookie).
 pub fn sign_in_base(app: &LiveApp, https: bool, authority: &str) -> Option<Url> {
     let secure = app.login.as_ref().is_none_or(|l| l.attrs.secure);
-    login_rules::request_base(login_rules::public_scheme(https, secure), authority)
+    sign_in_rules::request_base(sign_in_rules::public_scheme(https, secure), authority)
 }
 
 /// `Cache-Control: no-store`: sign-in answers and refusals are about one request.

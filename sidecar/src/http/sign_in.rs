@@ -1,16 +1,16 @@
 //! The `/.portcullis/` endpoints' dispatcher: which endpoints an application serves, and who
-//! answers — the application's own OIDC steps ([`super::login`]) or, with an authentication
+//! answers — the application's own OIDC steps ([`super::oidc_steps`]) or, with an authentication
 //! host, the hand-off ([`super::handoff`]) — and sign-out, which ends either kind. Both kinds
-//! share `login`'s [`Ctx`]; neither imports this module, so the three form no circle.
+//! share `oidc_steps`' [`Ctx`]; neither imports this module, so the three form no circle.
 
 use http::header::SET_COOKIE;
 use http::{Response, StatusCode};
 
 use super::handoff;
-use super::login::{self, Ctx};
+use super::oidc_steps::{self as steps, Ctx};
 use super::respond::{json, redirect_to, Refusal};
-use crate::decide::login::{self as rules, Endpoint};
-use crate::login::AppLogin;
+use crate::decide::sign_in::{self as rules, Endpoint};
+use crate::identity::AppLogin;
 use crate::outbound::OutBody;
 
 /// Whether an application serves this sign-in endpoint: logout and identity always; login with
@@ -34,12 +34,12 @@ pub async fn handle(cx: &Ctx<'_>, endpoint: Endpoint) -> (Response<OutBody>, &'s
     match (endpoint, login) {
         (Endpoint::Login, Some(login)) => match login.authentication_host.as_deref() {
             Some(host) => (handoff::start(cx, login, host), "login"),
-            None => (login::start(cx, login).await, "login"),
+            None => (steps::start(cx, login).await, "login"),
         },
-        (Endpoint::Callback, Some(login)) => (login::callback(cx, login).await, "callback"),
+        (Endpoint::Callback, Some(login)) => (steps::callback(cx, login).await, "callback"),
         (Endpoint::Handoff, Some(login)) => (handoff::redeem(cx, login), "handoff"),
         (Endpoint::Logout, _) => (logout(cx), "logout"),
-        (Endpoint::Identity, _) => login::identity(cx),
+        (Endpoint::Identity, _) => steps::identity(cx),
         (Endpoint::Login | Endpoint::Callback | Endpoint::Handoff, None) => {
             (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason())
         }

@@ -1,8 +1,9 @@
-//! Browser sign-in, the stateful half: one [`AppLogin`] per application with `spec.login`,
-//! holding its OIDC client, its session key and the states already redeemed.
+//! Where sign-in identities come from and are kept (the stateful half of browser sign-in): one
+//! [`AppLogin`] per application with `spec.login`, holding its OIDC client, its session key and
+//! the states already redeemed; the authentication host's keys and hand-off codes.
 //!
 //! The decisions (URLs, return-URL checks, cookies, callback checks) are pure in
-//! `decide::login`; the HTTP handlers are `http/login.rs`. This module signs and reads the
+//! `decide::sign_in`; the HTTP handlers are `http/oidc_steps.rs`. This module signs and reads the
 //! sign-in state cookie and mints session tokens. Must not log tokens, codes or cookies.
 
 pub mod auth_host;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use portcullis_crds::snapshot::{Algorithm, Application, Issuer, JwksSource, Login};
 
 use crate::decide::authn::User;
-use crate::decide::login::{CookieAttrs, Pending};
+use crate::decide::sign_in::{CookieAttrs, Pending};
 use crate::jwks::JwksRegistry;
 use crate::outbound::HttpClient;
 use oidc::Oidc;
@@ -129,9 +130,9 @@ impl AppLogin {
     }
 
     /// The sign-in this browser started, when the cookie is ours and intact (expiry and state
-    /// are checked by `decide::login::check_pending`).
+    /// are checked by `decide::sign_in::check_pending`).
     pub fn decode_pending(&self, cookie: &str) -> Option<Pending> {
-        if cookie.len() > 4 * crate::decide::login::MAX_PARAM_BYTES {
+        if cookie.len() > 4 * crate::decide::sign_in::MAX_PARAM_BYTES {
             return None;
         }
         self.key.verify(STATE_TYP, cookie)
@@ -177,7 +178,7 @@ impl AppLogin {
 
     /// Reads a JWS of type `typ` this key signed; `None` for anything else or anything oversized.
     fn verify_as<T: serde::de::DeserializeOwned>(&self, typ: &str, token: &str) -> Option<T> {
-        if token.len() > 4 * crate::decide::login::MAX_PARAM_BYTES {
+        if token.len() > 4 * crate::decide::sign_in::MAX_PARAM_BYTES {
             return None;
         }
         self.key.verify(typ, token)

@@ -1,7 +1,7 @@
 //! The application's own sign-in steps (api.md "Browser sign-in paths"): login, callback and
 //! identity, the shared [`Ctx`] and steps the hand-off reuses, and the sign-in redirect of an
 //! unauthenticated navigation; [`super::sign_in`] dispatches to them. Each handler reads the
-//! request, calls the pure checks in `decide::login`, does its I/O through `login::oidc`, and
+//! request, calls the pure checks in `decide::sign_in`, does its I/O through `identity::oidc`, and
 //! answers; every answer carries `Cache-Control: no-store` and the CORS headers for an allowed
 //! origin. Never logs a code, token, state or cookie value.
 
@@ -16,10 +16,10 @@ use super::proxy::Proxy;
 use super::respond::{json, no_store, redirect_to, sign_in_base, sign_in_required, with_cors, Refusal};
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal, User};
-use crate::decide::login::{self as rules, CallbackError, Pending};
 use crate::decide::request;
-use crate::login::session::random_b64url;
-use crate::login::AppLogin;
+use crate::decide::sign_in::{self as rules, CallbackError, Pending};
+use crate::identity::session::random_b64url;
+use crate::identity::AppLogin;
 use crate::outbound::OutBody;
 
 /// Bytes of randomness in `state`, `nonce` and the PKCE verifier: 256 bits (api.md: ≥ 128).

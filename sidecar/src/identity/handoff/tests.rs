@@ -9,9 +9,9 @@ use portcullis_crds::manifests::Resources;
 use portcullis_crds::snapshot::Application;
 
 use super::*;
-use crate::login::auth_host::{user_of, AuthHostError, AuthHosts};
-use crate::login::session::SessionKey;
-use crate::login::AppLogin;
+use crate::identity::auth_host::{user_of, AuthHostError, AuthHosts};
+use crate::identity::session::SessionKey;
+use crate::identity::AppLogin;
 
 const APPS: &str = r#"
 apiVersion: access.portcullis.dev/v1alpha1
@@ -214,7 +214,7 @@ fn codes_are_refused_unless_fresh_for_this_application_and_this_browser() {
 
 #[test]
 fn a_code_is_redeemed_once_and_an_ended_identity_session_stays_ended() {
-    let jti = crate::login::session::random_b64url(32).unwrap();
+    let jti = crate::identity::session::random_b64url(32).unwrap();
     assert!(first_use(&jti));
     assert!(!first_use(&jti));
     let mut apps = apps(APPS);
@@ -230,7 +230,7 @@ fn a_code_is_redeemed_once_and_an_ended_identity_session_stays_ended() {
     });
     let iss = auth_issuer("auth.mysite.com:8443");
     let now = 1_800_000_000;
-    let sid = crate::login::session::random_b64url(32).unwrap();
+    let sid = crate::identity::session::random_b64url(32).unwrap();
     let (cookie, identity) = leader.mint_identity(&iss, &user, sid.clone(), now).unwrap();
     assert_eq!(leader.read_identity(&iss, &cookie, now), Some(identity.clone()));
     assert_eq!(leader.read_identity(&auth_issuer("elsewhere"), &cookie, now), None);

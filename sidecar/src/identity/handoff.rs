@@ -17,12 +17,12 @@ use portcullis_crds::snapshot::Login;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::decide::login::{self as rules, ReturnUrlError, MAX_PARAM_BYTES};
 use crate::decide::route::Router;
+use crate::decide::sign_in::{self as rules, ReturnUrlError, MAX_PARAM_BYTES};
 
 /// Where the authentication host starts (or skips) sign-in for an application.
 pub const AUTHENTICATE_PATH: &str = "/.portcullis/authenticate";
-/// Where an application redeems a code (`decide::login::Endpoint::Handoff`).
+/// Where an application redeems a code (`decide::sign_in::Endpoint::Handoff`).
 pub const HANDOFF_PATH: &str = "/.portcullis/handoff";
 /// The application's cookie binding a hand-off to the browser that started it.
 pub const HANDOFF_COOKIE: &str = "portcullis_handoff";
@@ -54,7 +54,7 @@ pub fn auth_issuer(authentication_host: &str) -> String {
 pub struct HandoffState {
     /// Random (256 bits), repeated in the code.
     pub st: String,
-    /// The return URL, already checked by `decide::login::return_url`.
+    /// The return URL, already checked by `decide::sign_in::return_url`.
     pub rd: String,
     /// The application's label: a state of another application is refused.
     pub app: String,
@@ -78,7 +78,7 @@ pub struct Identity {
 /// A hand-off code's claims.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Code {
-    /// The application's session issuer (`login::session_issuer`).
+    /// The application's session issuer (`identity::session_issuer`).
     pub aud: String,
     /// The state the application bound to the browser.
     pub st: String,

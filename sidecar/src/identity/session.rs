@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use serde::de::DeserializeOwned;
 
-use crate::decide::login::b64url;
+use crate::decide::sign_in::b64url;
 
 /// Why a session key could not be loaded. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]

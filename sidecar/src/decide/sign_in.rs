@@ -3,7 +3,7 @@
 //! exact URLs and cookies of the OpenID Connect authorization-code flow with PKCE.
 //!
 //! Pure: no I/O, no clock, no randomness (random values, `now` and keys are arguments). The I/O
-//! half (discovery, token exchange, signing) is `crate::login`; the glue is `http/login.rs`.
+//! half (discovery, token exchange, signing) is `crate::identity`; the glue is `http/oidc_steps.rs`.
 //! Nothing here logs, and no error carries a token, a code or a cookie value.
 
 use std::borrow::Cow;
