@@ -12,6 +12,7 @@ pub mod paths;
 pub mod push;
 pub mod reference;
 pub mod snapshot;
+pub mod telemetry;
 pub mod v1alpha1;
 
 pub use compile::{compile, CompileError, CompileErrors, Compiled, Inputs};

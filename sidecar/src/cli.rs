@@ -155,6 +155,73 @@ pub struct Args {
     /// configuration (domains, origins, policy names and rules) to whoever reaches that port.
     #[arg(long, env = "PORTCULLIS_ENABLE_EXPLAIN_ENDPOINT")]
     pub enable_explain_endpoint: bool,
+
+    #[command(flatten)]
+    pub traces: TraceArgs,
+}
+
+/// OTLP traces (README "Traces"): the OpenTelemetry variables, each also a flag. Off unless an
+/// endpoint is given.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Traces")]
+pub struct TraceArgs {
+    /// Where spans go (OTLP gRPC, e.g. http://otel-collector:4317). Setting it turns tracing on.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Where spans go, overriding --otlp-endpoint for traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+
+    /// OTLP protocol: grpc.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// always_on, always_off, traceidratio, parentbased_always_on (default),
+    /// parentbased_always_off or parentbased_traceidratio.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER")]
+    pub traces_sampler: Option<String>,
+
+    /// The ratio of the *traceidratio samplers (0 to 1, default 1).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub traces_sampler_arg: Option<String>,
+
+    /// The service name spans carry (default portcullis-sidecar, or portcullis-authorizer).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+
+    /// `true` turns tracing off whatever else is set.
+    #[arg(long, env = "OTEL_SDK_DISABLED")]
+    pub otel_sdk_disabled: Option<String>,
+
+    /// Start a trace for a request without a valid traceparent (a malformed one is replaced,
+    /// never forwarded). With false, such requests are not traced and pass as sent.
+    #[arg(long, env = "PORTCULLIS_TRACE_NEW_ROOTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trace_new_roots: bool,
+
+    /// Name the caller (email or service token) as the span's enduser.id. Off by default.
+    #[arg(long, env = "PORTCULLIS_TRACE_IDENTITY")]
+    pub trace_identity: bool,
+}
+
+impl TraceArgs {
+    /// The values as the OpenTelemetry variables.
+    pub fn vars(&self) -> portcullis_crds::telemetry::OtelVars {
+        portcullis_crds::telemetry::OtelVars {
+            endpoint: self.otlp_endpoint.clone(),
+            traces_endpoint: self.otlp_traces_endpoint.clone(),
+            protocol: self.otlp_protocol.clone(),
+            sampler: self.traces_sampler.clone(),
+            sampler_arg: self.traces_sampler_arg.clone(),
+            service_name: self.service_name.clone(),
+            sdk_disabled: self.otel_sdk_disabled.clone(),
+        }
+    }
+
+    /// The options besides the variables.
+    pub fn options(&self) -> crate::trace::TraceOptions {
+        crate::trace::TraceOptions { new_roots: self.trace_new_roots, identity: self.trace_identity }
+    }
 }
 
 /// Subcommands; without one the sidecar serves.

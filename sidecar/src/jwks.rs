@@ -312,7 +312,8 @@ impl IssuerKeys {
             return Err(if self.inline { FetchError::Inline } else { FetchError::InvalidUri });
         };
         let _serial = self.fetch_lock.lock().await;
-        let result = fetch(&self.shared, uri).await;
+        // In a request's trace when a request is waiting on it (an unknown `kid`).
+        let result = crate::trace::outbound("jwks fetch", uri, fetch(&self.shared, uri), FetchError::reason).await;
         let label = if result.is_ok() { "ok" } else { "error" };
         self.shared.refreshes.with_label_values(&[self.issuer.as_str(), label]).inc();
         self.mark_stale(result.as_ref().err());

@@ -3,7 +3,8 @@
 //! `decide` holds the pure decisions (routing, CORS, authentication, policy) over a compiled
 //! config; `http` is the hyper glue that moves bytes and calls them; `admin` serves health,
 //! metrics and config; `config` keeps the live snapshot; `authz` answers other proxies'
-//! external-authorization calls with the same decisions. Nothing here talks to Kubernetes.
+//! external-authorization calls with the same decisions; `trace` exports
+//! OpenTelemetry spans when configured. Nothing here talks to Kubernetes.
 
 #![forbid(unsafe_code)]
 
@@ -20,3 +21,4 @@ pub mod jwks;
 pub mod metrics;
 pub mod outbound;
 pub mod run;
+pub mod trace;

@@ -210,6 +210,12 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector owned elsewhere (the trace exporter's failures, which exist only when
+    /// tracing is on). A name already taken is left as it is.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        let _ = self.registry.register(c);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

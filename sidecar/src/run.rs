@@ -38,6 +38,8 @@ pub enum StartError {
     PushTarget,
     #[error("cannot make this boot's push key: {0}")]
     BootKey(String),
+    #[error("traces: {0}")]
+    Traces(#[from] crate::trace::TraceStartError),
 }
 
 /// How often standalone mode looks at the manifests (changes apply within 2 s, api.md).
@@ -93,7 +95,8 @@ pub async fn serve_on(
         body_read_timeout: args.body_read_timeout,
         connect_timeout: args.connect_timeout,
     };
-    let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics));
+    let tracing = tracing(role, &args, &metrics)?;
+    let proxy = Arc::new(Proxy::new(store.clone(), client, settings, metrics).with_tracing(tracing));
     let limits = ServerLimits {
         header_read_timeout: args.header_read_timeout,
         max_header_bytes: args.max_header_bytes,
@@ -112,12 +115,39 @@ pub async fn serve_on(
         let _ = admin_stopped.await;
     }));
     match role {
-        Role::Sidecar => crate::http::serve(listener, proxy, limits, tls, shutdown).await,
-        Role::Authorizer => crate::authz::serve(listener, proxy, limits, tls, shutdown).await,
+        Role::Sidecar => crate::http::serve(listener, proxy.clone(), limits, tls, shutdown).await,
+        Role::Authorizer => crate::authz::serve(listener, proxy.clone(), limits, tls, shutdown).await,
     }
     let _ = admin_stop.send(());
     let _ = admin.await;
+    flush_traces(proxy).await;
     Ok(())
+}
+
+/// Tracing from the OTLP variables (`--otlp-endpoint` …), `None` when off.
+fn tracing(role: Role, args: &Args, metrics: &Metrics) -> Result<Option<crate::trace::Tracing>, StartError> {
+    let service = match role {
+        Role::Sidecar => "portcullis-sidecar",
+        Role::Authorizer => "portcullis-authorizer",
+    };
+    let settings = args.traces.vars().settings(service).map_err(crate::trace::TraceStartError::from)?;
+    let Some(settings) = settings else { return Ok(None) };
+    let tracing = crate::trace::Tracing::start(&settings, args.traces.options(), metrics)?;
+    tracing::info!(endpoint = %settings.endpoint, service = %settings.service_name, "exporting traces over OTLP");
+    Ok(Some(tracing))
+}
+
+/// Exports the spans still queued. The exporter waits on this runtime (its gRPC channel lives
+/// here), so the blocking shutdown runs on a thread of its own.
+async fn flush_traces(proxy: Arc<Proxy>) {
+    if proxy.tracing.is_some() {
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(t) = &proxy.tracing {
+                t.shutdown();
+            }
+        })
+        .await;
+    }
 }
 
 /// The TLS listener's certificate reloader, with `--tls-cert` and `--tls-key`.

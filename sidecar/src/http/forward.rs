@@ -155,6 +155,7 @@ pub async fn forward(
     peer: SocketAddr,
     upstream_time: &mut Duration,
     request_id: &str,
+    trace: Option<&crate::trace::RequestTrace>,
 ) -> Response<OutBody> {
     let app = fwd.app;
     let upgrade = is_upgrade_request(req.headers());
@@ -180,6 +181,8 @@ pub async fn forward(
         return refusal(app, fwd.origin.as_ref(), &Refusal::UpstreamUnreachable, request_id);
     };
     upstream_headers(proxy, &fwd, &mut parts.headers, upgrade, peer);
+    // Traced: the app's `traceparent` names the forward span (tracing off: left as the client sent it).
+    let span = trace.map(|t| t.forward(&mut parts.headers));
     parts.uri = uri;
     // The client may have spoken HTTP/2; the pooled client picks the upstream's version.
     parts.version = http::Version::HTTP_11;
@@ -189,6 +192,13 @@ pub async fn forward(
     let sent = Instant::now();
     let result = tokio::time::timeout(proxy.settings.upstream_timeout, exchange(proxy, app_connections, out)).await;
     *upstream_time = sent.elapsed();
+    if let Some(span) = span {
+        span.end(match &result {
+            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+            Ok(Err((kind, _))) => Err(kind),
+            Err(_) => Err("timeout"),
+        });
+    }
     let failure = match result {
         Ok(Ok(resp)) => return finish(&fwd, resp, client_upgrade),
         Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {

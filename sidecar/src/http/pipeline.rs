@@ -36,6 +36,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
     let request_id = proxy.next_request_id();
     let rid = request_id.to_str().unwrap_or_default();
     let method = req.method().clone();
+    // Tracing off: one check, nothing built, `traceparent` passes to the app as sent.
+    let trace = proxy.tracing.as_ref().and_then(|t| t.request(req.headers(), &method));
     let live = proxy.store.load();
     // Time spent waiting on the upstream, excluded from the added-latency histogram.
     let mut upstream = Duration::ZERO;
@@ -43,12 +45,15 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
         None => (Refusal::NoConfig.to_response(rid), None, Outcome::Deny, Refusal::NoConfig.reason()),
         Some(live) => {
             let (parts, body) = req.into_parts();
-            let decided = decide(&proxy, live, &parts, peer, rid).await;
+            let decided = match &trace {
+                None => decide(&proxy, live, &parts, peer, rid).await,
+                Some(t) => t.within(decide(&proxy, live, &parts, peer, rid)).await,
+            };
             let resp = match decided.plan {
                 Plan::Answer(resp) => resp,
                 Plan::Forward(fwd) => {
                     let req = Request::from_parts(parts, body);
-                    forward::forward(&proxy, fwd, req, peer, &mut upstream, rid).await
+                    forward::forward(&proxy, fwd, req, peer, &mut upstream, rid, trace.as_ref()).await
                 }
             };
             (resp, decided.app.map(|i| live.apps[i].label.as_str()), decided.outcome, decided.reason)
@@ -59,6 +64,9 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
     proxy.metrics.added_latency.observe(added.as_secs_f64());
 
     let (app, decision, status) = (app.unwrap_or(""), outcome.as_str(), resp.status().as_u16());
+    if let Some(t) = trace {
+        t.finish(app, decision, reason, status);
+    }
     if outcome.routine() {
         tracing::debug!(request_id = ?request_id, app, %method, status, decision, reason, "request");
     } else {
@@ -123,6 +131,9 @@ pub async fn decide<'a>(
     let authn = authenticate(app, &cx.parts.headers, now).await;
     let (verdict, decided) = phases::authorize(cx, origin, &authn, &mut Quiet);
     count_verdict(proxy, app, &verdict, rid);
+    if proxy.tracing.is_some() {
+        crate::trace::note_verdict(app, &verdict, &authn);
+    }
     decided
 }
 

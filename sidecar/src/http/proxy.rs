@@ -47,6 +47,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Kept-alive connections to a plain-HTTP `--upstream` (others go through `client`).
     pub app_connections: Option<AppConnections>,
+    /// OTLP traces; `None` (the default) costs the request path one check.
+    pub tracing: Option<crate::trace::Tracing>,
     request_ids: RequestIds,
 }
 
@@ -56,7 +58,13 @@ impl Proxy {
     pub fn new(store: Arc<ConfigStore>, client: HttpClient, settings: ProxySettings, metrics: Arc<Metrics>) -> Self {
         let app_connections = (settings.upstream.scheme == "http")
             .then(|| AppConnections::new(&settings.upstream.authority, settings.connect_timeout));
-        Self { store, client, settings, metrics, app_connections, request_ids: RequestIds::new() }
+        Self { store, client, settings, metrics, app_connections, tracing: None, request_ids: RequestIds::new() }
+    }
+
+    /// The same proxy exporting traces.
+    pub fn with_tracing(mut self, tracing: Option<crate::trace::Tracing>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// A fresh request id (`x-request-id`).

@@ -230,8 +230,10 @@ impl Oidc {
         }
         let body: OutBody = Full::new(Bytes::from(form)).map_err(|never| match never {}).boxed();
         let request = request.body(body).map_err(|_| OidcError::NoIdToken)?;
-        let (status, body) =
-            exchange(&self.client, request, EXCHANGE_TIMEOUT, MAX_BODY_BYTES).await.map_err(OidcError::Token)?;
+        let exchanged =
+            async { exchange(&self.client, request, EXCHANGE_TIMEOUT, MAX_BODY_BYTES).await.map_err(OidcError::Token) };
+        let token_endpoint = &provider.token_endpoint;
+        let (status, body) = crate::trace::outbound("oidc token", token_endpoint, exchanged, OidcError::reason).await?;
         if status != StatusCode::OK {
             // RFC 6749 §5.2: `error` is a short ASCII code, safe to log; nothing else is read.
             let error = serde_json::from_slice::<serde_json::Value>(&body)
