@@ -118,11 +118,12 @@ impl Tracing {
             return None;
         }
         let parent = if continued { parent } else { Context::new() };
+        let method = method_name(method);
         let span = self
             .tracer
-            .span_builder(format!("{method}"))
+            .span_builder(method.clone())
             .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new("http.request.method", method_name(method))])
+            .with_attributes([KeyValue::new("http.request.method", method)])
             .start_with_context(&self.tracer, &parent);
         let mut cx = parent.with_span(span).with_value(ActiveTracer(self.tracer.clone()));
         if self.options.identity {
@@ -326,5 +327,40 @@ impl Injector for HeadersMut<'_> {
         } else {
             self.0.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_repeated_traceparent_is_no_trace_context() {
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static(TP));
+        assert!(TraceContextPropagator::new().extract(&Headers(&h)).span().span_context().is_valid());
+        h.append(TRACEPARENT, HeaderValue::from_static(TP));
+        assert!(!TraceContextPropagator::new().extract(&Headers(&h)).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn injection_replaces_and_leaves_an_empty_tracestate_out() {
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static("old"));
+        h.append(TRACEPARENT, HeaderValue::from_static("older"));
+        h.insert(TRACESTATE, HeaderValue::from_static("a=b"));
+        let mut inj = HeadersMut(&mut h);
+        inj.set("traceparent", TP.to_owned());
+        inj.set("tracestate", String::new());
+        assert_eq!(h.get_all(TRACEPARENT).iter().collect::<Vec<_>>(), [TP]);
+        assert!(h.get(TRACESTATE).is_none());
+    }
+
+    #[test]
+    fn unusual_methods_are_not_exported_by_name() {
+        assert_eq!(method_name(&Method::GET), "GET");
+        assert_eq!(method_name(&Method::from_bytes(b"X-SECRET-VERB").unwrap()), "_OTHER");
     }
 }

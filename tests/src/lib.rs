@@ -1,7 +1,7 @@
 //! The end-to-end test harness, a library the test binaries in `tests/tests/` share: builders
 //! for a recording upstream app, a JWKS server, the sidecar (a process, or in-process on
-//! pre-bound listeners), test tokens and manifests, a client, the sign-in provider, and a real
-//! cluster. Every wait is a bounded poll; nothing sleeps and hopes.
+//! pre-bound listeners), test tokens and manifests, a client, the sign-in provider, an OTLP trace
+//! receiver, and a real cluster. Every wait is a bounded poll; nothing sleeps and hopes.
 //!
 //! Each module's items are re-exported here, so a test writes `use portcullis_tests::*;` (or,
 //! through the shim `tests/tests/common/mod.rs`, `mod common; use common::*;`).
@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster;
 pub mod jwks;
 pub mod manifests;
+pub mod otlp;
 pub mod sidecar;
 pub mod signin;
 pub mod support;
@@ -19,6 +20,7 @@ pub mod upstream;
 pub use client::*;
 pub use jwks::*;
 pub use manifests::*;
+pub use otlp::*;
 pub use sidecar::*;
 pub use support::*;
 pub use tokens::*;
