@@ -186,17 +186,40 @@ impl RequestTrace {
 
     /// Records what was decided and ends the request span.
     pub fn finish(self, app: &str, decision: &'static str, reason: &'static str, status: u16) {
-        let span = self.cx.span();
-        span.set_attributes([
-            KeyValue::new("portcullis.application", app.to_owned()),
-            KeyValue::new("portcullis.decision", decision),
-            KeyValue::new("portcullis.reason", reason),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-        ]);
-        if status >= 500 {
-            span.set_status(Status::error(reason));
-        }
-        span.end();
+        record(&self.cx.span(), app, decision, reason, status);
+        self.end();
+    }
+
+    /// Ends the request span as it is (what was decided recorded by [`note_answer`]).
+    pub fn end(self) {
+        self.cx.span().end();
+    }
+}
+
+/// What was decided, on the current request's span (the authorizer, whose answer is made
+/// deep in its own code). Does nothing outside a traced request.
+pub fn note_answer(app: &str, decision: &'static str, reason: &'static str, status: u16) {
+    let cx = Context::current();
+    if cx.has_active_span() {
+        record(&cx.span(), app, decision, reason, status);
+    }
+}
+
+fn record(
+    span: &opentelemetry::trace::SpanRef<'_>,
+    app: &str,
+    decision: &'static str,
+    reason: &'static str,
+    status: u16,
+) {
+    span.set_attributes([
+        KeyValue::new("portcullis.application", app.to_owned()),
+        KeyValue::new("portcullis.decision", decision),
+        KeyValue::new("portcullis.reason", reason),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+    ]);
+    if status >= 500 {
+        span.set_status(Status::error(reason));
     }
 }
 

@@ -312,3 +312,30 @@ async fn a_bad_tracing_setting_stops_the_start_with_its_reason() {
     .expect("flags parse");
     assert_eq!(err.unwrap_err().reason(), "traces_sampler");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizer_continues_the_trace_of_the_request_it_checks() {
+    let rx = OtlpReceiver::start().await;
+    let authz = authorizer(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS))
+        .arg("--otlp-endpoint")
+        .arg(&rx.endpoint())
+        .start()
+        .await;
+    let tp = traceparent(TRACE_ID, "01");
+    let described = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "api.mysite.com"),
+        ("x-forwarded-uri", "/public/page"),
+        ("traceparent", tp.as_str()),
+    ];
+    let r = get(&authz.url("/forward-auth"), &described).await.unwrap();
+    assert_eq!(r.status, 200);
+    drop(authz);
+    let spans = rx.wait_for("the check's span", |s| s.iter().any(|s| s.kind == 2)).await;
+    let check = request_span(&spans, TRACE_ID);
+    assert_eq!(check.parent_span_id, CLIENT_SPAN);
+    assert_eq!(check.service, "portcullis-authorizer");
+    assert_eq!(check.attributes.get("portcullis.decision").map(String::as_str), Some("bypass"));
+    assert_eq!(check.attributes.get("portcullis.policy").map(String::as_str), Some("open"));
+}

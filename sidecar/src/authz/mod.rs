@@ -167,7 +167,9 @@ pub struct Allow {
     pub cors: HeaderMap,
 }
 
-/// Describes, then decides with the proxy's own decision (`pipeline::decide`).
+/// Describes, then decides with the proxy's own decision (`pipeline::decide`). Traced, the
+/// check is a server span continuing the described request's `traceparent` (the one the proxy
+/// will forward): the authorizer shows up in the request's trace beside the proxy's own spans.
 pub async fn decide(
     proxy: &Proxy,
     enforcer: Enforcer,
@@ -181,6 +183,18 @@ pub async fn decide(
             return Outcome::Invalid(e);
         }
     };
+    let parts = &described.parts;
+    match proxy.tracing.as_ref().and_then(|t| t.request(&parts.headers, &parts.method)) {
+        None => decide_described(proxy, enforcer, described, conn_peer).await,
+        Some(trace) => {
+            let outcome = trace.within(decide_described(proxy, enforcer, described, conn_peer)).await;
+            trace.end();
+            outcome
+        }
+    }
+}
+
+async fn decide_described(proxy: &Proxy, enforcer: Enforcer, described: Described, conn_peer: SocketAddr) -> Outcome {
     let Some(live) = proxy.store.load() else {
         return Outcome::Answer(Refusal::NoConfig.to_response(""), described.via);
     };
@@ -192,6 +206,9 @@ pub async fn decide(
     let fwd = match decided.plan {
         Plan::Answer(mut resp) => {
             pipeline::stamp(&mut resp, &request_id);
+            if proxy.tracing.is_some() {
+                crate::trace::note_answer(app, decided.outcome.as_str(), decided.reason, resp.status().as_u16());
+            }
             tracing::info!(
                 request_id = rid,
                 protocol = enforcer.label(),
@@ -235,6 +252,9 @@ pub async fn decide(
     }
     let scheme = if described.parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
     tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = decided.outcome.as_str(), "allowed");
+    if proxy.tracing.is_some() {
+        crate::trace::note_answer(app, decided.outcome.as_str(), decided.reason, 200);
+    }
     Outcome::Allow(allowed(&fwd, scheme))
 }
 
