@@ -102,6 +102,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).context("registering metrics")?);
+    let otel = portcullis_crds::telemetry::OtelVars::from_lookup(|name| std::env::var(name).ok());
+    let traces = portcullis_operator::telemetry::install(&otel, &registry)
+        .map_err(|e| anyhow::anyhow!("traces ({}): {e}", e.reason()))?;
     // Unique per replica: the Lease holder and the events' reportingInstance.
     let identity = instance.unwrap_or_else(fallback_identity);
     let reporter = Reporter { controller: "portcullis-operator".into(), instance: Some(identity.clone()) };
@@ -164,6 +167,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     tracing::info!("controllers stopped");
+    if let Some(traces) = traces {
+        // The exporter waits on this runtime (its gRPC channel lives here): flush off it.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
     admin.abort();
     webhooks.into_iter().flatten().for_each(|task| task.abort());
     result

@@ -204,6 +204,16 @@ impl Pusher {
     /// Sends one pod its config, retrying transient failures with backoff and a `stale_boot`
     /// at once with the boot read again, and records the acknowledgement and the metrics.
     pub async fn push(&self, pod: &PodConfig, sequence: u64, now: Timestamp) -> Result<Pushed, PushError> {
+        let outcome = |r: &Result<Pushed, PushError>| match r {
+            Ok(Pushed::Sent { unchanged: true }) => "unchanged",
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        };
+        let pushed = self.push_untraced(pod, sequence, now);
+        crate::telemetry::push(&pod_key(pod), &pod.snapshot.version, pushed, outcome).await
+    }
+
+    async fn push_untraced(&self, pod: &PodConfig, sequence: u64, now: Timestamp) -> Result<Pushed, PushError> {
         let push = ConfigPush {
             sequence,
             target: PushTarget { namespace: pod.pod.namespace.clone(), pod: pod.pod.name.clone() },

@@ -45,20 +45,21 @@ pub fn key<K: Resource>(object: &K) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-/// Runs one reconcile of `object`, counts it under `controller`, and forgets the object's
-/// failures when it succeeded.
+/// Runs one reconcile of `object` in a `reconcile` span (README "Traces"), counts it under
+/// `controller`, and forgets the object's failures when it succeeded.
 pub async fn instrumented<K: Resource>(
     ctx: &Context,
-    controller: &str,
+    controller: &'static str,
     object: &K,
     reconcile: impl Future<Output = Result<Action>>,
 ) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile.await;
-    let outcome = match &result {
+    let outcome = |result: &Result<Action>| match result {
         Ok(_) => "ok",
         Err(e) => e.reason(),
     };
+    let result = crate::telemetry::reconcile(controller, &key(object), reconcile, outcome).await;
+    let outcome = outcome(&result);
     ctx.metrics.reconciled(controller, outcome, started.elapsed());
     if result.is_ok() {
         ctx.reset_backoff(&key(object));
