@@ -97,14 +97,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
     init_logs(log_json);
 
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).context("registering metrics")?);
+    // Before connecting: a bad OTEL value is reported as itself, not hidden behind the cluster.
     let otel = portcullis_crds::telemetry::OtelVars::from_lookup(|name| std::env::var(name).ok());
     let traces = portcullis_operator::telemetry::install(&otel, &registry)
         .map_err(|e| anyhow::anyhow!("traces ({}): {e}", e.reason()))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     // Unique per replica: the Lease holder and the events' reportingInstance.
     let identity = instance.unwrap_or_else(fallback_identity);
     let reporter = Reporter { controller: "portcullis-operator".into(), instance: Some(identity.clone()) };

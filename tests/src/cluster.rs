@@ -395,6 +395,7 @@ pub async fn injected_pods(
         operator_namespace: String::new(),
         traffic_port: 14080,
         admin_port: 14090,
+        trace_env: Vec::new(),
     };
     let container = inject::container(&injection, 3000);
     for i in 0..count {

@@ -102,3 +102,21 @@ service:
   port: 443
 {{- end }}
 {{- end }}
+
+{{/* The OTEL variables of every Portcullis process that traces (operator, authorizer), from
+`tracing.*`. Included only when tracing.otlpEndpoint is set (an empty include under nindent
+would leave a blank line in the rendered manifests). */}}
+{{- define "portcullis.otelEnv" -}}
+{{- with .Values.tracing }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+{{- if .samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerArg | quote }}
+{{- end }}
+{{- end }}
+{{- end }}

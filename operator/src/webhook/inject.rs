@@ -58,6 +58,8 @@ pub struct Injection {
     pub traffic_port: u16,
     /// Sidecar admin port (named [`crate::desired::ADMIN_PORT_NAME`]).
     pub admin_port: u16,
+    /// The OTEL variables of the sidecar's traces (`--sidecar-otlp-*`); empty: tracing off.
+    pub trace_env: Vec<(String, String)>,
 }
 
 /// Why a pod that should get a sidecar cannot. Refused: creating it without the sidecar would
@@ -211,19 +213,21 @@ pub fn container(injection: &Injection, upstream: u16) -> Container {
         protocol: Some("TCP".to_owned()),
         ..Default::default()
     };
+    let mut envs = vec![
+        env("PORTCULLIS_LISTEN", format!("0.0.0.0:{}", injection.traffic_port)),
+        env("PORTCULLIS_ADMIN_LISTEN", format!("0.0.0.0:{}", injection.admin_port)),
+        env("PORTCULLIS_UPSTREAM", format!("http://127.0.0.1:{upstream}")),
+        env("PORTCULLIS_PUSH_PUBLIC_KEY_VALUE", injection.push_public_key.clone()),
+        env("PORTCULLIS_LOG_FORMAT", "json".to_owned()),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    envs.extend(injection.trace_env.iter().map(|(name, value)| env(name, value.clone())));
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(injection.image.clone()),
         image_pull_policy: Some(injection.image_pull_policy.clone()),
-        env: Some(vec![
-            env("PORTCULLIS_LISTEN", format!("0.0.0.0:{}", injection.traffic_port)),
-            env("PORTCULLIS_ADMIN_LISTEN", format!("0.0.0.0:{}", injection.admin_port)),
-            env("PORTCULLIS_UPSTREAM", format!("http://127.0.0.1:{upstream}")),
-            env("PORTCULLIS_PUSH_PUBLIC_KEY_VALUE", injection.push_public_key.clone()),
-            env("PORTCULLIS_LOG_FORMAT", "json".to_owned()),
-            field("POD_NAME", "metadata.name"),
-            field("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some(envs),
         ports: Some(vec![
             port(TRAFFIC_PORT_NAME, injection.traffic_port),
             port(crate::desired::ADMIN_PORT_NAME, injection.admin_port),

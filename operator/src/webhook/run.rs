@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::Client;
+use portcullis_crds::telemetry::{OtelVars, TraceConfigError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -59,6 +60,45 @@ pub struct WebhookArgs {
     /// Container port of the sidecar's admin listener (named `portcullis-adm`).
     #[arg(long, default_value_t = 14090)]
     pub sidecar_admin_port: u16,
+
+    /// OTLP endpoint the injected sidecars export traces to (their OTEL_EXPORTER_OTLP_ENDPOINT).
+    /// Without it their tracing is off (README "Traces").
+    #[arg(long)]
+    pub sidecar_otlp_endpoint: Option<String>,
+
+    /// The injected sidecars' OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long)]
+    pub sidecar_otlp_protocol: Option<String>,
+
+    /// The injected sidecars' OTEL_TRACES_SAMPLER.
+    #[arg(long)]
+    pub sidecar_traces_sampler: Option<String>,
+
+    /// The injected sidecars' OTEL_TRACES_SAMPLER_ARG.
+    #[arg(long)]
+    pub sidecar_traces_sampler_arg: Option<String>,
+}
+
+impl WebhookArgs {
+    /// The OTEL variables the injected sidecars get, checked as the sidecar will check them (a
+    /// bad value stops the operator, not every injected pod).
+    pub fn sidecar_trace_env(&self) -> Result<Vec<(String, String)>, TraceConfigError> {
+        let vars = OtelVars {
+            endpoint: self.sidecar_otlp_endpoint.clone(),
+            protocol: self.sidecar_otlp_protocol.clone(),
+            sampler: self.sidecar_traces_sampler.clone(),
+            sampler_arg: self.sidecar_traces_sampler_arg.clone(),
+            ..Default::default()
+        };
+        vars.settings("portcullis-sidecar")?;
+        let named = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &vars.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", &vars.protocol),
+            ("OTEL_TRACES_SAMPLER", &vars.sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", &vars.sampler_arg),
+        ];
+        Ok(named.into_iter().filter_map(|(n, v)| v.clone().map(|v| (n.to_owned(), v))).collect())
+    }
 }
 
 fn resources(raw: &str) -> Result<ResourceRequirements, String> {
@@ -78,6 +118,9 @@ pub async fn start(
         tracing::warn!("admission webhooks disabled: no validation at apply time, no sidecar injection");
         return Ok(None);
     }
+    let trace_env = args.sidecar_trace_env().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--sidecar-otlp-* ({}): {e}", e.reason()))
+    })?;
     let listener = TcpListener::bind(args.webhook_listen).await?;
     tracing::info!(listen = %args.webhook_listen, "admission webhooks listening");
     let source = match args.webhook_cert_dir {
@@ -101,6 +144,7 @@ pub async fn start(
             operator_namespace: namespace.to_owned(),
             traffic_port: args.sidecar_port,
             admin_port: args.sidecar_admin_port,
+            trace_env,
         },
     });
     let slot = Arc::new(CertSlot::default());

@@ -20,6 +20,7 @@ fn webhooks() -> Webhooks {
             operator_namespace: OPERATOR_NS.into(),
             traffic_port: 14080,
             admin_port: 14090,
+            trace_env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), "http://otel-collector.observability:4317".into())],
         },
     }
 }
@@ -109,6 +110,7 @@ fn a_pod_of_a_labelled_namespace_gets_the_sidecar() {
     assert_eq!(env["PORTCULLIS_LISTEN"].value.as_deref(), Some("0.0.0.0:14080"));
     assert_eq!(env["PORTCULLIS_ADMIN_LISTEN"].value.as_deref(), Some("0.0.0.0:14090"));
     assert_eq!(env["PORTCULLIS_PUSH_PUBLIC_KEY_VALUE"].value.as_deref(), Some("cHVibGljLWtleQ=="));
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"].value.as_deref(), Some("http://otel-collector.observability:4317"));
     let field = |name: &str| env[name].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path.clone();
     assert_eq!(field("POD_NAME"), "metadata.name");
     assert_eq!(field("POD_NAMESPACE"), "metadata.namespace");
@@ -532,4 +534,39 @@ async fn the_server_answers_over_tls_with_a_generated_certificate() {
     let name = ServerName::try_from(format!("portcullis-webhook.{OPERATOR_NS}.svc")).unwrap();
     assert!(tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await.is_err());
     server.abort();
+}
+
+#[test]
+fn the_sidecars_trace_settings_are_checked_and_passed_as_otel_variables() {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        webhook: super::run::WebhookArgs,
+    }
+    let parse = |flags: &[&str]| {
+        <Flags as clap::Parser>::try_parse_from(std::iter::once("operator").chain(flags.iter().copied()))
+            .unwrap()
+            .webhook
+    };
+    assert!(parse(&[]).sidecar_trace_env().unwrap().is_empty(), "off by default");
+    let env = parse(&[
+        "--sidecar-otlp-endpoint",
+        "http://c:4317",
+        "--sidecar-traces-sampler",
+        "parentbased_traceidratio",
+        "--sidecar-traces-sampler-arg",
+        "0.1",
+    ])
+    .sidecar_trace_env()
+    .unwrap();
+    assert_eq!(
+        env,
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), "http://c:4317".to_owned()),
+            ("OTEL_TRACES_SAMPLER".to_owned(), "parentbased_traceidratio".to_owned()),
+            ("OTEL_TRACES_SAMPLER_ARG".to_owned(), "0.1".to_owned()),
+        ]
+    );
+    let bad = parse(&["--sidecar-otlp-endpoint", "http://c:4317", "--sidecar-traces-sampler", "sometimes"]);
+    assert_eq!(bad.sidecar_trace_env().unwrap_err().reason(), "traces_sampler");
 }
