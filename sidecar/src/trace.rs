@@ -163,9 +163,12 @@ pub struct RequestTrace {
 // === impl RequestTrace ===
 
 impl RequestTrace {
-    /// Runs `fut` with this request's context current, so the spans it opens are children.
-    pub async fn within<F: Future>(&self, fut: F) -> F::Output {
-        fut.with_context(self.cx.clone()).await
+    /// `fut` run with this request's context current, so the spans it opens are children.
+    /// Boxed: the caller's future (hyper moves it a few times per request) then grows by a
+    /// pointer, not by a second copy of `fut`, whether tracing is on or off (measured: an
+    /// unboxed wrapper cost 11,000 instructions of `memcpy` per request with tracing off).
+    pub fn within<F: Future>(&self, fut: F) -> std::pin::Pin<Box<opentelemetry::context::WithContext<F>>> {
+        Box::pin(fut.with_context(self.cx.clone()))
     }
 
     /// Opens the forward span and makes `headers` carry it: the app's `traceparent` names it as
@@ -280,41 +283,45 @@ impl ForwardSpan {
     }
 }
 
-/// Runs `fut` (an outbound call a request waits on: `jwks fetch`, `oidc token`) in a client span
-/// of the current request, naming `url` (never a query or credentials: the callers pass
-/// configured endpoints). Outside a traced request, just runs it.
-pub async fn outbound<T, E, F>(
+/// `fut` (an outbound call a request waits on: `jwks fetch`, `oidc token`) in a client span of
+/// the current request, naming `url` (scheme, authority and path: the callers pass configured
+/// endpoints, never a query or credentials). Outside a traced request, just `fut`.
+///
+/// Boxed, and not an `async fn`: an `async fn` keeps its argument and the future it awaits in
+/// two slots, which would grow every request's future by a JWKS fetch even with tracing off.
+pub fn outbound<'a, T, E, F>(
     name: &'static str,
     url: &http::Uri,
     fut: F,
-    reason: impl Fn(&E) -> &'static str,
-) -> Result<T, E>
+    reason: fn(&E) -> &'static str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + Send + 'a,
+    T: Send + 'a,
+    E: Send + 'a,
 {
     let cx = Context::current();
     let Some(ActiveTracer(tracer)) = cx.get::<ActiveTracer>() else {
-        return fut.await;
+        return Box::pin(fut);
     };
-    let url = format!(
-        "{}://{}{}",
-        url.scheme_str().unwrap_or("https"),
-        url.authority().map(|a| a.as_str()).unwrap_or(""),
-        url.path()
-    );
+    let authority = url.authority().map(|a| a.as_str()).unwrap_or_default();
+    let url = format!("{}://{authority}{}", url.scheme_str().unwrap_or("https"), url.path());
     let span = tracer
         .span_builder(name)
         .with_kind(SpanKind::Client)
         .with_attributes([KeyValue::new("url.full", url)])
         .start_with_context(tracer, &cx);
     let cx = cx.with_span(span);
-    let result = fut.with_context(cx.clone()).await;
-    if let Err(e) = &result {
-        cx.span().set_attribute(KeyValue::new("error.type", reason(e)));
-        cx.span().set_status(Status::error(reason(e)));
-    }
-    cx.span().end();
-    result
+    Box::pin(async move {
+        let result = fut.with_context(cx.clone()).await;
+        let span = cx.span();
+        if let Err(e) = &result {
+            span.set_attribute(KeyValue::new("error.type", reason(e)));
+            span.set_status(Status::error(reason(e)));
+        }
+        span.end();
+        result
+    })
 }
 
 /// A request's headers as the propagator reads them. A header given twice is no valid trace

@@ -101,7 +101,12 @@ fn render(v: &Value) -> String {
 
 impl OtlpReceiver {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind OTLP receiver");
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On a given address (the bench's fixed port).
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind OTLP receiver");
         let addr = listener.local_addr().expect("addr");
         let spans: Arc<Mutex<Vec<ReceivedSpan>>> = Arc::default();
         let service = TraceServiceServer::new(Collect(spans.clone()));
