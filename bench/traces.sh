@@ -4,8 +4,9 @@
 # after the other on one keep-alive connection after a warm-up (bench/keepalive.py zeroes the
 # counters before and dumps them after, so start-up cancels out), for three scenarios:
 # a plain forward, a plain forward carrying a client `traceparent`, and a GET with a cached RS256
-# cookie JWT. Each with tracing off and on (every request sampled, exported over OTLP/gRPC to
-# the tests' receiver, tests/examples/otlp-sink.rs, on CPU 1). Callgrind counts every thread of
+# cookie JWT. Each with tracing off, on but unsampled (`always_off`: propagation only), and on
+# (every request sampled, exported over OTLP/gRPC to the tests' receiver,
+# tests/examples/otlp-sink.rs, on CPU 1). Callgrind counts every thread of
 # the sidecar, so "on" includes the batch exporter's work (encoding, gRPC) amortised per request;
 # it runs on a 5 s timer or every 512 spans, so it moves the figure by a few hundred between runs.
 # BASE_SIDECAR=<binary> adds a column for another build of the sidecar (e.g. main's) with no
@@ -72,8 +73,11 @@ if [[ -n ${BASE_SIDECAR:-} ]]; then
   columns+=(base)
 fi
 measure off "$sidecar"
+# Unsampled: the trace context is read, the sidecar's own `traceparent` made and set, but no
+# span records or exports (what a request pays under a sampler that drops it).
+measure unsampled "$sidecar" --otlp-endpoint "http://127.0.0.1:$RX_PORT" --traces-sampler always_off
 measure on "$sidecar" --otlp-endpoint "http://127.0.0.1:$RX_PORT" --traces-sampler always_on
-columns+=(off on)
+columns+=(off unsampled on)
 kill -TERM "$rx_pid"
 wait "$rx_pid" 2>/dev/null || true
 spans=$(awk '/received/ {print $2}' "$work/sink.txt")

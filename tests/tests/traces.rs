@@ -50,6 +50,7 @@ fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a Rec
     spans.iter().filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id).collect()
 }
 
+// B-TRACE-2, B-TRACE-4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_link_client_sidecar_and_app_with_the_decision_and_no_secret() {
     let rx = OtlpReceiver::start().await;
@@ -162,6 +163,7 @@ async fn spans_link_client_sidecar_and_app_with_the_decision_and_no_secret() {
     assert!(!exported.contains(signature));
 }
 
+// B-TRACE-4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_is_exported_only_when_asked_for() {
     let rx = OtlpReceiver::start().await;
@@ -182,6 +184,7 @@ async fn identity_is_exported_only_when_asked_for() {
     assert!(!format!("{spans:?}").contains(&jwt), "the token itself is still never exported");
 }
 
+// B-TRACE-3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_traceparent_restarts_the_trace_and_is_never_forwarded() {
     let rx = OtlpReceiver::start().await;
@@ -219,6 +222,7 @@ async fn a_malformed_traceparent_restarts_the_trace_and_is_never_forwarded() {
     assert_eq!(roots, 7, "{spans:#?}");
 }
 
+// B-TRACE-1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracing_off_passes_the_trace_headers_byte_for_byte() {
     let up = Upstream::start().await;
@@ -239,6 +243,7 @@ async fn tracing_off_passes_the_trace_headers_byte_for_byte() {
     assert!(up.last().headers.get("traceparent").is_none());
 }
 
+// B-TRACE-5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sampler_setting_decides_what_is_exported() {
     let rx = OtlpReceiver::start().await;
@@ -278,6 +283,7 @@ async fn the_sampler_setting_decides_what_is_exported() {
     assert_eq!(spans.iter().filter(|s| s.trace_id == sampled).count(), 2, "{spans:#?}");
 }
 
+// B-TRACE-3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_new_roots_an_untraced_request_passes_as_sent() {
     let rx = OtlpReceiver::start().await;
@@ -301,6 +307,7 @@ async fn without_new_roots_an_untraced_request_passes_as_sent() {
     assert!(spans.iter().all(|s| s.trace_id == TRACE_ID), "only the client's trace: {spans:#?}");
 }
 
+// B-TRACE-7
 #[tokio::test]
 async fn a_bad_tracing_setting_stops_the_start_with_its_reason() {
     let up = Upstream::start().await;
@@ -338,4 +345,37 @@ async fn the_authorizer_continues_the_trace_of_the_request_it_checks() {
     assert_eq!(check.service, "portcullis-authorizer");
     assert_eq!(check.attributes.get("portcullis.decision").map(String::as_str), Some("bypass"));
     assert_eq!(check.attributes.get("portcullis.policy").map(String::as_str), Some("open"));
+}
+
+// B-TRACE-6
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_exports_are_counted_and_requests_never_wait_for_them() {
+    // A collector that is not there: nothing listens on this port.
+    let up = Upstream::start().await;
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS), &up.url())
+        .arg("--otlp-endpoint")
+        .arg(&nowhere)
+        .start()
+        .await;
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("portcullis_trace_export_failures_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(metric(&sc.metrics().await), Some(0.0), "the counter exists from the start");
+    // 512 spans (a request and its forward each) fill a batch, which is sent at once.
+    for _ in 0..256 {
+        let r = get(&sc.url("/public/x"), &[HOST]).await.unwrap();
+        assert_eq!(r.status, 200, "requests are served while the collector is away");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let failures = metric(&sc.metrics().await).unwrap_or_default();
+        if failures >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed export counted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
