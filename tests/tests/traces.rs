@@ -379,3 +379,47 @@ async fn failed_exports_are_counted_and_requests_never_wait_for_them() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_fetch_a_request_waits_on_is_a_span_of_that_request() {
+    let rx = OtlpReceiver::start().await;
+    let up = Upstream::start().await;
+    // The JWKS lacks the token's key at start; it is published before the request, which then
+    // finds an unknown kid and fetches the JWKS again while it waits.
+    let full: serde_json::Value = serde_json::from_str(&jwks_json()).unwrap();
+    let mut partial = full.clone();
+    partial["keys"].as_array_mut().unwrap().retain(|k| k["kid"] != "rsa-1");
+    let jwks = JwksServer::start(partial.to_string()).await;
+    let source = format!("        jwksUri: {}", jwks.uri());
+    let sc = sidecar(&seed_manifests(&source, SEED_CORS, ""), &up.url())
+        .arg("--otlp-endpoint")
+        .arg(&rx.endpoint())
+        .start()
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while jwks.hits() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the first JWKS fetch never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    *jwks.body.lock().unwrap() = (http::StatusCode::OK, full.to_string());
+    let token = mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
+    let r = get(
+        &sc.url("/data"),
+        &[HOST, ("cf-access-jwt-assertion", &token), ("traceparent", &traceparent(TRACE_ID, "01"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "the refresh found the key");
+    drop(sc);
+    let spans = rx.wait_for("the JWKS fetch", |s| s.iter().any(|s| s.name == "jwks fetch")).await;
+    let req = request_span(&spans, TRACE_ID);
+    let fetches: Vec<_> = spans.iter().filter(|s| s.name == "jwks fetch").collect();
+    assert_eq!(fetches.len(), 1, "the start-up fetch belongs to no request: {spans:#?}");
+    let fetch = fetches[0];
+    assert_eq!(
+        (fetch.trace_id.as_str(), fetch.parent_span_id.as_str(), fetch.kind),
+        (TRACE_ID, req.span_id.as_str(), 3)
+    );
+    assert_eq!(fetch.attributes.get("url.full"), Some(&jwks.uri()));
+    assert!(!format!("{spans:?}").contains(&token));
+}
