@@ -427,3 +427,46 @@ fn explain_shows_the_sign_in_answers() {
     let nav = run(&["--header", "Sec-Fetch-Mode: navigate"]);
     assert!(nav.contains("status 302") && nav.contains(&format!("location: {login}")), "{nav}");
 }
+
+/// With tracing on, the token exchange a callback waits on is a client span of the callback's
+/// request span, and no code, state, cookie or client secret is exported (README "Traces").
+// Behaviour: B-TRACE-4 (docs/behaviour.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_exchange_is_a_span_of_the_callback_and_exports_no_code() {
+    let rx = common::OtlpReceiver::start().await;
+    let idp = Idp::start(&["https://api.mysite.com/.portcullis/callback".to_owned()]);
+    let upstream = Upstream::start().await;
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let sc = sidecar(&manifests(&idp.issuer, &down), &upstream.url())
+        .arg("--otlp-endpoint")
+        .arg(&rx.endpoint())
+        .start()
+        .await;
+    let (cookie, q) = start_login_via(&sc).await;
+    let state = param(&q, "state").to_owned();
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let callback = sc.url(&format!("/.portcullis/callback?code=not-a-real-code&state={state}"));
+    let r = get(&callback, &[HOST, ("cookie", &cookie), ("traceparent", &traceparent)]).await.unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("idp_token_failed")), "{}", r.text());
+    drop(sc);
+
+    let spans = rx.wait_for("the token exchange", |s| s.iter().any(|s| s.name == "oidc token")).await;
+    let request = spans.iter().find(|s| s.trace_id == trace_id && s.kind == 2).unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(request.attributes.get("portcullis.decision").map(String::as_str), Some("sign_in"));
+    assert_eq!(request.attributes.get("portcullis.reason").map(String::as_str), Some("callback"), "the endpoint");
+    assert_eq!(request.attributes.get("http.response.status_code").map(String::as_str), Some("401"));
+    let exchange = spans.iter().find(|s| s.name == "oidc token").unwrap();
+    assert_eq!(
+        (exchange.trace_id.as_str(), exchange.parent_span_id.as_str(), exchange.kind),
+        (trace_id, request.span_id.as_str(), 3)
+    );
+    assert_eq!(exchange.attributes.get("error.type").map(String::as_str), Some("idp_token_failed"));
+    let url = exchange.attributes.get("url.full").cloned().unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:") && !url.contains('?'), "{url}");
+    let exported = format!("{spans:?}");
+    let cookie_value = cookie.split_once('=').map(|(_, v)| v).unwrap_or(&cookie);
+    for secret in ["not-a-real-code", state.as_str(), cookie_value, CLIENT_SECRET] {
+        assert!(!exported.contains(secret), "{secret} exported: {exported}");
+    }
+}

@@ -230,18 +230,21 @@ impl Oidc {
         }
         let body: OutBody = Full::new(Bytes::from(form)).map_err(|never| match never {}).boxed();
         let request = request.body(body).map_err(|_| OidcError::NoIdToken)?;
-        let exchanged =
-            async { exchange(&self.client, request, EXCHANGE_TIMEOUT, MAX_BODY_BYTES).await.map_err(OidcError::Token) };
-        let token_endpoint = &provider.token_endpoint;
-        let (status, body) = crate::trace::outbound("oidc token", token_endpoint, exchanged, OidcError::reason).await?;
-        if status != StatusCode::OK {
-            // RFC 6749 §5.2: `error` is a short ASCII code, safe to log; nothing else is read.
-            let error = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| e.chars().take(64).collect()))
-                .unwrap_or_default();
-            return Err(OidcError::TokenStatus { status: status.as_u16(), error });
-        }
+        // The exchange and the endpoint's refusal, in the request's trace when it is traced.
+        let exchanged = async {
+            let (status, body) =
+                exchange(&self.client, request, EXCHANGE_TIMEOUT, MAX_BODY_BYTES).await.map_err(OidcError::Token)?;
+            if status != StatusCode::OK {
+                // RFC 6749 §5.2: `error` is a short ASCII code, safe to log; nothing else is read.
+                let error = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| e.chars().take(64).collect()))
+                    .unwrap_or_default();
+                return Err(OidcError::TokenStatus { status: status.as_u16(), error });
+            }
+            Ok(body)
+        };
+        let body = crate::trace::outbound("oidc token", &provider.token_endpoint, exchanged, OidcError::reason).await?;
         let id_token =
             serde_json::from_slice::<TokenResponse>(&body).ok().and_then(|t| t.id_token).ok_or(OidcError::NoIdToken)?;
         let user = self.verify_id_token(provider, &id_token, now).await?;
