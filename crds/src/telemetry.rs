@@ -203,10 +203,6 @@ mod provider {
 
     use super::{Root, SamplerChoice, TraceSettings};
 
-    /// Spans waiting for export at most; further ones are dropped, never waited for: a request
-    /// must not block on a slow collector (the SDK's `try_send`).
-    const MAX_QUEUE: usize = 2048;
-
     /// The provider for `settings`, exporting in batches through `exporter`. Each failed export
     /// calls `failed` once (a metric), instead of a log line per span.
     pub fn provider<E>(
@@ -217,7 +213,11 @@ mod provider {
     where
         E: opentelemetry_sdk::trace::SpanExporter + 'static,
     {
-        let batch = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUE).build();
+        // The queue is bounded (2,048 spans unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise, as
+        // the other OTEL_BSP_* variables tune the batches): when it is full a span is dropped,
+        // never waited for, so a request does not block on a slow collector (the SDK's
+        // `try_send`).
+        let batch = BatchConfigBuilder::default().build();
         let exporter = CountFailures { inner: exporter, failed: Box::new(failed) };
         SdkTracerProvider::builder()
             .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
