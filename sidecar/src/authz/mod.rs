@@ -184,14 +184,15 @@ pub async fn decide(
         }
     };
     let parts = &described.parts;
-    match proxy.tracing.as_ref().and_then(|t| t.request(&parts.headers, &parts.method)) {
+    let trace = proxy.tracing.as_ref().and_then(|t| t.request(&parts.headers, &parts.method));
+    let outcome = match trace.as_ref().filter(|t| t.recording()) {
         None => decide_described(proxy, enforcer, described, conn_peer).await,
-        Some(trace) => {
-            let outcome = trace.within(decide_described(proxy, enforcer, described, conn_peer)).await;
-            trace.end();
-            outcome
-        }
+        Some(t) => t.within(decide_described(proxy, enforcer, described, conn_peer)).await,
+    };
+    if let Some(t) = trace {
+        t.end();
     }
+    outcome
 }
 
 async fn decide_described(proxy: &Proxy, enforcer: Enforcer, described: Described, conn_peer: SocketAddr) -> Outcome {

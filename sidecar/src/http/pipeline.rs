@@ -45,7 +45,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
         None => (Refusal::NoConfig.to_response(rid), None, Outcome::Deny, Refusal::NoConfig.reason()),
         Some(live) => {
             let (parts, body) = req.into_parts();
-            let decided = match &trace {
+            let decided = match trace.as_ref().filter(|t| t.recording()) {
                 None => decide(&proxy, live, &parts, peer, rid).await,
                 Some(t) => t.within(decide(&proxy, live, &parts, peer, rid)).await,
             };
