@@ -72,89 +72,31 @@ impl Metrics {
 
     fn with_registry(registry: Registry) -> Self {
         let f = Families(&registry);
-        let config_reloads =
-            f.counters("portcullis_config_reloads_total", "Configuration loads by result (ok, error).", &["result"]);
+        let config_reloads = f.counters(CONFIG_RELOADS);
         // Make both results visible from the start, so alerts on `error` have a series.
         config_reloads.with_label_values(&["ok"]);
         config_reloads.with_label_values(&["error"]);
         Self {
-            requests: f.counters(
-                "portcullis_requests_total",
-                "Requests by application, decision and reason.",
-                &["app", "decision", "reason", "mode"],
-            ),
-            preflights: f.counters(
-                "portcullis_preflights_total",
-                "CORS preflights by application and result.",
-                &["app", "result"],
-            ),
+            requests: f.counters(REQUESTS),
+            preflights: f.counters(PREFLIGHTS),
             added_latency: f.register(Histogram::with_opts(
-                HistogramOpts::new(
-                    "portcullis_added_latency_seconds",
-                    "Time a request spends in the sidecar, upstream time excluded.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(ADDED_LATENCY.name, ADDED_LATENCY.help).buckets(LATENCY_BUCKETS.to_vec()),
             )),
             config_reloads,
-            config_info: f.gauges(
-                "portcullis_config_info",
-                "The running configuration's version (1 for the live one).",
-                &["version"],
-            ),
-            config_last_success: f.register(prometheus::Gauge::new(
-                "portcullis_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last configuration load that succeeded.",
-            )),
-            jwks_refreshes: f.counters(
-                "portcullis_jwks_refreshes_total",
-                "JWKS fetches by issuer and result.",
-                &["issuer", "result"],
-            ),
-            jwks_stale: f.gauges(
-                "portcullis_jwks_stale",
-                "1 while an issuer's last JWKS fetch failed and its last good keys are in use, else 0.",
-                &["issuer"],
-            ),
-            token_last_used: f.register(GaugeVec::new(
-                Opts::new("portcullis_service_token_last_used_seconds", "Unix time a service token was last accepted."),
-                &["token"],
-            )),
-            upstream_errors: f.counters(
-                "portcullis_upstream_errors_total",
-                "Failed upstream calls by application and kind.",
-                &["app", "kind"],
-            ),
-            config_pushes: f.counters(
-                "portcullis_config_pushes_total",
-                "Configuration pushes received, by result.",
-                &["result"],
-            ),
-            logins: f.counters(
-                "portcullis_logins_total",
-                "Browser sign-ins by application and result (ok, or the reason).",
-                &["app", "result"],
-            ),
-            tls_reloads: f.counters(
-                "portcullis_tls_reloads_total",
-                "Reloads of --tls-cert/--tls-key by result (ok, error).",
-                &["result"],
-            ),
-            client_timeouts: f.counters(
-                "portcullis_client_timeouts_total",
-                "Client requests cut for being too slow, by kind (body).",
-                &["kind"],
-            ),
-            connections_open: f
-                .register(prometheus::IntGauge::new("portcullis_connections_open", "Client connections open.")),
-            connection_limit_reached: f.register(prometheus::IntCounter::new(
-                "portcullis_connection_limit_reached_total",
-                "Times --max-connections connections were open and new ones waited in the listen backlog.",
-            )),
-            authz_checks: f.counters(
-                "portcullis_authz_checks_total",
-                "External-authorizer answers by the proxy protocol that asked and result.",
-                &["protocol", "result"],
-            ),
+            config_info: f.gauges(CONFIG_INFO),
+            config_last_success: f.register(prometheus::Gauge::new(CONFIG_LAST_SUCCESS.name, CONFIG_LAST_SUCCESS.help)),
+            jwks_refreshes: f.counters(JWKS_REFRESHES),
+            jwks_stale: f.gauges(JWKS_STALE),
+            token_last_used: f.register(GaugeVec::new(Opts::from(TOKEN_LAST_USED), TOKEN_LAST_USED.labels)),
+            upstream_errors: f.counters(UPSTREAM_ERRORS),
+            config_pushes: f.counters(CONFIG_PUSHES),
+            logins: f.counters(LOGINS),
+            tls_reloads: f.counters(TLS_RELOADS),
+            client_timeouts: f.counters(CLIENT_TIMEOUTS),
+            connections_open: f.register(prometheus::IntGauge::new(CONNECTIONS_OPEN.name, CONNECTIONS_OPEN.help)),
+            connection_limit_reached: f
+                .register(prometheus::IntCounter::new(CONNECTION_LIMIT_REACHED.name, CONNECTION_LIMIT_REACHED.help)),
+            authz_checks: f.counters(AUTHZ_CHECKS),
             registry,
         }
     }
@@ -168,9 +110,79 @@ impl Metrics {
     }
 }
 
+/// A metric family's name, help text and labels (none for a single series).
+#[derive(Clone, Copy)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+impl From<Family> for Opts {
+    fn from(f: Family) -> Opts {
+        Opts::new(f.name, f.help)
+    }
+}
+
+const fn family(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
+    Family { name, help, labels }
+}
+
+// The families, as api.md names them.
+const REQUESTS: Family = family(
+    "portcullis_requests_total",
+    "Requests by application, decision and reason.",
+    &["app", "decision", "reason", "mode"],
+);
+const PREFLIGHTS: Family =
+    family("portcullis_preflights_total", "CORS preflights by application and result.", &["app", "result"]);
+const ADDED_LATENCY: Family =
+    family("portcullis_added_latency_seconds", "Time a request spends in the sidecar, upstream time excluded.", &[]);
 /// Buckets of `portcullis_added_latency_seconds`: 25 µs to 250 ms.
 const LATENCY_BUCKETS: [f64; 13] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+const CONFIG_RELOADS: Family =
+    family("portcullis_config_reloads_total", "Configuration loads by result (ok, error).", &["result"]);
+const CONFIG_INFO: Family =
+    family("portcullis_config_info", "The running configuration's version (1 for the live one).", &["version"]);
+const CONFIG_LAST_SUCCESS: Family = family(
+    "portcullis_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last configuration load that succeeded.",
+    &[],
+);
+const JWKS_REFRESHES: Family =
+    family("portcullis_jwks_refreshes_total", "JWKS fetches by issuer and result.", &["issuer", "result"]);
+const JWKS_STALE: Family = family(
+    "portcullis_jwks_stale",
+    "1 while an issuer's last JWKS fetch failed and its last good keys are in use, else 0.",
+    &["issuer"],
+);
+const TOKEN_LAST_USED: Family =
+    family("portcullis_service_token_last_used_seconds", "Unix time a service token was last accepted.", &["token"]);
+const UPSTREAM_ERRORS: Family =
+    family("portcullis_upstream_errors_total", "Failed upstream calls by application and kind.", &["app", "kind"]);
+const CONFIG_PUSHES: Family =
+    family("portcullis_config_pushes_total", "Configuration pushes received, by result.", &["result"]);
+const LOGINS: Family = family(
+    "portcullis_logins_total",
+    "Browser sign-ins by application and result (ok, or the reason).",
+    &["app", "result"],
+);
+const TLS_RELOADS: Family =
+    family("portcullis_tls_reloads_total", "Reloads of --tls-cert/--tls-key by result (ok, error).", &["result"]);
+const CLIENT_TIMEOUTS: Family =
+    family("portcullis_client_timeouts_total", "Client requests cut for being too slow, by kind (body).", &["kind"]);
+const CONNECTIONS_OPEN: Family = family("portcullis_connections_open", "Client connections open.", &[]);
+const CONNECTION_LIMIT_REACHED: Family = family(
+    "portcullis_connection_limit_reached_total",
+    "Times --max-connections connections were open and new ones waited in the listen backlog.",
+    &[],
+);
+const AUTHZ_CHECKS: Family = family(
+    "portcullis_authz_checks_total",
+    "External-authorizer answers by the proxy protocol that asked and result.",
+    &["protocol", "result"],
+);
 
 /// Makes metric families and registers each as it is made. Every definition is a constant of
 /// this file (valid names, unique across it), so a failure is a bug caught by the first test
@@ -188,12 +200,12 @@ impl Families<'_> {
         family
     }
 
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    fn counters(&self, f: Family) -> IntCounterVec {
+        self.register(IntCounterVec::new(f.into(), f.labels))
     }
 
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    fn gauges(&self, f: Family) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(f.into(), f.labels))
     }
 }
 
