@@ -129,7 +129,6 @@ pub async fn decide<'a>(
 /// A `/.portcullis/` endpoint: it answers for itself (CORS headers included).
 async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide::sign_in::Endpoint) -> Decided<'a> {
     let login_cx = oidc_steps::Ctx {
-        proxy,
         live: cx.live,
         app_index: cx.app_index,
         uri: &cx.parts.uri,
@@ -139,6 +138,9 @@ async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide
         peer: cx.peer,
         now: cx.now,
         request_id: cx.request_id,
+        https: cx.settings.https,
+        trusted_proxies: cx.settings.trusted_proxies,
+        logins: Some(&proxy.metrics.logins),
     };
     let (resp, reason) = sign_in::handle(&login_cx, endpoint).await;
     Decided { app: Some(cx.app_index), outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) }
