@@ -169,7 +169,7 @@ fn ms(d: Duration) -> String {
 /// Runs the three faults and returns one row each.
 pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
     let setup = cluster::setup("chaos", "portcullis-chaos").await;
-    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let cluster::Setup { client, op_ns, ns, user, .. } = &setup;
     let (op_ns, ns, user) = (op_ns.as_str(), ns.as_str(), user.as_str());
 
     let mut leader = Operator::start(op_ns, user, "operator-a").await;
