@@ -39,6 +39,7 @@ use crate::decide::route::{Target, TargetError};
 use crate::http::forward::HeaderEdit;
 use crate::http::handoff::{self, AuthHostRequest};
 use crate::http::headers::{AUTHENTICATED_USER_EMAIL, CLIENT_ID, JWT_ASSERTION};
+use crate::http::oidc_steps::Serving;
 use crate::http::phases::{self, Decided, Front, Plan, Settings};
 use crate::http::pipeline::stamp;
 use crate::http::respond::with_cors;
@@ -477,8 +478,9 @@ fn auth_host<'a>(
         provider_of: label(&host.leader),
         applications: host.members.iter().map(label).collect(),
     });
-    let request = (p.peer, opts.now, REQUEST_ID_PLACEHOLDER);
-    let cx = routed.ctx(live, &p.parts, request, (p.https, &opts.trusted_proxies), None);
+    let arrival = (p.peer, opts.now, REQUEST_ID_PLACEHOLDER);
+    let serving = Serving { https: p.https, trusted_proxies: &opts.trusted_proxies, logins: None };
+    let cx = routed.ctx(live, &p.parts, arrival, serving);
     match routed.answer_at_once(&cx) {
         Some((resp, reason)) => Ok(Decided { app: None, outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) }),
         None => Err(SignInStep(routed.endpoint.name())),

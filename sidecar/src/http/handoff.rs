@@ -6,15 +6,13 @@
 //! Reads requests, calls the checks of `identity::handoff` and the signing of `identity::auth_host`,
 //! answers; every answer is `Cache-Control: no-store`. Never logs a code, state, token or cookie.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::SET_COOKIE;
 use http::StatusCode;
 use url::Url;
 
-use super::oidc_steps::{self as glue, Ctx, Refused};
-use super::proxy::Proxy;
+use super::oidc_steps::{self as glue, Ctx, Refused, Serving};
 use super::respond::{json, redirect_to, Refusal};
 use crate::config::Live;
 use crate::decide::route::Target;
@@ -125,6 +123,9 @@ pub fn logout_url(cx: &Ctx<'_>, authentication_host: &str, rd: Option<Url>) -> O
 
 // === the authentication host ===
 
+/// Where and when a request arrived: the peer, the Unix time, the request id.
+pub type Arrival<'a> = (std::net::IpAddr, i64, &'a str);
+
 /// One of an authentication host's endpoints (`/.portcullis/…` on `login.authenticationHost`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthEndpoint {
@@ -180,14 +181,13 @@ pub fn auth_host_request<'a>(live: &'a Live, target: &Target<'_>) -> Option<Auth
 
 impl<'a> AuthHostRequest<'a> {
     /// The step context: the leader's (its provider client and key); no CORS (only navigations
-    /// come here). `logins`: `None` for `explain`, which counts and logs nothing.
+    /// come here).
     pub fn ctx<'c>(
         &'c self,
         live: &'c Live,
         req: &'c http::request::Parts,
-        (peer, now, request_id): (std::net::IpAddr, i64, &'c str),
-        (https, trusted_proxies): (bool, &'c [ipnet::IpNet]),
-        logins: Option<&'c prometheus::IntCounterVec>,
+        (peer, now, request_id): Arrival<'c>,
+        serving: Serving<'c>,
     ) -> Ctx<'c> {
         Ctx {
             live,
@@ -199,9 +199,7 @@ impl<'a> AuthHostRequest<'a> {
             peer,
             now,
             request_id,
-            https,
-            trusted_proxies,
-            logins,
+            serving,
         }
     }
 
@@ -229,18 +227,14 @@ impl<'a> AuthHostRequest<'a> {
 /// Answers a request for an authentication host; `None` when `target` is not one (see
 /// [`auth_host_request`]). The reason label is returned for the log line.
 pub async fn serve_auth_host(
-    proxy: &Proxy,
     live: &Live,
     req: &http::request::Parts,
     target: &Target<'_>,
-    peer: SocketAddr,
-    request_id: &str,
-    now: i64,
+    arrival: Arrival<'_>,
+    serving: Serving<'_>,
 ) -> Option<(Resp, &'static str)> {
     let routed = auth_host_request(live, target)?;
-    let https = proxy.settings.client_scheme == "https";
-    let request = (peer.ip(), now, request_id);
-    let cx = routed.ctx(live, req, request, (https, &proxy.settings.trusted_proxies), Some(&proxy.metrics.logins));
+    let cx = routed.ctx(live, req, arrival, serving);
     let auth = AuthCx::new(&cx, routed.host)?;
     let endpoint = routed.endpoint;
     Some(match endpoint {
@@ -295,7 +289,7 @@ impl<'a> AuthCx<'a> {
         };
         let live = self.cx.live;
         let raw = rules::query_param(query, "return").unwrap_or_default();
-        let secure_listener = self.cx.https;
+        let secure_listener = self.cx.serving.https;
         let scheme_of = |i: usize| {
             let secure = live.apps.get(i).and_then(|a| a.login.as_ref()).is_none_or(|l| l.attrs.secure);
             rules::public_scheme(secure_listener, secure)

@@ -38,6 +38,12 @@ pub struct Ctx<'a> {
     pub peer: IpAddr,
     pub now: i64,
     pub request_id: &'a str,
+    pub serving: Serving<'a>,
+}
+
+/// What the sidecar serving the request brings to a sign-in step.
+#[derive(Clone, Copy)]
+pub struct Serving<'a> {
     /// Clients reach the listener over TLS (the scheme of sign-in URLs).
     pub https: bool,
     /// `--trusted-proxies`, for the policies a signed-in user is checked against.
@@ -58,7 +64,7 @@ impl Ctx<'_> {
 
     /// The origin the browser addressed.
     pub(super) fn base(&self) -> Option<Url> {
-        sign_in_base(self.app(), self.https, self.authority()?)
+        sign_in_base(self.app(), self.serving.https, self.authority()?)
     }
 
     pub(super) fn finish(&self, resp: Response<OutBody>) -> Response<OutBody> {
@@ -70,7 +76,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn count(&self, result: &str) {
-        if let Some(logins) = self.logins {
+        if let Some(logins) = self.serving.logins {
             logins.with_label_values(&[&self.app().label, result]).inc();
         }
     }
@@ -82,7 +88,7 @@ impl Ctx<'_> {
         reason: &'static str,
         detail: &dyn std::fmt::Display,
     ) -> Response<OutBody> {
-        if self.logins.is_some() {
+        if self.serving.logins.is_some() {
             self.count(reason);
             tracing::info!(request_id = self.request_id, app = %self.app().label, reason, %detail, "sign-in refused");
         }
@@ -241,7 +247,7 @@ pub(super) fn admitted_session(
     // The policies decide on every request; asking them now (the request path's own step) gives
     // a refused user a clear 403 naming the policy instead of a session every request refuses.
     let authn = Authn::Authenticated(Principal::User(user.clone()));
-    let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, cx.trusted_proxies);
+    let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, cx.serving.trusted_proxies);
     if let Some(refusal) = verdict.enforced_refusal() {
         cx.count("forbidden");
         return Err(Box::new(cx.refuse(refusal.clone())));
