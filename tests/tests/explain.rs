@@ -40,6 +40,9 @@ fn seed() -> String {
     seed_manifests(&inline_jwks(), SEED_CORS, "")
 }
 
+/// Browser sign-in through an authentication host (its provider is never called here).
+const AUTH_HOST_LOGIN: &str = "  login:\n    oidc: { issuer: \"http://127.0.0.1:9/oidc\", clientId: portcullis }\n    authenticationHost: auth.mysite.com\n";
+
 /// The forward route's upstream in the goldens.
 const FORWARD_UPSTREAM: &str = "https://api.internal.test";
 
@@ -179,6 +182,13 @@ fn cases_at(now: i64, forward_upstream: &str) -> Vec<Case> {
         case("service_token_incomplete", seed(), &[url, &id], ("deny", 401, 1)),
         case("blocked_by_policy", seed(), &[url, &cookie(user("contractor@mysite.com"))], ("deny", 403, 1)),
         case("no_policy_matched", seed(), &[url, origin, &cookie(user("bob@elsewhere.test"))], ("deny", 403, 1)),
+        // The authentication host: the proxy's own answer, read from the hand-off's steps.
+        case(
+            "authentication_host_identity",
+            seed_manifests(&inline_jwks(), &format!("{SEED_CORS}{AUTH_HOST_LOGIN}"), ""),
+            &["--url=https://auth.mysite.com/.portcullis/identity"],
+            ("sign_in", 401, 0),
+        ),
         case(
             "forward_route_token_missing",
             with_forward_route("no-such-token"),

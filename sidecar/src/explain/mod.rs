@@ -472,7 +472,8 @@ fn auth_host<'a>(
     let host = routed.host;
     let label = |i: &usize| live.apps.get(*i).map(|a| a.label.clone()).unwrap_or_default();
     route.result = "authentication_host";
-    route.nearest_miss = None;
+    // Never forwarded, and no application's domain.
+    (route.nearest_miss, route.forwarded_host, route.forwarded_path) = (None, None, None);
     route.authentication_host = Some(AuthHostReport {
         authority: host.authority.clone(),
         provider_of: label(&host.leader),
