@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -142,7 +143,15 @@ pub async fn run(app_ctx: Arc<AppContext>) {
         .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
         .watches(Api::<Pod>::all(client), watcher::Config::default(), pod_users(&store, authorizer_namespace))
         .shutdown_on_signal();
-    super::run_to_end(controller.run(reconcile, error_policy, app_ctx)).await;
+    controller
+        .run(reconcile, error_policy, app_ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconcile errors were logged by error_policy; these are queue/watch errors.
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }
 
 /// Maps an object to every application of its namespace.

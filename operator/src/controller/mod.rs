@@ -10,7 +10,6 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -41,27 +40,9 @@ pub fn runtime_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
 }
 
-/// Drives a controller's stream until the process is asked to stop. Reconcile errors were
-/// logged by the error policy; what comes out here are queue and watch errors.
-pub async fn run_to_end<T, E: std::fmt::Display>(results: impl Stream<Item = std::result::Result<T, E>>) {
-    results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
-}
-
 /// `namespace/name` of an object, for logs and the backoff state.
 pub fn key<K: Resource>(object: &K) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
-}
-
-/// The namespace of `object`, a namespaced `kind`: an object from the API server always has
-/// one, so its absence is an error, not a panic.
-pub fn namespace_of<K: Resource>(object: &K, kind: &'static str) -> Result<String> {
-    object.namespace().ok_or(Error::MissingObjectKey { kind, field: "namespace" })
 }
 
 /// Runs one reconcile of `object`, counts it under `controller`, and forgets the object's
@@ -177,4 +158,10 @@ where
         return Ok(());
     }
     apply_status(ctx, object, &new).await
+}
+
+/// The namespace of `object`, a namespaced `kind`: an object from the API server always has
+/// one, so its absence is an error, not a panic.
+pub fn namespace_of<K: Resource>(object: &K, kind: &'static str) -> Result<String> {
+    object.namespace().ok_or(Error::MissingObjectKey { kind, field: "namespace" })
 }

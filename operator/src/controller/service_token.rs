@@ -10,6 +10,7 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -47,7 +48,15 @@ pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
         .owns(secrets, watcher::Config::default().labels(&managed))
         .shutdown_on_signal();
     tokio::spawn(signal_ready(controller.store(), ready));
-    super::run_to_end(controller.run(reconcile, error_policy, ctx)).await;
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconcile errors were logged by error_policy; these are queue/watch errors.
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }
 
 async fn signal_ready(store: Store<AccessServiceToken>, ready: impl FnOnce()) {
