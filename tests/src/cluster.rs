@@ -317,6 +317,8 @@ impl Operator {
             .arg("--disable-webhook")
             .env("KUBECONFIG", &kubeconfig)
             .env("POD_NAME", name)
+            // Short, so that a test sees /healthz fail on stuck watches within its own bounds.
+            .env("PORTCULLIS_WATCH_FAILURE_LIMIT", "30s")
             .env("RUST_LOG", "info,portcullis_operator=debug")
             // tracing's fmt layer writes to stdout; errors from main go to stderr.
             .stdout(std::fs::File::create(&log).expect("log file"))
@@ -343,6 +345,11 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status `/healthz` answers (0 when it does not answer).
+    pub async fn healthz(&self) -> u16 {
+        get(&format!("http://{}/healthz", self.admin), &[]).await.map(|a| a.status).unwrap_or(0)
     }
 
     pub async fn metrics(&self) -> String {

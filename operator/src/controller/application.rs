@@ -32,6 +32,7 @@ use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, sidecar_pod, AppOutcome, Desired, ExternalApp, PodConfig, SidecarPod};
 use crate::push::{PodOutcome, Pusher};
 use crate::status::{Want, READY};
+use crate::watch_health::WatchHealth;
 use crate::{session_key, Context, Error, Result};
 
 /// Controller name in metrics and logs.
@@ -130,7 +131,7 @@ fn push_retry_after(n: u32) -> Duration {
 /// Pods re-reconcile every application of their namespace: any of them can change what the
 /// namespace's sidecars should run; an authorizer pod re-reconciles every application the
 /// authorizer enforces, in every namespace.
-pub async fn run(app_ctx: Arc<AppContext>) {
+pub async fn run(app_ctx: Arc<AppContext>, health: Arc<WatchHealth>) {
     let authorizer_namespace = app_ctx.authorizer_namespace.clone();
     let client = app_ctx.ctx.client.clone();
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default())
@@ -145,11 +146,9 @@ pub async fn run(app_ctx: Arc<AppContext>) {
         .shutdown_on_signal();
     controller
         .run(reconcile, error_policy, app_ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors were logged by error_policy; these are queue/watch errors.
-                tracing::debug!(error = %e, "controller event");
-            }
+        .for_each(|result| {
+            super::observe_run(&health, result);
+            std::future::ready(())
         })
         .await;
 }

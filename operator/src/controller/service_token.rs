@@ -24,6 +24,7 @@ use self::plan::{Cause, Credentials, Plan, Step};
 use super::{backoff, instrumented, FIELD_MANAGER};
 use crate::credentials::{generate_client_id, generate_client_secret};
 use crate::status::{Want, READY};
+use crate::watch_health::WatchHealth;
 use crate::{events, Context, Error, Result};
 
 /// Controller name in metrics and logs.
@@ -39,7 +40,7 @@ const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the controller until the process is asked to stop. `ready` is called once the token
 /// cache has synced.
-pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
+pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static, health: Arc<WatchHealth>) {
     let tokens = Api::<AccessServiceToken>::all(ctx.client.clone());
     let secrets = Api::<Secret>::all(ctx.client.clone());
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
@@ -50,11 +51,9 @@ pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
     tokio::spawn(signal_ready(controller.store(), ready));
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors were logged by error_policy; these are queue/watch errors.
-                tracing::debug!(error = %e, "controller event");
-            }
+        .for_each(|result| {
+            super::observe_run(&health, result);
+            std::future::ready(())
         })
         .await;
 }
