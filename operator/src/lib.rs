@@ -23,6 +23,7 @@ pub mod push_key;
 pub mod session_key;
 pub mod status;
 pub mod telemetry;
+pub mod watch_health;
 pub mod webhook;
 
 #[cfg(test)]
