@@ -15,6 +15,7 @@ use portcullis_operator::leader::{self, Elector, Timing};
 use portcullis_operator::metrics::Metrics;
 use portcullis_operator::push::Pusher;
 use portcullis_operator::push_key;
+use portcullis_operator::telemetry;
 use portcullis_operator::watch_health::WatchHealth;
 use portcullis_operator::webhook::{self, WebhookArgs};
 use portcullis_operator::{Context, SystemClock};
@@ -119,10 +120,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).context("registering metrics")?);
-    // Before connecting: a bad OTEL value is reported as itself, not hidden behind the cluster.
-    let otel = portcullis_crds::telemetry::OtelVars::from_lookup(|name| std::env::var(name).ok());
-    let traces = portcullis_operator::telemetry::install(&otel, &registry)
-        .map_err(|e| anyhow::anyhow!("traces ({}): {e}", e.reason()))?;
+    let traces = telemetry::from_env(&registry).map_err(|e| anyhow::anyhow!("traces ({}): {e}", e.reason()))?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -189,10 +187,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     tracing::info!("controllers stopped");
-    if let Some(traces) = traces {
-        // The exporter waits on this runtime (its gRPC channel lives here): flush off it.
-        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
-    }
+    telemetry::flush(traces).await;
     admin.abort();
     webhooks.into_iter().flatten().for_each(|task| task.abort());
     result

@@ -51,6 +51,20 @@ impl Traces {
     }
 }
 
+/// [`install`] from the process's environment. Call it before connecting to the API server: a
+/// bad OTEL value is then reported as itself, not hidden behind a cluster that cannot be reached.
+pub fn from_env(registry: &prometheus::Registry) -> Result<Option<Traces>, TelemetryError> {
+    install(&OtelVars::from_lookup(|name| std::env::var(name).ok()), registry)
+}
+
+/// Exports what is still queued, off the runtime's threads (the exporter waits on this runtime,
+/// where its gRPC channel lives).
+pub async fn flush(traces: Option<Traces>) {
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+}
+
 /// Installs the process's tracer provider from the OTEL variables; `None` when tracing is off.
 /// Must run inside the Tokio runtime (the gRPC channel's worker lives there). Failed exports
 /// count in `portcullis_operator_trace_export_failures_total`.
