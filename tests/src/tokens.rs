@@ -34,6 +34,16 @@ pub fn jwks_json() -> String {
     std::fs::read_to_string(fixture("keys/jwks.json")).expect("fixture jwks")
 }
 
+/// The fixture JWKS without the key `kid`: a JWKS server that publishes the key later (an
+/// unknown `kid` makes the sidecar fetch again).
+pub fn jwks_json_without(kid: &str) -> String {
+    let mut jwks: serde_json::Value = serde_json::from_str(&jwks_json()).expect("fixture jwks");
+    if let Some(keys) = jwks["keys"].as_array_mut() {
+        keys.retain(|k| k["kid"] != kid);
+    }
+    jwks.to_string()
+}
+
 /// Indents a JSON document for a YAML block scalar.
 pub fn yaml_block(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);

@@ -117,10 +117,7 @@ async fn metrics_are_valid_prometheus_text_with_the_contract_names() {
 async fn jwks_uri_is_fetched_and_an_unknown_kid_triggers_one_refresh() {
     let up = Upstream::start().await;
     // Start with a JWKS that lacks the RSA key, add it later.
-    let full: serde_json::Value = serde_json::from_str(&jwks_json()).unwrap();
-    let mut partial = full.clone();
-    partial["keys"].as_array_mut().unwrap().retain(|k| k["kid"] != "rsa-1");
-    let jwks = JwksServer::start(partial.to_string()).await;
+    let jwks = JwksServer::start(jwks_json_without("rsa-1")).await;
     let source = format!("        jwksUri: {}", jwks.uri());
     let sc = sidecar(&seed_manifests(&source, SEED_CORS, ""), &up.url()).start().await;
     let token = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
@@ -135,7 +132,7 @@ async fn jwks_uri_is_fetched_and_an_unknown_kid_triggers_one_refresh() {
     // Publish the key: the next unknown kid may refresh only after the 30 s rate limit, so
     // the refresh above must have happened (one extra hit) and no more than one.
     assert!(jwks.hits() <= hits_before + 1, "refresh on unknown kid is rate-limited");
-    *jwks.body.lock().unwrap() = (http::StatusCode::OK, full.to_string());
+    *jwks.body.lock().unwrap() = (http::StatusCode::OK, jwks_json());
     let r = get(&url, &[HOST, ("cf-access-jwt-assertion", &token)]).await.unwrap();
     assert_eq!(r.status, 401, "within the 30 s window no second refresh happens");
     assert!(jwks.hits() <= hits_before + 1);

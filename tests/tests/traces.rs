@@ -386,10 +386,7 @@ async fn a_jwks_fetch_a_request_waits_on_is_a_span_of_that_request() {
     let up = Upstream::start().await;
     // The JWKS lacks the token's key at start; it is published before the request, which then
     // finds an unknown kid and fetches the JWKS again while it waits.
-    let full: serde_json::Value = serde_json::from_str(&jwks_json()).unwrap();
-    let mut partial = full.clone();
-    partial["keys"].as_array_mut().unwrap().retain(|k| k["kid"] != "rsa-1");
-    let jwks = JwksServer::start(partial.to_string()).await;
+    let jwks = JwksServer::start(jwks_json_without("rsa-1")).await;
     let source = format!("        jwksUri: {}", jwks.uri());
     let sc = sidecar(&seed_manifests(&source, SEED_CORS, ""), &up.url())
         .arg("--otlp-endpoint")
@@ -401,7 +398,7 @@ async fn a_jwks_fetch_a_request_waits_on_is_a_span_of_that_request() {
         assert!(std::time::Instant::now() < deadline, "the first JWKS fetch never happened");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    *jwks.body.lock().unwrap() = (http::StatusCode::OK, full.to_string());
+    *jwks.body.lock().unwrap() = (http::StatusCode::OK, jwks_json());
     let token = mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
     let r = get(
         &sc.url("/data"),
