@@ -309,15 +309,37 @@ async fn without_new_roots_an_untraced_request_passes_as_sent() {
 
 // B-TRACE-7
 #[tokio::test]
-async fn a_bad_tracing_setting_stops_the_start_with_its_reason() {
+async fn a_bad_tracing_variable_stops_the_sidecar_at_start_naming_it() {
     let up = Upstream::start().await;
-    let err = portcullis_sidecar::cli::Args::from_flags(
-        ["--upstream", &up.url(), "--otlp-endpoint", "http://127.0.0.1:4317", "--traces-sampler", "sometimes"]
-            .map(str::to_owned),
-    )
-    .map(|args| args.traces.vars().settings("x"))
-    .expect("flags parse");
-    assert_eq!(err.unwrap_err().reason(), "traces_sampler");
+    // The binary, configured by the standard variables as a pod is.
+    let mut child = std::process::Command::new(sidecar_bin())
+        .args(["--upstream", &up.url(), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the sidecar");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the sidecar started with a bad sampler");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("OTEL_TRACES_SAMPLER") && stderr.contains("sometimes"), "{stderr}");
+    // The same check, by its reason, on the flags.
+    let flags =
+        ["--otlp-endpoint", "http://127.0.0.1:4317", "--traces-sampler-arg", "2", "--traces-sampler", "traceidratio"];
+    let args = portcullis_sidecar::cli::Args::from_flags(flags.map(str::to_owned)).expect("flags parse");
+    assert_eq!(args.traces.vars().settings("x").unwrap_err().reason(), "traces_sampler_arg");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
