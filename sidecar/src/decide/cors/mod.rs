@@ -445,7 +445,8 @@ impl Policy {
             h.insert(ACCESS_CONTROL_ALLOW_METHODS, p.request_method.clone());
         }
         if let AllowHeaders::Any = self.headers {
-            if let Some(v) = self.headers.to_header(p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS), grant.asked_headers)
+            if let Some(v) =
+                self.headers.to_header(p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS), grant.asked_headers)
             {
                 h.insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
             }

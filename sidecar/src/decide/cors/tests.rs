@@ -885,7 +885,9 @@ fn explained(cfg: &CorsConfig, p: &Preflight<'_>) -> String {
 /// An allowed preflight's answer computed from the compiled snapshot, one header at a time as
 /// api.md lists them: the oracle of `rendered_answer_is_the_computed_one`.
 fn computed_answer(p: &CorsPolicy, req: &HeaderMap) -> HeaderMap {
-    use http::header::{ACCESS_CONTROL_ALLOW_HEADERS as ACAH, ACCESS_CONTROL_ALLOW_METHODS as ACAM, ACCESS_CONTROL_MAX_AGE};
+    use http::header::{
+        ACCESS_CONTROL_ALLOW_HEADERS as ACAH, ACCESS_CONTROL_ALLOW_METHODS as ACAM, ACCESS_CONTROL_MAX_AGE,
+    };
     let value = |s: &str| HeaderValue::from_str(s).expect("value");
     let mut h = HeaderMap::new();
     h.insert(ACAO, if p.origins == AllowedOrigins::Any { value("*") } else { req[ORIGIN].clone() });
@@ -898,7 +900,8 @@ fn computed_answer(p: &CorsPolicy, req: &HeaderMap) -> HeaderMap {
         AllowList::List(l) => value(&l.join(", ")),
     };
     h.insert(ACAM, methods);
-    let asked: Vec<&str> = req.get_all(ACCESS_CONTROL_REQUEST_HEADERS).iter().map(|v| v.to_str().expect("ascii")).collect();
+    let asked: Vec<&str> =
+        req.get_all(ACCESS_CONTROL_REQUEST_HEADERS).iter().map(|v| v.to_str().expect("ascii")).collect();
     match &p.headers {
         AllowList::Any if asked.iter().any(|l| l.split(',').any(|e| !e.trim().is_empty())) => {
             h.insert(ACAH, value(&asked.join(", ")));
