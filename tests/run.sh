@@ -95,6 +95,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> no function over 80 lines outside tests (scripts/long_fns.py)"
+python3 scripts/long_fns.py
 echo "==> cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
 # The cluster starts only now, so that it does not take CPU from the builds above.

@@ -4,48 +4,67 @@
 //! fuzzing finds beside them. ES256 signatures and boot keys are random, so a rerun rewrites
 //! those seeds with different (equally valid) bytes.
 
-use std::path::{Path, PathBuf};
-
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target)
-}
+use std::path::Path;
 
 fn main() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys");
-    let key = |f: &str| std::fs::read(fixtures.join(f)).expect("fixture key");
-    let claims = |email: &str| {
-        serde_json::json!({"iss": "https://issuer.test", "aud": "aud-tag-1", "email": email, "sub": email,
-            "iat": 1_899_990_000, "exp": 2_000_000_000, "groups": ["staff"], "amr": ["mfa"]})
-    };
-    let sign = |alg, kid: &str, pem: &[u8], email: &str| {
-        use jsonwebtoken::{Algorithm, EncodingKey, Header};
-        let key = match alg {
-            Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
-            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
-            _ => EncodingKey::from_rsa_pem(pem),
-        }
-        .expect("key");
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, &claims(email), &key).expect("sign")
-    };
-    use jsonwebtoken::Algorithm::*;
-    let rsa = sign(RS256, "rsa-1", &key("rsa.pem"), "alice@mysite.com");
-    let ec = sign(ES256, "ec-1", &key("ec.pem"), "bob@mysite.com");
-    let ed = sign(EdDSA, "ed-1", &key("ed25519.pem"), "contractor@mysite.com");
-    let forged = sign(RS256, "rsa-1", &key("rsa2.pem"), "mallory@mysite.com");
-    let write = |target: &str, name: &str, data: &[u8]| {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
-    };
+    let tokens = jwt_seeds();
+    request_seeds(&tokens);
+    let snapshot = manifest_seeds();
+    push_seeds(snapshot);
+}
 
-    for (name, t) in [("rsa", &rsa), ("ec", &ec), ("ed", &ed), ("forged", &forged)] {
+/// Writes `data` as the seed `name` of fuzz target `target`.
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+}
+
+/// A token for `email` signed with the committed test key `pem_file` under `kid`.
+fn sign(alg: jsonwebtoken::Algorithm, kid: &str, pem_file: &str, email: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys").join(pem_file))
+        .expect("fixture key");
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .expect("key");
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    let claims = serde_json::json!({"iss": "https://issuer.test", "aud": "aud-tag-1", "email": email, "sub": email,
+        "iat": 1_899_990_000, "exp": 2_000_000_000, "groups": ["staff"], "amr": ["mfa"]});
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+/// Tokens the request seeds carry.
+struct Tokens {
+    rsa: String,
+    ec: String,
+    ed: String,
+}
+
+/// The `jwt` target's seeds: a token per key type, a forged one, the JWKS, an `alg: none`.
+fn jwt_seeds() -> Tokens {
+    use jsonwebtoken::Algorithm::*;
+    let tokens = Tokens {
+        rsa: sign(RS256, "rsa-1", "rsa.pem", "alice@mysite.com"),
+        ec: sign(ES256, "ec-1", "ec.pem", "bob@mysite.com"),
+        ed: sign(EdDSA, "ed-1", "ed25519.pem", "contractor@mysite.com"),
+    };
+    let forged = sign(RS256, "rsa-1", "rsa2.pem", "mallory@mysite.com");
+    for (name, t) in [("rsa", &tokens.rsa), ("ec", &tokens.ec), ("ed", &tokens.ed), ("forged", &forged)] {
         write("jwt", name, t.as_bytes());
     }
     write("jwt", "jwks", portcullis_fuzz::decide::JWKS.as_bytes());
     write("jwt", "none-alg", b"eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci50ZXN0In0.");
+    tokens
+}
 
+/// The `decide` and `headers` targets' seeds: requests with each credential, a preflight,
+/// forwarded-for chains, a sign-in callback, underscore header names.
+fn request_seeds(Tokens { rsa, ec, ed }: &Tokens) {
     let requests: Vec<(&str, String)> = vec![
         ("get-cookie", format!("GET\n/api/items?x=1\nhost: api.mysite.com\ncookie: a=b; CF_Authorization={rsa}; c=d\n")),
         ("get-header", format!("GET\n/\nhost: api.mysite.com\ncf-access-jwt-assertion: {ec}\norigin: https://example.com\n")),
@@ -60,7 +79,11 @@ fn main() {
         write("decide", name, r.as_bytes());
         write("headers", name, r.as_bytes());
     }
+}
 
+/// The `manifests` target's seeds: the decide seed's manifests (with the JWKS inlined), the
+/// examples, a JSON manifest. Returns the decide seed's compiled snapshot.
+fn manifest_seeds() -> portcullis_crds::snapshot::Snapshot {
     let seed_yaml =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/decide.yaml")).expect("yaml");
     let indented: String = portcullis_fuzz::decide::JWKS.lines().map(|l| format!("          {l}\n")).collect();
@@ -70,18 +93,20 @@ fn main() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{example}/access.yaml"));
         write("manifests", example, &std::fs::read(path).expect("example manifests"));
     }
-    let mut res = portcullis_crds::manifests::Resources::default();
-    res.add_yaml("seed", &seed_yaml).expect("seed parses");
-    let snapshot = res.compile("default").expect("seed compiles").snapshot;
     let json = serde_json::to_vec(&serde_json::json!({"apiVersion": "access.portcullis.dev/v1alpha1",
         "kind": "AccessApplication", "metadata": {"name": "j", "namespace": "n"},
         "spec": {"domains": ["j.test"], "policies": [{"name": "all", "action": "Bypass", "include": [{"everyone": true}]}]}}))
     .expect("json");
     write("manifests", "json", &json);
+    let mut res = portcullis_crds::manifests::Resources::default();
+    res.add_yaml("seed", &seed_yaml).expect("seed parses");
+    res.compile("default").expect("seed compiles").snapshot
+}
 
-    // Push (see fuzz/src/push.rs for the mode byte): an envelope sealed to a boot of the seed
-    // writer (mode 0: verifies, then refused as stale_boot), the seed snapshot to seal (mode 1),
-    // and envelope fields to sign (mode 2).
+/// The `push` target's seeds (see fuzz/src/push.rs for the mode byte): an envelope sealed to a
+/// boot of the seed writer (mode 0: verifies, then refused as stale_boot), `snapshot` to seal
+/// (mode 1), and envelope fields to sign (mode 2).
+fn push_seeds(snapshot: portcullis_crds::snapshot::Snapshot) {
     let target = portcullis_crds::push::PushTarget { namespace: "shop".into(), pod: "api-0".into() };
     let boot = portcullis_crds::push::BootKey::generate().expect("boot").info(&target);
     let push = portcullis_crds::push::ConfigPush { sequence: 7, target, issued_at: 1_899_999_000, snapshot };

@@ -1,11 +1,13 @@
 //! The operator's admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (the controllers' caches have synced). Must not expose anything else:
+//! answers and its watches are not stuck failing, see [`WatchHealth`]) and `/readyz` (the
+//! controllers' caches have synced). Must not expose anything else:
 //! no object data, no secrets.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -16,12 +18,16 @@ use hyper_util::server::conn::auto;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::watch_health::WatchHealth;
+
 /// What the admin server reports.
 #[derive(Clone)]
 pub struct Admin {
     pub registry: Registry,
     /// Set once the controllers can act (their watches have listed everything once).
     pub ready: Arc<AtomicBool>,
+    /// The controllers' watch errors; `/healthz` fails while they have not stopped for too long.
+    pub watches: Arc<WatchHealth>,
 }
 
 // === impl Admin ===
@@ -37,7 +43,13 @@ impl Admin {
                 .unwrap_or_default()
         };
         match path {
-            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/healthz" => match self.watches.check(Instant::now()) {
+                Ok(()) => text(StatusCode::OK, "ok\n".into()),
+                Err(unhealthy) => {
+                    tracing::warn!(reason = unhealthy.reason(), "{unhealthy}");
+                    text(StatusCode::SERVICE_UNAVAILABLE, format!("{unhealthy}\n"))
+                }
+            },
             "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n".into()),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n".into()),
             "/metrics" => {
@@ -78,6 +90,8 @@ impl Admin {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use http_body_util::BodyExt;
 
     use super::*;
@@ -92,13 +106,24 @@ mod tests {
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).unwrap();
         metrics.reconciled("accessservicetoken", "ok", std::time::Duration::from_millis(3));
-        let admin = Admin { registry, ready: Arc::default() };
+        let admin =
+            Admin { registry, ready: Arc::default(), watches: Arc::new(WatchHealth::new(Duration::from_secs(5))) };
 
         assert_eq!(admin.respond("/healthz").status(), StatusCode::OK);
         assert_eq!(admin.respond("/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
         admin.ready.store(true, Ordering::Release);
         assert_eq!(admin.respond("/readyz").status(), StatusCode::OK);
         assert_eq!(admin.respond("/other").status(), StatusCode::NOT_FOUND);
+
+        // Watch errors that keep coming past the limit fail /healthz, saying why.
+        let now = Instant::now();
+        admin.watches.error(now - Duration::from_secs(6), &"410 Expired");
+        admin.watches.error(now, &"410 Expired");
+        let unhealthy = admin.respond("/healthz");
+        assert_eq!(unhealthy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let text = body(unhealthy).await;
+        assert!(text.contains("watches have failed") && text.contains("410 Expired"), "{text}");
+        assert_eq!(admin.respond("/readyz").status(), StatusCode::OK);
 
         let text = body(admin.respond("/metrics")).await;
         assert!(

@@ -22,6 +22,7 @@ pub mod push;
 pub mod push_key;
 pub mod session_key;
 pub mod status;
+pub mod watch_health;
 pub mod webhook;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use portcullis_operator::leader::{self, Elector, Timing};
 use portcullis_operator::metrics::Metrics;
 use portcullis_operator::push::Pusher;
 use portcullis_operator::push_key;
+use portcullis_operator::watch_health::WatchHealth;
 use portcullis_operator::webhook::{self, WebhookArgs};
 use portcullis_operator::{Context, SystemClock};
 use prometheus::Registry;
@@ -51,6 +53,11 @@ enum Command {
         /// Name of the leader election Lease (in --namespace).
         #[arg(long, default_value = leader::LEASE_NAME)]
         leader_election_lease: String,
+        /// How long the controllers' watches may keep failing (errors no more than a minute
+        /// apart) before /healthz fails, so that the liveness probe restarts the replica. A
+        /// fresh process lists everything anew, which ends failures retrying does not.
+        #[arg(long, env = "PORTCULLIS_WATCH_FAILURE_LIMIT", default_value = "2m", value_parser = duration)]
+        watch_failure_limit: Duration,
         /// Boxed: the webhook flags make this variant much larger than `Crd`.
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
@@ -74,10 +81,21 @@ async fn main() -> anyhow::Result<()> {
             push_key_secret,
             leader_election,
             leader_election_lease,
+            watch_failure_limit,
             webhook,
         } => {
             let lease = leader_election.then_some(leader_election_lease);
-            run(Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook }).await
+            let settings = Settings {
+                admin_listen,
+                instance,
+                log_json,
+                namespace,
+                push_key_secret,
+                lease,
+                watch_failure_limit,
+                webhook,
+            };
+            run(settings).await
         }
     }
 }
@@ -90,11 +108,13 @@ struct Settings {
     push_key_secret: String,
     /// The leader election Lease's name; `None`: no election.
     lease: Option<String>,
+    watch_failure_limit: Duration,
     webhook: Box<WebhookArgs>,
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, webhook } = settings;
+    let Settings { admin_listen, instance, log_json, namespace, push_key_secret, lease, watch_failure_limit, webhook } =
+        settings;
     init_logs(log_json);
 
     let client = kube::Client::try_default()
@@ -120,14 +140,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener =
         Admin::bind(admin_listen).await.with_context(|| format!("binding the admin address {admin_listen}"))?;
     tracing::info!(%admin_listen, "admin server listening");
-    let admin = tokio::spawn(Admin { registry, ready: ready.clone() }.serve(listener));
+    let watches = Arc::new(WatchHealth::new(watch_failure_limit));
+    let admin = tokio::spawn(Admin { registry, ready: ready.clone(), watches: watches.clone() }.serve(listener));
 
     let controllers = {
         let ready = ready.clone();
         async move {
             tokio::join!(
-                service_token::run(ctx, move || ready.store(true, Ordering::Release)),
-                application::run(applications),
+                service_token::run(ctx, move || ready.store(true, Ordering::Release), watches.clone()),
+                application::run(applications, watches),
             );
         }
     };
@@ -181,6 +202,10 @@ fn init_logs(json: bool) {
     } else {
         logs.init();
     }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    portcullis_crds::compile::parse_duration_secs(s).map(Duration::from_secs)
 }
 
 /// A replica identity when no pod name is given: the host name (a pod's, outside the downward

@@ -63,7 +63,7 @@ async fn main() {
     let rounds = args.get(1).copied().unwrap_or(20);
     let app_count = args.get(2).copied().unwrap_or(1000);
     let setup = cluster::setup("propagation bench", "portcullis-bench").await;
-    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let cluster::Setup { client, op_ns, ns, user, .. } = &setup;
     let mut operator = Operator::start(op_ns, user, "operator-bench").await;
     let key = setup.push_public_key().await;
     let rss_idle = operator.rss_kib();
@@ -127,7 +127,7 @@ async fn main() {
     let mut namespaces = Vec::new();
     for n in 0..app_count.div_ceil(per_namespace) {
         let name = format!("{ns}-{n}");
-        cluster::create_namespace(client, &name).await;
+        setup.namespace(&name).await;
         let api: Api<AccessApplication> = Api::namespaced(client.clone(), &name);
         for i in 0..per_namespace.min(app_count - n * per_namespace) {
             let app = application(&name, &format!("app-{i}"), &format!("app-{i}.ns-{n}.mysite.com"), "none");

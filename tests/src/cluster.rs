@@ -52,7 +52,9 @@ pub async fn connect(suite: &str) -> Client {
 }
 
 /// A fresh place to run the operator: the CRDs installed, the operator's namespace with its
-/// ServiceAccount and RBAC, and an application namespace.
+/// ServiceAccount and RBAC, and an application namespace. Deleted by [`Setup::teardown`], or,
+/// when a test panics before it, when the Setup is dropped: a run leaves no namespace, no
+/// application and no cluster role behind.
 pub struct Setup {
     pub client: Client,
     /// The operator's namespace.
@@ -61,6 +63,9 @@ pub struct Setup {
     pub ns: String,
     /// The user the operator impersonates (its ServiceAccount).
     pub user: String,
+    /// Namespaces made with [`Setup::namespace`], deleted with the others.
+    more: std::sync::Mutex<Vec<String>>,
+    torn_down: bool,
 }
 
 /// Prepares a [`Setup`] with namespaces named after `prefix` (panics when `KUBECONFIG` is unset).
@@ -72,31 +77,74 @@ pub async fn setup(suite: &str, prefix: &str) -> Setup {
     create_namespace(&client, &op_ns).await;
     create_namespace(&client, &ns).await;
     let user = operator_identity(&client, &op_ns).await;
-    Setup { client, op_ns, ns, user }
+    Setup { client, op_ns, ns, user, more: Default::default(), torn_down: false }
 }
 
 impl Setup {
-    /// Deletes what [`setup`] made: both namespaces (with everything in them) and the
+    /// Creates namespace `name`, to be deleted with the setup's own.
+    pub async fn namespace(&self, name: &str) {
+        self.more.lock().unwrap_or_else(|e| e.into_inner()).push(name.to_owned());
+        create_namespace(&self.client, name).await;
+    }
+
+    /// Deletes what [`setup`] made: its namespaces (with everything in them) and the
     /// operator's ClusterRole and ClusterRoleBinding. The CRDs stay (other suites share them).
-    pub async fn teardown(self) {
-        let dp = kube::api::DeleteParams::default();
-        // The operator may have stopped already: nothing would remove the applications'
-        // finalizer, and the namespace would stay Terminating.
-        let apps = Api::<portcullis_crds::v1alpha1::AccessApplication>::namespaced(self.client.clone(), &self.ns);
-        let unfinalized = json!({"metadata": {"finalizers": null}});
+    pub async fn teardown(mut self) {
+        self.torn_down = true;
+        delete_made(&self.client, &self.namespaces(), &self.op_ns).await;
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let more = self.more.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        [self.ns.clone(), self.op_ns.clone()].into_iter().chain(more).collect()
+    }
+}
+
+impl Drop for Setup {
+    /// A test that panicked did not reach [`Setup::teardown`]: the same deletions, on a thread
+    /// of their own (a `Drop` cannot await, and this may run inside the test's runtime).
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        let (namespaces, op_ns) = (self.namespaces(), self.op_ns.clone());
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async {
+                let client = connect("teardown").await;
+                delete_made(&client, &namespaces, &op_ns).await;
+            });
+        });
+        if cleanup.join().is_err() {
+            eprintln!(
+                "the cluster teardown failed: namespaces {namespaces:?} may remain",
+                namespaces = self.namespaces()
+            );
+        }
+    }
+}
+
+/// Deletes `namespaces` and the cluster roles of the operator of `op_ns`. The operator may have
+/// stopped already: nothing would remove the applications' finalizer, and a namespace would stay
+/// Terminating, so the finalizers go first.
+async fn delete_made(client: &Client, namespaces: &[String], op_ns: &str) {
+    let dp = kube::api::DeleteParams::default();
+    let unfinalized = json!({"metadata": {"finalizers": null}});
+    for ns in namespaces {
+        let apps = Api::<portcullis_crds::v1alpha1::AccessApplication>::namespaced(client.clone(), ns);
         for app in apps.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
             let name = app.metadata.name.unwrap_or_default();
             let _ = apps.patch(&name, &PatchParams::default(), &Patch::Merge(&unfinalized)).await;
         }
-        for ns in [&self.ns, &self.op_ns] {
-            let _ = Api::<Namespace>::all(self.client.clone()).delete(ns, &dp).await;
-        }
-        for name in operator_cluster_roles(&self.op_ns) {
-            let _ = Api::<ClusterRoleBinding>::all(self.client.clone()).delete(&name, &dp).await;
-            let _ = Api::<ClusterRole>::all(self.client.clone()).delete(&name, &dp).await;
-        }
+        let _ = Api::<Namespace>::all(client.clone()).delete(ns, &dp).await;
     }
+    for name in operator_cluster_roles(op_ns) {
+        let _ = Api::<ClusterRoleBinding>::all(client.clone()).delete(&name, &dp).await;
+        let _ = Api::<ClusterRole>::all(client.clone()).delete(&name, &dp).await;
+    }
+}
 
+impl Setup {
     /// The push public key (base64) the operator keeps in its namespace, once it made it.
     pub async fn push_public_key(&self) -> String {
         secret_value(&Api::namespaced(self.client.clone(), &self.op_ns), "portcullis-push-key", "public-key").await
@@ -269,6 +317,8 @@ impl Operator {
             .arg("--disable-webhook")
             .env("KUBECONFIG", &kubeconfig)
             .env("POD_NAME", name)
+            // Short, so that a test sees /healthz fail on stuck watches within its own bounds.
+            .env("PORTCULLIS_WATCH_FAILURE_LIMIT", "30s")
             .env("RUST_LOG", "info,portcullis_operator=debug")
             // tracing's fmt layer writes to stdout; errors from main go to stderr.
             .stdout(std::fs::File::create(&log).expect("log file"))
@@ -295,6 +345,11 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status `/healthz` answers (0 when it does not answer).
+    pub async fn healthz(&self) -> u16 {
+        get(&format!("http://{}/healthz", self.admin), &[]).await.map(|a| a.status).unwrap_or(0)
     }
 
     pub async fn metrics(&self) -> String {

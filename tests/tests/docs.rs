@@ -1,7 +1,8 @@
 //! The docs stand on their own: every relative link in every Markdown file of the repository
 //! resolves to a file inside it (and its `#anchor` to a heading or an `id` there), and every
-//! behaviour rule ID a test cites (`B-ROUTE-3`) is defined in docs/behaviour.md. Plain file
-//! reads: no network, no processes.
+//! behaviour rule ID a test cites (`B-ROUTE-3`) is defined in docs/behaviour.md, and the
+//! README's Layout table names only paths that exist and has a row for every top-level folder.
+//! Plain file reads: no network, no processes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -255,4 +256,66 @@ fn the_scanners_find_what_they_should() {
     let want: BTreeSet<String> = ["title", "a-b--c", "title-1", "B-X-1"].into_iter().map(String::from).collect();
     assert_eq!(anchors(md), want);
     assert_eq!(prose_lines("a `[x](y)` b\n```\n[z](w)\n```\n"), [(1, "a  b".to_owned())]);
+}
+
+/// The README's "Layout" table, as `(folder, paths it names)`: every code span of a row that
+/// looks like a path (a `/`, or a file ending), the arguments of a command cut off.
+fn layout_rows(readme: &str) -> Vec<(String, Vec<String>)> {
+    let start = readme.find("\n## Layout").expect("the README has a Layout section");
+    let table = &readme[start..];
+    let table = &table[..table[1..].find("\n## ").map_or(table.len(), |e| e + 1)];
+    table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|row| {
+            let mut cells = row.split('|').skip(1);
+            let folder = cells.next().unwrap_or_default().trim().trim_matches('`').to_owned();
+            let what = cells.next().unwrap_or_default();
+            let paths = what
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter_map(|span| span.split([' ', '(']).next())
+                .filter(|p| p.contains('/') || [".rs", ".md", ".yaml", ".py", ".sh"].iter().any(|e| p.ends_with(e)))
+                .filter(|p| !p.starts_with("http"))
+                .map(str::to_owned)
+                .collect();
+            (folder, paths)
+        })
+        .collect()
+}
+
+/// The Layout table matches the tree: every path a row names exists (from the repository root,
+/// the row's folder, or that folder's `src/`), and every top-level folder of a clone has a row.
+#[test]
+fn the_readme_layout_table_names_what_is_in_the_tree() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
+    let rows = layout_rows(&readme);
+    assert!(rows.len() >= 10 && rows.iter().any(|(f, p)| f == "sidecar/" && p.len() > 10), "rows: {rows:?}");
+    let mut missing = Vec::new();
+    for (folder, paths) in &rows {
+        for p in paths {
+            let p = p.trim_end_matches('/');
+            let found = [root.join(p), root.join(folder).join(p), root.join(folder).join("src").join(p)]
+                .iter()
+                .any(|c| c.exists());
+            if !found {
+                missing.push(format!("{folder}: {p}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the README's Layout table names paths that do not exist: {missing:?}");
+    let named: Vec<&str> = rows.iter().map(|(f, _)| f.as_str()).collect();
+    let top: BTreeSet<String> = std::fs::read_dir(&root)
+        .expect("read the repository root")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // Hidden folders are a checkout's or an editor's (`.ci/` has its row all the same).
+        .filter(|d| !d.starts_with('.') && d != "target")
+        .collect();
+    let unnamed: Vec<&String> =
+        top.iter().filter(|d| !named.iter().any(|f| f.split('/').next() == Some(d.as_str()))).collect();
+    assert!(unnamed.is_empty(), "top-level folders without a row in the README's Layout table: {unnamed:?}");
 }

@@ -3,7 +3,9 @@
 //! default, on with `--enable-explain-endpoint`, body capped at 64 KiB).
 //!
 //! Goldens live in tests/golden/explain/ and are compared exactly; `UPDATE_GOLDEN=1 cargo test
-//! -p portcullis-tests --test explain` rewrites them (review the diff before committing).
+//! -p portcullis-tests --test explain` rewrites them (review the diff before committing). They are
+//! also checked against the proxy: each case's request goes to a running sidecar, which must
+//! answer what its golden JSON says, so a rewrite cannot bless a wrong explanation.
 
 mod common;
 
@@ -21,24 +23,31 @@ use jsonwebtoken::Algorithm;
 const NOW: &str = "2026-11-24T12:00:00Z";
 const NOW_SECS: i64 = 1_795_521_600;
 
-fn token_at(key: &str, kid: &str, email: &str, aud: &str, iss: &str, exp_in: i64) -> String {
+/// A token issued at `now` by key `key` (kid `kid`), valid for `exp_in` seconds.
+fn token_at(now: i64, key: &str, kid: &str, email: &str, aud: &str, iss: &str, exp_in: i64) -> String {
     let claims = serde_json::json!({
         "iss": iss, "aud": aud, "email": email, "sub": email,
-        "iat": NOW_SECS, "exp": NOW_SECS + exp_in, "groups": ["staff"],
+        "iat": now, "exp": now + exp_in, "groups": ["staff"],
     });
     mint(key, Algorithm::RS256, Some(kid), claims)
 }
 
 fn user(email: &str) -> String {
-    token_at("rsa.pem", "rsa-1", email, AUDIENCE, ISSUER, 600)
+    token_at(NOW_SECS, "rsa.pem", "rsa-1", email, AUDIENCE, ISSUER, 600)
 }
 
 fn seed() -> String {
     seed_manifests(&inline_jwks(), SEED_CORS, "")
 }
 
-fn with_forward_route(token: &str) -> String {
-    seed_manifests(&inline_jwks(), SEED_CORS, &site_with_forward_route("https://api.internal.test", token))
+/// Browser sign-in through an authentication host (its provider is never called here).
+const AUTH_HOST_LOGIN: &str = "  login:\n    oidc: { issuer: \"http://127.0.0.1:9/oidc\", clientId: portcullis }\n    authenticationHost: auth.mysite.com\n";
+
+/// The forward route's upstream in the goldens.
+const FORWARD_UPSTREAM: &str = "https://api.internal.test";
+
+fn with_forward_route(upstream: &str, token: &str) -> String {
+    seed_manifests(&inline_jwks(), SEED_CORS, &site_with_forward_route(upstream, token))
 }
 
 struct Case {
@@ -53,7 +62,14 @@ fn case(name: &'static str, manifests: String, args: &[&str], want: (&'static st
     Case { name, manifests, args: args.iter().map(|s| s.to_string()).collect(), want }
 }
 
-fn cases() -> Vec<Case> {
+/// The goldens' cases, their tokens issued at `now` and their forward route going to
+/// `forward_upstream` (the goldens: [`NOW_SECS`] and [`FORWARD_UPSTREAM`]).
+fn cases_at(now: i64, forward_upstream: &str) -> Vec<Case> {
+    let user = |email: &str| token_at(now, "rsa.pem", "rsa-1", email, AUDIENCE, ISSUER, 600);
+    let token_at = |key: &str, kid: &str, email: &str, aud: &str, iss: &str, exp_in: i64| {
+        token_at(now, key, kid, email, aud, iss, exp_in)
+    };
+    let with_forward_route = |token: &str| with_forward_route(forward_upstream, token);
     let url = "--url=https://api.mysite.com/data";
     let origin = "--header=Origin: https://example.com";
     let acrm = "--header=Access-Control-Request-Method: GET";
@@ -166,6 +182,13 @@ fn cases() -> Vec<Case> {
         case("service_token_incomplete", seed(), &[url, &id], ("deny", 401, 1)),
         case("blocked_by_policy", seed(), &[url, &cookie(user("contractor@mysite.com"))], ("deny", 403, 1)),
         case("no_policy_matched", seed(), &[url, origin, &cookie(user("bob@elsewhere.test"))], ("deny", 403, 1)),
+        // The authentication host: the proxy's own answer, read from the hand-off's steps.
+        case(
+            "authentication_host_identity",
+            seed_manifests(&inline_jwks(), &format!("{SEED_CORS}{AUTH_HOST_LOGIN}"), ""),
+            &["--url=https://auth.mysite.com/.portcullis/identity"],
+            ("sign_in", 401, 0),
+        ),
         case(
             "forward_route_token_missing",
             with_forward_route("no-such-token"),
@@ -216,6 +239,10 @@ fn explain_at_clock(manifests: &str, args: &[String]) -> (String, String, i32) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
         out.status.code().unwrap_or(-1),
     )
+}
+
+fn cases() -> Vec<Case> {
+    cases_at(NOW_SECS, FORWARD_UPSTREAM)
 }
 
 #[test]
@@ -335,6 +362,51 @@ async fn admin_explain_is_off_by_default_and_answers_the_cli_json_when_enabled()
     let (status, got) = post(&format!("http://{}/explain", on.admin), b"{\"url\": 1}".to_vec()).await;
     assert_eq!(status, 400, "{got}");
     assert_eq!(up.count(), 0, "explain never sends the request");
+}
+
+/// A golden case's request as a client sends it: method, path and headers (`Host` from the
+/// URL unless a header gives it).
+fn request_of(args: &[String]) -> (String, String, Vec<(String, String)>) {
+    let (mut method, mut url, mut headers) = ("GET".to_owned(), String::new(), Vec::new());
+    for a in args {
+        if let Some(m) = a.strip_prefix("--method=") {
+            method = m.to_owned();
+        } else if let Some(u) = a.strip_prefix("--url=") {
+            url = u.to_owned();
+        } else if let Some((n, v)) = a.strip_prefix("--header=").and_then(|h| h.split_once(':')) {
+            headers.push((n.trim().to_lowercase(), v.trim().to_owned()));
+        } else if let Some(c) = a.strip_prefix("--cookie=") {
+            headers.push(("cookie".to_owned(), c.to_owned()));
+        }
+    }
+    let url: http::Uri = url.parse().expect("a case's --url");
+    if !headers.iter().any(|(n, _)| n == "host") {
+        headers.push(("host".to_owned(), url.authority().expect("an absolute --url").to_string()));
+    }
+    (method, url.path_and_query().map_or("/", |p| p.as_str()).to_owned(), headers)
+}
+
+/// The goldens say what the proxy does, not only what `explain` printed once: each case's
+/// request (its tokens issued now, its forward route going to the recording upstream) sent to
+/// the running sidecar gets the status, headers and body its golden JSON holds, or — where the
+/// golden says forwarded — reaches the app with exactly the identity headers the golden names
+/// and comes back with the headers it says the proxy adds.
+#[tokio::test]
+async fn the_goldens_are_what_the_running_sidecar_answers() {
+    let up = Upstream::start().await;
+    let now = jiff::Timestamp::now().as_second();
+    for c in cases_at(now, &up.url()) {
+        let golden = std::fs::read_to_string(golden_path(c.name, "json")).expect("the golden JSON");
+        let golden: serde_json::Value = serde_json::from_str(&golden).expect("golden JSON");
+        let sc = sidecar(&c.manifests, &up.url()).start().await;
+        let (method, path, headers) = request_of(&c.args);
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let before = up.count();
+        let got = send(&method, &sc.url(&path), &h).await.unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        if let Err(difference) = check_prediction(&golden["decision"], &got, &up, before) {
+            panic!("{}: the golden is not what the sidecar answers: {difference}", c.name);
+        }
+    }
 }
 
 /// The same requests through `explain` and through the running sidecar: the status explain

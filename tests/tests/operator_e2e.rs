@@ -61,7 +61,7 @@ fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::
 #[ignore = "needs a cluster: set KUBECONFIG"]
 async fn the_operator_configures_sidecars_through_a_real_api_server() {
     let setup = cluster::setup("operator_e2e", "portcullis-e2e-shop").await;
-    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let cluster::Setup { client, op_ns, ns, user, .. } = &setup;
     let (client, op_ns, ns, user) = (client.clone(), op_ns.as_str(), ns.as_str(), user.as_str());
 
     // Two replicas: one leads, the other stands by.

@@ -12,7 +12,7 @@ use super::duration::parse_duration_secs;
 use super::error::{CompileErrorKind, Diagnostics};
 use super::secrets::SecretIndex;
 use crate::snapshot::{Algorithm, Identity, Issuer, JwksSource, Login, SecretString};
-use crate::v1alpha1::{IdentitySpec, IssuerSpec, LoginSpec, SameSite, SecretKeyRef};
+use crate::v1alpha1::{IdentitySpec, IssuerSpec, LoginCookieSpec, LoginSpec, SameSite, SecretKeyRef};
 
 /// Default session cookie (what Cloudflare Access sets).
 pub const DEFAULT_COOKIE_NAME: &str = "CF_Authorization";
@@ -203,90 +203,11 @@ pub fn compile_login(
     let client_secret = oidc.client_secret_ref.as_ref().and_then(|r| {
         read_secret(secrets, namespace, r, "spec.login.oidc.clientSecretRef", "the OIDC client secret", d)
     });
-    let scopes: Vec<String> = if oidc.scopes.is_empty() {
-        DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        oidc.scopes.clone()
-    };
-    for (i, s) in oidc.scopes.iter().enumerate() {
-        if s.is_empty() || s.contains(|c: char| c.is_ascii_whitespace() || c.is_control()) {
-            d.error(
-                format!("spec.login.oidc.scopes[{i}]"),
-                Some(s),
-                "one scope per entry, without spaces (RFC 6749 §3.3)",
-            );
-        }
-    }
-    if !scopes.iter().any(|s| s == "openid") {
-        d.error("spec.login.oidc.scopes", None, "must include openid: without it the provider returns no ID token");
-    }
-    let cookie = spec.cookie.clone().unwrap_or_default();
-    let same_site = cookie.same_site.unwrap_or(SameSite::Lax);
-    let http_only = cookie.http_only.unwrap_or(true);
-    let secure = cookie.secure.unwrap_or(true);
-    if same_site == SameSite::None && !secure {
-        d.error(
-            "spec.login.cookie.sameSite",
-            Some("None"),
-            "SameSite=None needs secure: true (browsers drop such cookies otherwise); use Lax or set secure",
-        );
-    }
-    let session_key_pem = spec.session_key_ref.as_ref().and_then(|r| {
-        let pem = read_secret(secrets, namespace, r, "spec.login.sessionKeyRef", "the session signing key", d)?;
-        if looks_like_private_key_pem(pem.expose()) {
-            Some(pem)
-        } else {
-            d.error(
-                "spec.login.sessionKeyRef",
-                None,
-                format!(
-                    "key {:?} of Secret {namespace}/{} is not a PEM private key; store a PKCS#8 Ed25519 or \
-                     ECDSA P-256 key (`openssl genpkey -algorithm ED25519`)",
-                    r.key, r.name
-                ),
-            );
-            None
-        }
-    });
-    let authentication_host =
-        spec.authentication_host.as_deref().and_then(|raw| match parse_authentication_host(raw) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                d.error("spec.login.authenticationHost", Some(raw), e);
-                None
-            }
-        });
-    let application_session_secs = match (spec.application_session_duration.as_deref(), &spec.authentication_host) {
-        (None, None) => None,
-        (None, Some(_)) => Some(DEFAULT_APPLICATION_SESSION_SECS.min(session_secs)),
-        (Some(raw), None) => {
-            d.error(
-                "spec.login.applicationSessionDuration",
-                Some(raw),
-                "only applies with spec.login.authenticationHost (the lifetime of handed-off sessions)",
-            );
-            None
-        }
-        (Some(raw), Some(_)) => match parse_duration_secs(raw) {
-            Ok(0) => {
-                d.error("spec.login.applicationSessionDuration", Some(raw), "must be longer than 0s");
-                None
-            }
-            Ok(v) if v > session_secs => {
-                d.error(
-                    "spec.login.applicationSessionDuration",
-                    Some(raw),
-                    "must not be longer than spec.sessionDuration (the identity session it is handed from)",
-                );
-                None
-            }
-            Ok(v) => Some(v),
-            Err(e) => {
-                d.error("spec.login.applicationSessionDuration", Some(raw), e);
-                None
-            }
-        },
-    };
+    let scopes = login_scopes(&oidc.scopes, d);
+    let (same_site, http_only, secure) = cookie_flags(spec.cookie.clone().unwrap_or_default(), d);
+    let session_key_pem = session_key(spec, namespace, secrets, d);
+    let authentication_host = authentication_host(spec.authentication_host.as_deref(), d);
+    let application_session_secs = application_session_secs(spec, session_secs, d);
     if d.errors().len() != errors_before {
         return None;
     }
@@ -303,6 +224,108 @@ pub fn compile_login(
         authentication_host,
         application_session_secs,
     })
+}
+
+/// `login.oidc.scopes`, [`DEFAULT_SCOPES`] when empty: one scope an entry, `openid` among them.
+fn login_scopes(scopes: &[String], d: &mut Diagnostics) -> Vec<String> {
+    for (i, s) in scopes.iter().enumerate() {
+        if s.is_empty() || s.contains(|c: char| c.is_ascii_whitespace() || c.is_control()) {
+            d.error(
+                format!("spec.login.oidc.scopes[{i}]"),
+                Some(s),
+                "one scope per entry, without spaces (RFC 6749 §3.3)",
+            );
+        }
+    }
+    let scopes: Vec<String> =
+        if scopes.is_empty() { DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect() } else { scopes.to_vec() };
+    if !scopes.iter().any(|s| s == "openid") {
+        d.error("spec.login.oidc.scopes", None, "must include openid: without it the provider returns no ID token");
+    }
+    scopes
+}
+
+/// `login.cookie` with its defaults: (SameSite, HttpOnly, Secure). SameSite=None needs Secure.
+fn cookie_flags(cookie: LoginCookieSpec, d: &mut Diagnostics) -> (SameSite, bool, bool) {
+    let same_site = cookie.same_site.unwrap_or(SameSite::Lax);
+    let http_only = cookie.http_only.unwrap_or(true);
+    let secure = cookie.secure.unwrap_or(true);
+    if same_site == SameSite::None && !secure {
+        d.error(
+            "spec.login.cookie.sameSite",
+            Some("None"),
+            "SameSite=None needs secure: true (browsers drop such cookies otherwise); use Lax or set secure",
+        );
+    }
+    (same_site, http_only, secure)
+}
+
+/// The PEM of `login.sessionKeyRef`, when it names a Secret key holding a private key.
+fn session_key(
+    spec: &LoginSpec,
+    namespace: &str,
+    secrets: &SecretIndex<'_>,
+    d: &mut Diagnostics,
+) -> Option<SecretString> {
+    let r = spec.session_key_ref.as_ref()?;
+    let pem = read_secret(secrets, namespace, r, "spec.login.sessionKeyRef", "the session signing key", d)?;
+    if looks_like_private_key_pem(pem.expose()) {
+        return Some(pem);
+    }
+    d.error(
+        "spec.login.sessionKeyRef",
+        None,
+        format!(
+            "key {:?} of Secret {namespace}/{} is not a PEM private key; store a PKCS#8 Ed25519 or \
+             ECDSA P-256 key (`openssl genpkey -algorithm ED25519`)",
+            r.key, r.name
+        ),
+    );
+    None
+}
+
+/// `login.authenticationHost`, parsed (see [`parse_authentication_host`]).
+fn authentication_host(raw: Option<&str>, d: &mut Diagnostics) -> Option<String> {
+    let raw = raw?;
+    match parse_authentication_host(raw) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            d.error("spec.login.authenticationHost", Some(raw), e);
+            None
+        }
+    }
+}
+
+/// `login.applicationSessionDuration` in seconds: only with an authentication host (defaulting
+/// to [`DEFAULT_APPLICATION_SESSION_SECS`], capped by the identity session `session_secs`), more
+/// than 0 and at most `session_secs`.
+fn application_session_secs(spec: &LoginSpec, session_secs: u64, d: &mut Diagnostics) -> Option<u64> {
+    const FIELD: &str = "spec.login.applicationSessionDuration";
+    match (spec.application_session_duration.as_deref(), &spec.authentication_host) {
+        (None, None) => None,
+        (None, Some(_)) => Some(DEFAULT_APPLICATION_SESSION_SECS.min(session_secs)),
+        (Some(raw), None) => {
+            let why = "only applies with spec.login.authenticationHost (the lifetime of handed-off sessions)";
+            d.error(FIELD, Some(raw), why);
+            None
+        }
+        (Some(raw), Some(_)) => match parse_duration_secs(raw) {
+            Ok(0) => {
+                d.error(FIELD, Some(raw), "must be longer than 0s");
+                None
+            }
+            Ok(v) if v > session_secs => {
+                let why = "must not be longer than spec.sessionDuration (the identity session it is handed from)";
+                d.error(FIELD, Some(raw), why);
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                d.error(FIELD, Some(raw), e);
+                None
+            }
+        },
+    }
 }
 
 /// Default `login.applicationSessionDuration`: how long an application admits a user after

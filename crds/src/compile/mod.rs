@@ -25,8 +25,8 @@ pub use routing::{parse_host_pattern, parse_upstream};
 pub use secrets::SecretIndex;
 pub use tokens::{sha256_hex, CompiledToken, TokenIndex, TokenIndexBuild};
 
-use crate::snapshot::{Application, ResourceId, Rule, Snapshot};
-use crate::v1alpha1::{AccessApplication, AccessServiceToken};
+use crate::snapshot::{Application, DomainPattern, HostPattern, Login, Policy, ResourceId, Rule, Snapshot};
+use crate::v1alpha1::{AccessApplication, AccessApplicationSpec, AccessServiceToken};
 
 /// Default `sessionDuration`: 24 hours.
 pub const DEFAULT_SESSION_SECS: u64 = 24 * 3600;
@@ -102,46 +102,75 @@ pub fn compile_application(
         d.error("metadata.name", None, "every AccessApplication needs a name");
     }
     let spec = &app.spec;
-    let session_duration_secs = match spec.session_duration.as_deref() {
-        None => DEFAULT_SESSION_SECS,
-        Some(s) => match parse_duration_secs(s) {
-            Ok(0) => {
-                d.error("spec.sessionDuration", Some(s), "must be longer than 0s");
-                0
-            }
-            Ok(v) => v,
-            Err(e) => {
-                d.error("spec.sessionDuration", Some(s), e);
-                0
-            }
-        },
-    };
+    let session_duration_secs = session_duration_secs(spec.session_duration.as_deref(), &mut d);
     let domains = routing::compile_domains(&spec.domains, &mut d);
     let identity = identity::compile_identity(spec.identity.as_ref(), &mut d);
     let login = identity::compile_login(spec.login.as_ref(), session_duration_secs, &id.namespace, secrets, &mut d);
-    if let Some(host) = login.as_ref().and_then(|l| l.authentication_host.as_deref()) {
-        let bare = host.split(':').next().unwrap_or(host);
-        let covers = |dp: &crate::snapshot::DomainPattern| match &dp.host {
-            crate::snapshot::HostPattern::Exact(h) => h == bare,
-            crate::snapshot::HostPattern::Wildcard(suffix) => {
-                bare.strip_suffix(suffix.as_str()).is_some_and(|p| p.ends_with('.'))
-            }
-        };
-        if domains.iter().any(covers) {
-            d.error(
-                "spec.login.authenticationHost",
-                Some(host),
-                "must not be one of this application's domains: it is served by the sign-in endpoints alone",
-            );
-        }
-    }
+    check_authentication_host_apart(login.as_ref(), &domains, &mut d);
     let policies = policy::compile_policies(&spec.policies, &mut d);
     let cors = cors::compile_cors(spec.cors.as_ref(), &mut d);
     let forward_routes = routing::compile_forward_routes(&spec.forward_routes, &id.namespace, tokens, &mut d);
-
+    warn_unusable_tokens(&policies, tokens, &id.namespace, &mut d);
     // The tokens an application carries: every usable token of its namespace (digests only),
     // so that a valid token no policy admits is an identity the policies refuse (403
     // `service_token_not_included`), not an unknown credential (api.md, "Statuses").
+    let service_tokens: Vec<_> = tokens.in_namespace(&id.namespace).map(|t| t.token.clone()).collect();
+    check_combinations(spec, &mut d);
+
+    let application = (!d.has_errors()).then(|| Application {
+        id,
+        domains,
+        session_duration_secs,
+        identity,
+        login,
+        policies,
+        service_tokens,
+        cors,
+        forward_routes,
+        unauthenticated_response: spec.unauthenticated_response.unwrap_or_default(),
+        mode: spec.mode.unwrap_or_default(),
+        escaped_slashes: spec.paths.as_ref().and_then(|p| p.escaped_slashes).unwrap_or_default(),
+    });
+    ApplicationCompile { application, diagnostics: d }
+}
+
+/// `spec.sessionDuration` in seconds ([`DEFAULT_SESSION_SECS`] when absent; 0 with an error).
+fn session_duration_secs(raw: Option<&str>, d: &mut Diagnostics) -> u64 {
+    let Some(s) = raw else { return DEFAULT_SESSION_SECS };
+    match parse_duration_secs(s) {
+        Ok(0) => {
+            d.error("spec.sessionDuration", Some(s), "must be longer than 0s");
+            0
+        }
+        Ok(v) => v,
+        Err(e) => {
+            d.error("spec.sessionDuration", Some(s), e);
+            0
+        }
+    }
+}
+
+/// The authentication host must not be one of the application's own `domains`: it is served by
+/// the sign-in endpoints alone.
+fn check_authentication_host_apart(login: Option<&Login>, domains: &[DomainPattern], d: &mut Diagnostics) {
+    let Some(host) = login.and_then(|l| l.authentication_host.as_deref()) else { return };
+    let bare = host.split(':').next().unwrap_or(host);
+    let covers = |dp: &DomainPattern| match &dp.host {
+        HostPattern::Exact(h) => h == bare,
+        HostPattern::Wildcard(suffix) => bare.strip_suffix(suffix.as_str()).is_some_and(|p| p.ends_with('.')),
+    };
+    if domains.iter().any(covers) {
+        d.error(
+            "spec.login.authenticationHost",
+            Some(host),
+            "must not be one of this application's domains: it is served by the sign-in endpoints alone",
+        );
+    }
+}
+
+/// A warning for each service token the policies name that is not usable in `namespace`: rules
+/// naming it match nothing until it is.
+fn warn_unusable_tokens(policies: &[Policy], tokens: &TokenIndex, namespace: &str, d: &mut Diagnostics) {
     let named: BTreeSet<&String> = policies
         .iter()
         .flat_map(|p| p.include.iter().chain(&p.exclude).chain(&p.require))
@@ -151,14 +180,17 @@ pub fn compile_application(
         })
         .collect();
     for name in named {
-        if tokens.get(&id.namespace, name).is_none() {
+        if tokens.get(namespace, name).is_none() {
             d.warn(
                 "spec.policies",
-                format!("{}; rules naming it match nothing until it is", tokens.why_unusable(&id.namespace, name)),
+                format!("{}; rules naming it match nothing until it is", tokens.why_unusable(namespace, name)),
             );
         }
     }
-    let service_tokens: Vec<_> = tokens.in_namespace(&id.namespace).map(|t| t.token.clone()).collect();
+}
+
+/// Fields that are valid alone but not together, and a spec without policies.
+fn check_combinations(spec: &AccessApplicationSpec, d: &mut Diagnostics) {
     if spec.unauthenticated_response == Some(crate::v1alpha1::UnauthenticatedResponse::Redirect) && spec.login.is_none()
     {
         d.error(
@@ -177,22 +209,6 @@ pub fn compile_application(
     if spec.policies.is_empty() {
         d.warn("spec.policies", "no policies: every request is denied (403)");
     }
-
-    let application = (!d.has_errors()).then(|| Application {
-        id,
-        domains,
-        session_duration_secs,
-        identity,
-        login,
-        policies,
-        service_tokens,
-        cors,
-        forward_routes,
-        unauthenticated_response: spec.unauthenticated_response.unwrap_or_default(),
-        mode: spec.mode.unwrap_or_default(),
-        escaped_slashes: spec.paths.as_ref().and_then(|p| p.escaped_slashes).unwrap_or_default(),
-    });
-    ApplicationCompile { application, diagnostics: d }
 }
 
 /// Two applications claiming the same host and path prefix would make routing depend on

@@ -20,6 +20,7 @@ use kube::runtime::finalizer::{self, finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
+use portcullis_crds::compile::CompileErrors;
 use portcullis_crds::snapshot::ResourceId;
 use portcullis_crds::v1alpha1::{AccessApplication, AccessApplicationStatus, AccessServiceToken, SidecarCounts};
 use serde::de::DeserializeOwned;
@@ -31,6 +32,7 @@ use crate::controller::service_token::MANAGED_BY;
 use crate::desired::{desired, sidecar_pod, AppOutcome, Desired, ExternalApp, PodConfig, SidecarPod};
 use crate::push::{PodOutcome, Pusher};
 use crate::status::{Want, READY};
+use crate::watch_health::WatchHealth;
 use crate::{session_key, Context, Error, Result};
 
 /// Controller name in metrics and logs.
@@ -129,7 +131,7 @@ fn push_retry_after(n: u32) -> Duration {
 /// Pods re-reconcile every application of their namespace: any of them can change what the
 /// namespace's sidecars should run; an authorizer pod re-reconciles every application the
 /// authorizer enforces, in every namespace.
-pub async fn run(app_ctx: Arc<AppContext>) {
+pub async fn run(app_ctx: Arc<AppContext>, health: Arc<WatchHealth>) {
     let authorizer_namespace = app_ctx.authorizer_namespace.clone();
     let client = app_ctx.ctx.client.clone();
     let controller = Controller::new(Api::<AccessApplication>::all(client.clone()), watcher::Config::default())
@@ -144,11 +146,9 @@ pub async fn run(app_ctx: Arc<AppContext>) {
         .shutdown_on_signal();
     controller
         .run(reconcile, error_policy, app_ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors were logged by error_policy; these are queue/watch errors.
-                tracing::debug!(error = %e, "controller event");
-            }
+        .for_each(|result| {
+            super::observe_run(&health, result);
+            std::future::ready(())
         })
         .await;
 }
@@ -372,11 +372,10 @@ fn live_applications(mut applications: Vec<Arc<AccessApplication>>) -> Vec<Arc<A
 /// silently; a sidecar that cannot be reached keeps the deletion pending and is retried.
 async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
     let ctx = &app_ctx.ctx;
-    let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+    let namespace = super::namespace_of(app, "AccessApplication")?;
     let name = app.name_any();
     let Pass { plan, outcomes, authorizer } = push_namespace(&namespace, app_ctx).await?;
-    let mut failures: Vec<String> =
-        outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+    let mut failures = push_failures(&outcomes);
     // A held pod was not pushed, so it may still enforce this application.
     failures.extend(plan.held.iter().map(|pod| format!("{pod}: held by an invalid application of the namespace")));
     // Nor may an authorizer that was not told.
@@ -384,7 +383,7 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
         AuthorizerOutcome::Untouched => {}
         AuthorizerOutcome::Waiting(Waiting(why)) => failures.push(format!("the external authorizer: {why}")),
         AuthorizerOutcome::Pushed { outcomes, .. } => {
-            failures.extend(outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)));
+            failures.extend(push_failures(outcomes));
         }
     }
     if !failures.is_empty() {
@@ -395,17 +394,17 @@ async fn cleanup(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action
     Ok(Action::await_change())
 }
 
+/// Reports one application after its namespace's pass: Ready says whether it compiled, Synced
+/// whether everything that enforces it runs this configuration.
 async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Result<Action> {
     let ctx = &app_ctx.ctx;
-    let namespace = app.namespace().ok_or(Error::MissingObjectKey { kind: "AccessApplication", field: "namespace" })?;
+    let namespace = super::namespace_of(app, "AccessApplication")?;
     let name = app.name_any();
-    let Pass { plan, outcomes, authorizer } = push_namespace(&namespace, app_ctx).await?;
+    let pass = push_namespace(&namespace, app_ctx).await?;
     let id = ResourceId { namespace: namespace.clone(), name: name.clone() };
-    let enforcement = app.spec.enforcement.unwrap_or_default();
-
     let old = app.status.clone().unwrap_or_default();
     let mut new = AccessApplicationStatus { observed_generation: app.metadata.generation, ..Default::default() };
-    let (ready, synced, action) = match plan.applications.get(&id) {
+    let (wants, action) = match pass.plan.applications.get(&id) {
         // Not in the namespace's list: deleted since the event. The pushes above already left
         // it out of every snapshot; only its gauges remain.
         None => {
@@ -414,90 +413,135 @@ async fn reconcile_inner(app: &AccessApplication, app_ctx: &AppContext) -> Resul
         }
         Some(AppOutcome::Invalid(errors)) => {
             ctx.metrics.compile_errors(&namespace, &name, errors.0.len());
-            let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
-            let synced = Want {
-                type_: SYNCED,
-                status: false,
-                reason: errors.reason(),
-                message: "its sidecars (and the external authorizer) keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
-            };
-            new.config_version = None;
-            (ready, synced, Action::await_change())
+            (invalid_wants(errors), Action::await_change())
         }
         Some(AppOutcome::Compiled { pods, waiting, version }) => {
             ctx.metrics.compile_errors(&namespace, &name, 0);
             new.config_version = Some(version.clone());
-            // What keeps it from Synced, most urgent first: failed pushes, then what waits.
-            let mut failed = Vec::new();
-            let mut pending = Vec::new();
-            let mut enforcers = Vec::new();
-            if enforcement.by_sidecars() {
-                let failures: Vec<String> = outcomes
-                    .iter()
-                    .filter(|o| pods.contains(&o.pod))
-                    .filter_map(|o| o.result.as_ref().err().map(ToString::to_string))
-                    .collect();
-                let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
-                let synced_count = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
-                new.sidecars = Some(SidecarCounts { matched, synced: synced_count });
-                ctx.metrics.sidecars(&namespace, &name, matched, synced_count);
-                if !failures.is_empty() {
-                    failed.push(format!(
-                        "{} of {matched} matched sidecar(s) did not take the push: {}",
-                        failures.len(),
-                        named(&failures)
-                    ));
-                } else if !waiting.is_empty() {
-                    pending.push((
-                        PENDING,
-                        format!(
-                            "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
-                            waiting.len(),
-                            named(waiting),
-                        ),
-                    ));
-                }
-                enforcers.push(if matched == 0 {
-                    "no running pod with a portcullis-adm port matches spec.selector".to_owned()
-                } else {
-                    format!("all {matched} matched sidecar(s) run this configuration")
-                });
+            let mut progress = Progress::default();
+            if app.spec.enforcement.unwrap_or_default().by_sidecars() {
+                progress.sidecars(&id, pods, waiting, &pass.outcomes, ctx, &mut new);
             }
-            if enforcement.by_authorizer() {
-                let (counts, state) = authorizer_status(&id, &authorizer);
-                new.authorizers = Some(counts.clone());
-                match state {
-                    AuthorizerState::Synced => enforcers
-                        .push(format!("all {} external-authorizer pod(s) run this configuration", counts.matched)),
-                    AuthorizerState::Failed(message) => failed.push(message),
-                    AuthorizerState::Pending(reason, message) => pending.push((reason, message)),
-                }
+            if app.spec.enforcement.unwrap_or_default().by_authorizer() {
+                progress.authorizer(&id, &pass.authorizer, &mut new);
             }
-            let ready = Want {
-                type_: READY,
-                status: true,
-                reason: "Compiled",
-                message: match new.sidecars.as_ref() {
-                    Some(s) => format!("compiled; spec.selector matches {} running sidecar(s)", s.matched),
-                    None => "compiled; enforced by the external authorizer only (spec.enforcement External)".to_owned(),
-                },
-            };
-            if !failed.is_empty() {
-                let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message: failed.join("; ") };
-                (ready, synced, Action::requeue(app_ctx.push_failed(&format!("{namespace}/{name}"))))
-            } else if let Some((reason, message)) = pending.into_iter().next() {
-                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
-                let retry = if reason == AUTHORIZER_WAITING { AUTHORIZER_WAIT_RETRY } else { RESYNC };
-                (ready, Want { type_: SYNCED, status: false, reason, message }, Action::requeue(retry))
-            } else {
-                app_ctx.push_succeeded(&format!("{namespace}/{name}"));
-                let synced = Want { type_: SYNCED, status: true, reason: "Synced", message: enforcers.join("; ") };
-                (ready, synced, Action::requeue(RESYNC))
-            }
+            let (synced, action) = progress.synced(app_ctx, &format!("{namespace}/{name}"));
+            ([compiled_ready(&new), synced], action)
         }
     };
-    write_status(app, ctx, &old, new, [ready, synced]).await?;
+    write_status(app, ctx, &old, new, wants).await?;
     Ok(action)
+}
+
+/// Ready and Synced of an application whose spec does not compile: its sidecars keep what they
+/// run.
+fn invalid_wants(errors: &CompileErrors) -> [Want; 2] {
+    let ready = Want { type_: READY, status: false, reason: errors.reason(), message: errors.to_string() };
+    let synced = Want {
+        type_: SYNCED,
+        status: false,
+        reason: errors.reason(),
+        message: "its sidecars (and the external authorizer) keep the last configuration that compiled, unchanged, until the spec compiles (see Ready)".to_owned(),
+    };
+    [ready, synced]
+}
+
+/// Ready of a compiled application, saying what enforces it.
+fn compiled_ready(status: &AccessApplicationStatus) -> Want {
+    Want {
+        type_: READY,
+        status: true,
+        reason: "Compiled",
+        message: match status.sidecars.as_ref() {
+            Some(s) => format!("compiled; spec.selector matches {} running sidecar(s)", s.matched),
+            None => "compiled; enforced by the external authorizer only (spec.enforcement External)".to_owned(),
+        },
+    }
+}
+
+/// What keeps a compiled application from Synced, most urgent first (failed pushes, then what
+/// waits), and what enforces it.
+#[derive(Default)]
+struct Progress {
+    failed: Vec<String>,
+    pending: Vec<(&'static str, String)>,
+    enforcers: Vec<String>,
+}
+
+impl Progress {
+    /// The sidecars' part: `status.sidecars` and its gauges, failed pushes to the application's
+    /// `pods`, and the selected pods still `waiting` to run.
+    fn sidecars(
+        &mut self,
+        id: &ResourceId,
+        pods: &[String],
+        waiting: &[String],
+        outcomes: &[PodOutcome],
+        ctx: &Context,
+        status: &mut AccessApplicationStatus,
+    ) {
+        let failures = push_failures(outcomes.iter().filter(|o| pods.contains(&o.pod)));
+        let matched = u32::try_from(pods.len()).unwrap_or(u32::MAX);
+        let synced = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
+        status.sidecars = Some(SidecarCounts { matched, synced });
+        ctx.metrics.sidecars(&id.namespace, &id.name, matched, synced);
+        if !failures.is_empty() {
+            let n = failures.len();
+            self.failed
+                .push(format!("{n} of {matched} matched sidecar(s) did not take the push: {}", named(&failures)));
+        } else if !waiting.is_empty() {
+            let message = format!(
+                "{} selected sidecar pod(s) not running yet, pushed once they run: {}",
+                waiting.len(),
+                named(waiting),
+            );
+            self.pending.push((PENDING, message));
+        }
+        self.enforcers.push(if matched == 0 {
+            "no running pod with a portcullis-adm port matches spec.selector".to_owned()
+        } else {
+            format!("all {matched} matched sidecar(s) run this configuration")
+        });
+    }
+
+    /// The external authorizer's part: `status.authorizers` and where the application stands.
+    fn authorizer(&mut self, id: &ResourceId, outcome: &AuthorizerOutcome, status: &mut AccessApplicationStatus) {
+        let (counts, state) = authorizer_status(id, outcome);
+        let matched = counts.matched;
+        status.authorizers = Some(counts);
+        match state {
+            AuthorizerState::Synced => {
+                self.enforcers.push(format!("all {matched} external-authorizer pod(s) run this configuration"))
+            }
+            AuthorizerState::Failed(message) => self.failed.push(message),
+            AuthorizerState::Pending(reason, message) => self.pending.push((reason, message)),
+        }
+    }
+
+    /// Synced, and when to look again: soon after a failed push (backing off per application
+    /// `key`), a little later while something waits, at the resync otherwise.
+    fn synced(self, app_ctx: &AppContext, key: &str) -> (Want, Action) {
+        if !self.failed.is_empty() {
+            let synced = Want { type_: SYNCED, status: false, reason: "PushFailed", message: self.failed.join("; ") };
+            return (synced, Action::requeue(app_ctx.push_failed(key)));
+        }
+        app_ctx.push_succeeded(key);
+        match self.pending.into_iter().next() {
+            Some((reason, message)) => {
+                let retry = if reason == AUTHORIZER_WAITING { AUTHORIZER_WAIT_RETRY } else { RESYNC };
+                (Want { type_: SYNCED, status: false, reason, message }, Action::requeue(retry))
+            }
+            None => {
+                let message = self.enforcers.join("; ");
+                (Want { type_: SYNCED, status: true, reason: "Synced", message }, Action::requeue(RESYNC))
+            }
+        }
+    }
+}
+
+/// The errors of the pushes among `outcomes` that did not land, one line each.
+fn push_failures<'a>(outcomes: impl IntoIterator<Item = &'a PodOutcome>) -> Vec<String> {
+    outcomes.into_iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect()
 }
 
 /// Where an External application stands on the authorizer.
@@ -526,8 +570,7 @@ fn authorizer_status(id: &ResourceId, outcome: &AuthorizerOutcome) -> (SidecarCo
                 );
                 return (SidecarCounts { matched, synced: 0 }, AuthorizerState::Pending("DomainConflict", message));
             }
-            let failures: Vec<String> =
-                outcomes.iter().filter_map(|o| o.result.as_ref().err().map(ToString::to_string)).collect();
+            let failures = push_failures(outcomes);
             let synced = matched.saturating_sub(u32::try_from(failures.len()).unwrap_or(u32::MAX));
             let counts = SidecarCounts { matched, synced };
             if matched == 0 {

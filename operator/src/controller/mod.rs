@@ -11,7 +11,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +23,7 @@ use kube::runtime::events::EventType;
 use portcullis_crds::v1alpha1::{AccessApplicationStatus, AccessServiceTokenStatus};
 
 use crate::status::{self, Want};
+use crate::watch_health::WatchHealth;
 use crate::{events, Context, Error, Result};
 
 /// The one field manager of every write (server-side apply: a field has one owner, so a second
@@ -34,6 +36,23 @@ pub const FIELD_MANAGER: &str = "portcullis-operator";
 /// A handful keeps the API server's load and the operator's memory flat, and pushes within a
 /// reconcile already run 16 at a time.
 pub const CONCURRENCY: u16 = 8;
+
+/// Reads one item of a controller's output stream. Reconcile failures were logged by the error
+/// policy; what is left are the queue's errors, which are the watches failing: logged, and
+/// recorded in `health` so that `/healthz` fails when they do not stop.
+pub fn observe_run<T, E: std::error::Error>(
+    health: &WatchHealth,
+    result: Result<T, controller::Error<E, watcher::Error>>,
+) {
+    match result {
+        Ok(_) => {}
+        Err(controller::Error::QueueError(e)) => {
+            tracing::warn!(error = %e, "a watch failed; it is retried with backoff");
+            health.error(Instant::now(), &e);
+        }
+        Err(e) => tracing::debug!(error = %e, "controller event"),
+    }
+}
 
 /// The runtime settings every controller uses.
 pub fn runtime_config() -> kube::runtime::controller::Config {
@@ -158,4 +177,10 @@ where
         return Ok(());
     }
     apply_status(ctx, object, &new).await
+}
+
+/// The namespace of `object`, a namespaced `kind`: an object from the API server always has
+/// one, so its absence is an error, not a panic.
+pub fn namespace_of<K: Resource>(object: &K, kind: &'static str) -> Result<String> {
+    object.namespace().ok_or(Error::MissingObjectKey { kind, field: "namespace" })
 }

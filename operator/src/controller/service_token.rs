@@ -20,10 +20,11 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use portcullis_crds::v1alpha1::{AccessServiceToken, AccessServiceTokenStatus, ROTATE_ANNOTATION};
 
-use self::plan::{Cause, Credentials, Step};
+use self::plan::{Cause, Credentials, Plan, Step};
 use super::{backoff, instrumented, FIELD_MANAGER};
 use crate::credentials::{generate_client_id, generate_client_secret};
 use crate::status::{Want, READY};
+use crate::watch_health::WatchHealth;
 use crate::{events, Context, Error, Result};
 
 /// Controller name in metrics and logs.
@@ -39,7 +40,7 @@ const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the controller until the process is asked to stop. `ready` is called once the token
 /// cache has synced.
-pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
+pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static, health: Arc<WatchHealth>) {
     let tokens = Api::<AccessServiceToken>::all(ctx.client.clone());
     let secrets = Api::<Secret>::all(ctx.client.clone());
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
@@ -50,11 +51,9 @@ pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static) {
     tokio::spawn(signal_ready(controller.store(), ready));
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors were logged by error_policy; these are queue/watch errors.
-                tracing::debug!(error = %e, "controller event");
-            }
+        .for_each(|result| {
+            super::observe_run(&health, result);
+            std::future::ready(())
         })
         .await;
 }
@@ -75,40 +74,28 @@ pub fn error_policy(token: Arc<AccessServiceToken>, error: &Error, ctx: Arc<Cont
     backoff(&ctx, CONTROLLER, token.as_ref(), error)
 }
 
+/// Brings the token's Secret in line with its plan, then says what happened (an event for an
+/// issue or a rotation) and writes status.
 async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Action> {
-    let namespace =
-        token.namespace().ok_or(Error::MissingObjectKey { kind: "AccessServiceToken", field: "namespace" })?;
+    let namespace = super::namespace_of(token, "AccessServiceToken")?;
     let now = ctx.clock.now();
     let old_status = token.status.clone().unwrap_or_default();
-
+    let kept = keep_credentials_status(&old_status);
     let settings = match plan::settings(&token.spec) {
         Ok(s) => s,
         Err(invalid) => {
-            let want = not_ready(invalid.reason(), invalid.to_string());
-            write_status(token, ctx, &old_status, keep_credentials_status(&old_status), want).await?;
+            write_status(token, ctx, &old_status, kept, not_ready(invalid.reason(), invalid.to_string())).await?;
             return Ok(Action::await_change());
         }
     };
-
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let secret_name = &token.spec.secret_name;
     let existing =
         secrets.get_opt(secret_name).await.map_err(Error::kube(format!("reading Secret {namespace}/{secret_name}")))?;
     let uid = token.uid().ok_or(Error::MissingObjectKey { kind: "AccessServiceToken", field: "uid" })?;
     if let Some(secret) = existing.as_ref().filter(|s| !controlled_by(s, &uid)) {
-        let message = format!(
-            "Secret {namespace}/{secret_name} exists and is not controlled by this AccessServiceToken ({}); \
-             the operator will not overwrite it: delete that Secret or set spec.secretName to an unused name",
-            owner_of(secret)
-        );
-        write_status(
-            token,
-            ctx,
-            &old_status,
-            keep_credentials_status(&old_status),
-            not_ready("SecretOwnedElsewhere", message),
-        )
-        .await?;
+        let want = not_ready("SecretOwnedElsewhere", conflict_message(&namespace, secret_name, secret));
+        write_status(token, ctx, &old_status, kept, want).await?;
         return Ok(Action::requeue(CONFLICT_RECHECK));
     }
 
@@ -117,19 +104,48 @@ async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Ac
     let plan = plan::plan(&settings, rotate_request, stored.as_ref(), now);
     let next = plan::apply(&plan, stored.as_ref(), generate_client_id, generate_client_secret)?;
     if existing.is_none() || stored.as_ref() != Some(&next) {
-        let desired = desired_secret(token, &namespace, &next)?;
-        secrets
-            .patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
-            .await
-            .map_err(Error::write_secret(format!("{namespace}/{secret_name}")))?;
+        write_secret(&secrets, token, &namespace, &next).await?;
     }
+    publish_step(token, ctx, &plan, &next).await;
+    ctx.metrics.token_expiry(&namespace, &token.name_any(), plan.expires_at.map(|t| t.as_second()));
+    let (status, want) = issued_status(&plan, &next, &old_status, now, secret_name);
+    write_status(token, ctx, &old_status, status, want).await?;
+    Ok(match plan.next_deadline {
+        Some(at) => Action::requeue(until(now, at)),
+        None => Action::await_change(),
+    })
+}
 
-    let regarding = token.object_ref(&());
-    match plan.step {
-        Step::Issue => {
-            let note = format!("issued client id {} into Secret {secret_name}", next.client_id);
-            events::publish(ctx, &regarding, EventType::Normal, "Issued", note).await;
-        }
+/// Applies the token's Secret holding `next` (server-side apply, forced: the Secret is ours).
+async fn write_secret(
+    secrets: &Api<Secret>,
+    token: &AccessServiceToken,
+    namespace: &str,
+    next: &Credentials,
+) -> Result<()> {
+    let secret_name = &token.spec.secret_name;
+    let desired = desired_secret(token, namespace, next)?;
+    secrets
+        .patch(secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(Error::write_secret(format!("{namespace}/{secret_name}")))?;
+    Ok(())
+}
+
+/// Why the operator leaves a Secret it does not control alone, and what the user can do.
+fn conflict_message(namespace: &str, secret_name: &str, secret: &Secret) -> String {
+    format!(
+        "Secret {namespace}/{secret_name} exists and is not controlled by this AccessServiceToken ({}); \
+         the operator will not overwrite it: delete that Secret or set spec.secretName to an unused name",
+        owner_of(secret)
+    )
+}
+
+/// The Normal event of a step that changed the credentials (an issue or a rotation).
+async fn publish_step(token: &AccessServiceToken, ctx: &Context, plan: &Plan, next: &Credentials) {
+    let secret_name = &token.spec.secret_name;
+    let (reason, note) = match plan.step {
+        Step::Issue => ("Issued", format!("issued client id {} into Secret {secret_name}", next.client_id)),
         Step::Rotate(cause) => {
             let why = match cause {
                 Cause::Annotation => format!("annotation {ROTATE_ANNOTATION} changed"),
@@ -139,18 +155,26 @@ async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Ac
                 Some(until) => format!("the previous secret is accepted until {until}"),
                 None => "the previous secret is no longer accepted".to_owned(),
             };
-            let note = format!("rotated the client secret in Secret {secret_name} ({why}); {previous}");
-            events::publish(ctx, &regarding, EventType::Normal, "Rotated", note).await;
+            ("Rotated", format!("rotated the client secret in Secret {secret_name} ({why}); {previous}"))
         }
-        Step::DropPrevious | Step::Keep => {}
-    }
+        Step::DropPrevious | Step::Keep => return,
+    };
+    events::publish(ctx, &token.object_ref(&()), EventType::Normal, reason, note).await;
+}
 
-    ctx.metrics.token_expiry(&namespace, &token.name_any(), plan.expires_at.map(|t| t.as_second()));
+/// The credential fields of status and `Ready=True` once `next` is in the Secret.
+fn issued_status(
+    plan: &Plan,
+    next: &Credentials,
+    old: &AccessServiceTokenStatus,
+    now: jiff::Timestamp,
+    secret_name: &str,
+) -> (AccessServiceTokenStatus, Want) {
     let rotated_now = matches!(plan.step, Step::Rotate(_));
-    let credentials_status = AccessServiceTokenStatus {
+    let status = AccessServiceTokenStatus {
         client_id: Some(next.client_id.clone()),
         expires_at: plan.expires_at.map(|t| t.to_string()),
-        last_rotated: if rotated_now { Some(now.to_string()) } else { old_status.last_rotated.clone() },
+        last_rotated: if rotated_now { Some(now.to_string()) } else { old.last_rotated.clone() },
         ..Default::default()
     };
     let expiry = match plan.expires_at {
@@ -163,12 +187,7 @@ async fn reconcile_inner(token: &AccessServiceToken, ctx: &Context) -> Result<Ac
         reason: "CredentialsIssued",
         message: format!("client-id and client-secret are in Secret {secret_name}; {expiry}"),
     };
-    write_status(token, ctx, &old_status, credentials_status, want).await?;
-
-    Ok(match plan.next_deadline {
-        Some(at) => Action::requeue(until(now, at)),
-        None => Action::await_change(),
-    })
+    (status, want)
 }
 
 /// The wait from `now` to `at`, at least a second (a deadline just passed is acted on at once,

@@ -20,7 +20,7 @@ use http::header::VARY;
 use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
 
-use super::{describe, Enforcer, Outcome};
+use super::{describe, Checked, Enforcer};
 use crate::http::respond::Refusal;
 use crate::http::Proxy;
 use crate::outbound::OutBody;
@@ -57,17 +57,17 @@ impl Authorization for Check {
         let described = describe::check_request(request.get_ref());
         let outcome = super::decide(&self.proxy, Enforcer::Grpc, described, conn_peer).await;
         let (result, response) = match outcome {
-            Outcome::Invalid(e) => {
+            Checked::Invalid(e) => {
                 ("invalid_description", denied(Refusal::BadRequest(e.reason()).to_response("")).await)
             }
-            Outcome::NotCanonical => {
+            Checked::NotCanonical => {
                 ("not_canonical", denied(Refusal::BadRequest("path_not_normalised").to_response("")).await)
             }
-            Outcome::Answer(resp, _) => {
+            Checked::Answer(resp, _) => {
                 let result = if resp.status().is_success() { "preflight_answered" } else { "deny" };
                 (result, denied(resp).await)
             }
-            Outcome::Allow(allow) => {
+            Checked::Allow(allow) => {
                 let ok = OkHttpResponse {
                     headers: options(&allow.set),
                     headers_to_remove: allow.remove.iter().map(|n| n.as_str().to_owned()).collect(),

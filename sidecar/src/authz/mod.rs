@@ -142,7 +142,7 @@ fn under(path: &str, prefix: &str) -> bool {
 
 /// What the proxy's decision made of a described request, owned (the plan borrows the live
 /// configuration, which is released before the answer is written).
-pub enum Outcome {
+pub enum Checked {
     /// The description cannot be read: `400`, never an allow.
     Invalid(DescribeError),
     /// The request as the proxy would forward it is not the request that was decided (a path
@@ -173,16 +173,16 @@ pub async fn decide(
     enforcer: Enforcer,
     described: Result<Described, DescribeError>,
     conn_peer: SocketAddr,
-) -> Outcome {
+) -> Checked {
     let described = match described {
         Ok(d) => d,
         Err(e) => {
             tracing::info!(protocol = enforcer.label(), reason = e.reason(), error = %e, "refused an unreadable description");
-            return Outcome::Invalid(e);
+            return Checked::Invalid(e);
         }
     };
     let Some(live) = proxy.store.load() else {
-        return Outcome::Answer(Refusal::NoConfig.to_response(""), described.via);
+        return Checked::Answer(Refusal::NoConfig.to_response(""), described.via);
     };
     let peer = described.peer.unwrap_or(conn_peer);
     let request_id = proxy.next_request_id();
@@ -201,7 +201,7 @@ pub async fn decide(
                 reason = decided.reason,
                 "answered"
             );
-            return Outcome::Answer(resp, described.via);
+            return Checked::Answer(resp, described.via);
         }
         Plan::Forward(fwd) => fwd,
     };
@@ -213,7 +213,7 @@ pub async fn decide(
             app,
             "a forward route cannot be enforced by an external authorizer"
         );
-        return Outcome::Answer(
+        return Checked::Answer(
             crate::http::respond::refusal(fwd.app, fwd.origin.as_ref(), &Refusal::RouteUnavailable, rid),
             described.via,
         );
@@ -230,12 +230,12 @@ pub async fn decide(
                 app,
                 "refused: the proxy would forward a path other than the normalised one"
             );
-            return Outcome::NotCanonical;
+            return Checked::NotCanonical;
         }
     }
     let scheme = if described.parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
     tracing::debug!(request_id = rid, protocol = enforcer.label(), app, decision = decided.outcome.as_str(), "allowed");
-    Outcome::Allow(allowed(&fwd, scheme))
+    Checked::Allow(allowed(&fwd, scheme))
 }
 
 /// What the proxy must do to a request the sidecar would forward: the same header edits, as

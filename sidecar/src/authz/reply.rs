@@ -19,7 +19,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
 use super::describe::Via;
-use super::{Allow, Enforcer, Outcome};
+use super::{Allow, Checked, Enforcer};
 use crate::http::respond::Refusal;
 use crate::http::Proxy;
 use crate::outbound::OutBody;
@@ -28,11 +28,11 @@ use crate::outbound::OutBody;
 pub const ENVOY_HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
 /// The answer to an HTTP ext_authz, forward-auth or direct request.
-pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<OutBody> {
+pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Checked) -> Response<OutBody> {
     let (result, resp) = match outcome {
-        Outcome::Invalid(e) => ("invalid_description", Refusal::BadRequest(e.reason()).to_response("")),
-        Outcome::NotCanonical => ("not_canonical", Refusal::BadRequest("path_not_normalised").to_response("")),
-        Outcome::Allow(allow) => match enforcer {
+        Checked::Invalid(e) => ("invalid_description", Refusal::BadRequest(e.reason()).to_response("")),
+        Checked::NotCanonical => ("not_canonical", Refusal::BadRequest("path_not_normalised").to_response("")),
+        Checked::Allow(allow) => match enforcer {
             Enforcer::Http | Enforcer::ForwardAuth => ("allow", allowed(enforcer, allow)),
             // A direct route only ever reaches us for an answer the sidecar makes itself (a
             // preflight, a sign-in step); anything to forward must go through the auth step.
@@ -40,7 +40,7 @@ pub fn http(proxy: &Proxy, enforcer: Enforcer, outcome: Outcome) -> Response<Out
                 ("misrouted", Refusal::BadRequest("not_answered_by_the_authorizer").to_response(""))
             }
         },
-        Outcome::Answer(mut resp, via) => {
+        Checked::Answer(mut resp, via) => {
             let status = resp.status();
             match enforcer {
                 Enforcer::Http if status.is_success() => *resp.status_mut() = StatusCode::NO_CONTENT,

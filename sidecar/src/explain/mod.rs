@@ -7,9 +7,11 @@
 //! text form. Must not decide anything itself: it runs the proxy's own phases (`http::phases`)
 //! with an observer ([`Watch`]) that records what each decision reports as it decides, and
 //! renders the very `Response` those phases build (status, headers, body read from it), so it
-//! cannot drift from what the proxy does. Must never show a token, cookie or secret: only where
-//! a credential came from, its issuer, key id and the client id of a service token. No I/O: the
-//! caller loads the config.
+//! cannot drift from what the proxy does. A request for an authentication host is routed and,
+//! where no provider is needed, answered by the hand-off's own steps (`http::handoff`), which
+//! count, log and end sessions only for the proxy. Must never show a token, cookie or secret:
+//! only where a credential came from, its issuer, key id and the client id of a service token.
+//! No I/O: the caller loads the config.
 
 pub mod command;
 mod report;
@@ -33,9 +35,11 @@ use crate::decide::client_headers::UnderscoreHeaders;
 use crate::decide::observe::{Observer, PolicyStep, RuleKind};
 use crate::decide::outcome::Outcome;
 use crate::decide::request::{self, Destination, RouteMiss, Verdict};
-use crate::decide::route::TargetError;
+use crate::decide::route::{Target, TargetError};
 use crate::http::forward::HeaderEdit;
+use crate::http::handoff::{self, AuthHostRequest};
 use crate::http::headers::{AUTHENTICATED_USER_EMAIL, CLIENT_ID, JWT_ASSERTION};
+use crate::http::oidc_steps::Serving;
 use crate::http::phases::{self, Decided, Front, Plan, Settings};
 use crate::http::pipeline::stamp;
 use crate::http::respond::with_cors;
@@ -114,7 +118,7 @@ pub struct RequestReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RouteReport {
-    /// `matched`, `unknown_host` or `bad_request`.
+    /// `matched`, `authentication_host`, `unknown_host` or `bad_request`.
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -141,6 +145,19 @@ pub struct RouteReport {
     /// With no match: the closest configured domain and why it does not cover the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nearest_miss: Option<String>,
+    /// `result: authentication_host`: the `login.authenticationHost` the request is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication_host: Option<AuthHostReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthHostReport {
+    /// As configured (`host[:port]`).
+    pub authority: String,
+    /// The application whose provider client and session key it uses.
+    pub provider_of: String,
+    /// The applications that name it: the only ones it hands sign-ins back to.
+    pub applications: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -269,6 +286,7 @@ impl Explanation {
                 mode: None,
                 candidates: vec![],
                 nearest_miss: None,
+                authentication_host: None,
             },
             cors: None,
             credential: None,
@@ -374,21 +392,22 @@ pub fn explain(live: &Live, req: &ExplainRequest, opts: &Options) -> Result<Expl
         https: p.https,
     };
     let mut watch = Watch::default();
-    let (decided, verdict) = run(live, &p, opts, settings, &mut out, &mut watch);
-    match decided {
-        Some(decided) => render(&mut out, decided, verdict.as_ref(), p.https),
-        None => {
-            // A sign-in endpoint: its answer depends on the identity provider, which explain
-            // does not call.
+    match run(live, &p, opts, settings, &mut out, &mut watch) {
+        Ok((decided, verdict)) => render(&mut out, decided, verdict.as_ref(), p.https),
+        Err(SignInStep(reason)) => {
+            // Its answer depends on the identity provider, which explain does not call, or on a
+            // live identity session.
             out.decision.outcome = Outcome::SignIn.as_str();
-            out.decision.reason = crate::decide::sign_in::endpoint(out.route.path.as_deref().unwrap_or_default())
-                .map_or("sign_in", |e| e.name());
+            out.decision.reason = reason;
         }
     }
     Ok(out)
 }
 
-/// The proxy's phases, watched; `None` for a sign-in endpoint.
+/// A sign-in step whose answer explain cannot show, with the reason label the proxy logs.
+struct SignInStep(&'static str);
+
+/// The proxy's phases, watched.
 fn run<'a>(
     live: &'a Live,
     p: &'a Parsed,
@@ -396,12 +415,15 @@ fn run<'a>(
     settings: Settings<'a>,
     out: &mut Explanation,
     watch: &mut Watch,
-) -> (Option<Decided<'a>>, Option<Verdict>) {
+) -> Result<(Decided<'a>, Option<Verdict>), SignInStep> {
     let mut cx = match phases::route(live, &p.parts, p.peer, opts.now, REQUEST_ID_PLACEHOLDER, settings) {
         Ok(cx) => cx,
         Err((miss, decided)) => {
             describe_miss(&mut out.route, live, &miss);
-            return (Some(decided), None);
+            if let Some(routed) = as_target(&miss).and_then(|t| handoff::auth_host_request(live, t)) {
+                return auth_host(live, p, opts, &routed, &mut out.route).map(|d| (d, None));
+            }
+            return Ok((decided, None));
         }
     };
     let app = cx.app;
@@ -410,14 +432,14 @@ fn run<'a>(
     out.route.mode = Some(mode_label(&app.spec));
     out.route.domain = out.route.candidates.iter().find(|c| c.path_matches).map(|c| c.domain.clone());
     if let Some(refused) = phases::screen(&mut cx) {
-        return (Some(refused), None);
+        return Ok((refused, None));
     }
     let (cx, origin) = match phases::front(cx, watch) {
         Front::Decided(decided) => {
             out.cors = preflight_report(app, &p.parts, &decided, watch);
-            return (Some(decided), None);
+            return Ok((decided, None));
         }
-        Front::SignIn(..) => return (None, None),
+        Front::SignIn(_, endpoint) => return Err(SignInStep(endpoint.name())),
         Front::Authenticate(cx, origin) => (cx, origin),
     };
     out.cors = Some(report::actual_report(app, origin.as_ref()));
@@ -427,7 +449,43 @@ fn run<'a>(
     let (verdict, decided) = phases::authorize(cx, origin, &auth.authn, watch);
     out.policies = report::policy_reports(&app.spec, watch, verdict.decision);
     out.decision.policy = verdict.decision.policy().and_then(|i| app.spec.policies.get(i)).map(|p| p.name.clone());
-    (Some(decided), Some(verdict))
+    Ok((decided, Some(verdict)))
+}
+
+fn as_target<'m, 'r>(miss: &'m RouteMiss<'r>) -> Option<&'m Target<'r>> {
+    match miss {
+        RouteMiss::UnknownHost(target) => Some(target),
+        RouteMiss::Invalid(_) => None,
+    }
+}
+
+/// A request for an authentication host, routed and answered as the proxy does
+/// (`handoff::serve_auth_host`): the answers that need no provider and change nothing are the
+/// proxy's own, read from the response; the others are a [`SignInStep`].
+fn auth_host<'a>(
+    live: &'a Live,
+    p: &Parsed,
+    opts: &Options,
+    routed: &AuthHostRequest<'_>,
+    route: &mut RouteReport,
+) -> Result<Decided<'a>, SignInStep> {
+    let host = routed.host;
+    let label = |i: &usize| live.apps.get(*i).map(|a| a.label.clone()).unwrap_or_default();
+    route.result = "authentication_host";
+    // Never forwarded, and no application's domain.
+    (route.nearest_miss, route.forwarded_host, route.forwarded_path) = (None, None, None);
+    route.authentication_host = Some(AuthHostReport {
+        authority: host.authority.clone(),
+        provider_of: label(&host.leader),
+        applications: host.members.iter().map(label).collect(),
+    });
+    let arrival = (p.peer, opts.now, REQUEST_ID_PLACEHOLDER);
+    let serving = Serving { https: p.https, trusted_proxies: &opts.trusted_proxies, logins: None };
+    let cx = routed.ctx(live, &p.parts, arrival, serving);
+    match routed.answer_at_once(&cx) {
+        Some((resp, reason)) => Ok(Decided { app: None, outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) }),
+        None => Err(SignInStep(routed.endpoint.name())),
+    }
 }
 
 fn describe_miss(route: &mut RouteReport, live: &Live, miss: &RouteMiss<'_>) {

@@ -53,6 +53,15 @@ fn route(s: &mut String, r: &RouteReport) -> Out {
     if let Some(miss) = &r.nearest_miss {
         writeln!(s, "  nearest miss: {miss}")?;
     }
+    if let Some(h) = &r.authentication_host {
+        writeln!(
+            s,
+            "  authentication host {} of {} (the provider client and key of {}): sign-in endpoints only",
+            h.authority,
+            h.applications.join(", "),
+            h.provider_of
+        )?;
+    }
     Ok(())
 }
 

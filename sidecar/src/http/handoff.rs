@@ -6,15 +6,13 @@
 //! Reads requests, calls the checks of `identity::handoff` and the signing of `identity::auth_host`,
 //! answers; every answer is `Cache-Control: no-store`. Never logs a code, state, token or cookie.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::SET_COOKIE;
 use http::StatusCode;
 use url::Url;
 
-use super::oidc_steps::{self as glue, Ctx, Refused};
-use super::proxy::Proxy;
+use super::oidc_steps::{self as glue, Ctx, Refused, Serving};
 use super::respond::{json, redirect_to, Refusal};
 use crate::config::Live;
 use crate::decide::route::Target;
@@ -125,42 +123,129 @@ pub fn logout_url(cx: &Ctx<'_>, authentication_host: &str, rd: Option<Url>) -> O
 
 // === the authentication host ===
 
-/// Answers a request for an authentication host (a host no application routes); `None` when
-/// `target` is not one, or the path is not under `/.portcullis/` (then it is an unknown host).
-/// The reason label is returned for the log line.
+/// Where and when a request arrived: the peer, the Unix time, the request id.
+pub type Arrival<'a> = (std::net::IpAddr, i64, &'a str);
+
+/// One of an authentication host's endpoints (`/.portcullis/…` on `login.authenticationHost`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthEndpoint {
+    Authenticate,
+    Callback,
+    Logout,
+    Identity,
+    /// Any other path under `/.portcullis/`: 404.
+    Unknown,
+}
+
+impl AuthEndpoint {
+    fn parse(path: &str) -> Option<Self> {
+        Some(match path.strip_prefix(rules::PREFIX)? {
+            "/authenticate" => Self::Authenticate,
+            "/callback" => Self::Callback,
+            "/logout" => Self::Logout,
+            "/identity" => Self::Identity,
+            _ => Self::Unknown,
+        })
+    }
+
+    /// The reason label of the log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Authenticate => "authenticate",
+            Self::Callback => "callback",
+            Self::Logout => "logout",
+            Self::Identity => "identity",
+            Self::Unknown => Refusal::ReservedPath.reason(),
+        }
+    }
+}
+
+/// A request routed to an authentication host: the host, its endpoint, and the authority the
+/// request was addressed to.
+pub struct AuthHostRequest<'a> {
+    pub host: &'a AuthHost,
+    pub endpoint: AuthEndpoint,
+    authority: http::HeaderValue,
+}
+
+/// Whether `target` is a sign-in path of one of `live`'s authentication hosts (hosts no
+/// application routes); `None` when it is not (then it is an unknown host). The proxy and
+/// `explain` both route with this.
+pub fn auth_host_request<'a>(live: &'a Live, target: &Target<'_>) -> Option<AuthHostRequest<'a>> {
+    let host = live.auth_hosts.find(&target.host)?;
+    let endpoint = AuthEndpoint::parse(&target.path.matching)?;
+    live.apps.get(host.leader)?.login.as_ref()?;
+    let authority = http::HeaderValue::from_str(&target.authority).ok()?;
+    Some(AuthHostRequest { host, endpoint, authority })
+}
+
+impl<'a> AuthHostRequest<'a> {
+    /// The step context: the leader's (its provider client and key); no CORS (only navigations
+    /// come here).
+    pub fn ctx<'c>(
+        &'c self,
+        live: &'c Live,
+        req: &'c http::request::Parts,
+        (peer, now, request_id): Arrival<'c>,
+        serving: Serving<'c>,
+    ) -> Ctx<'c> {
+        Ctx {
+            live,
+            app_index: self.host.leader,
+            uri: &req.uri,
+            headers: &req.headers,
+            authority: &self.authority,
+            origin: None,
+            peer,
+            now,
+            request_id,
+            serving,
+        }
+    }
+
+    /// What the endpoint answers when that needs neither the identity provider nor a change of
+    /// state (the identity endpoint, sign-out's answer, an authenticate request refused before
+    /// the provider, an unknown endpoint): the very answer [`serve_auth_host`] sends. `None`
+    /// when the answer depends on the provider or on a live identity session (`explain` then
+    /// says what the step is without a status).
+    /// The reason label is the one the proxy logs.
+    pub fn answer_at_once(&self, cx: &Ctx<'_>) -> Option<(Resp, &'static str)> {
+        let auth = AuthCx::new(cx, self.host)?;
+        let name = self.endpoint.name();
+        match self.endpoint {
+            AuthEndpoint::Authenticate => {
+                auth.hand_off_target(cx.uri.query().unwrap_or_default()).err().map(|r| (*r, name))
+            }
+            AuthEndpoint::Callback => None,
+            AuthEndpoint::Logout => Some((auth.logout_answer(), name)),
+            AuthEndpoint::Identity => Some(auth.identity()),
+            AuthEndpoint::Unknown => Some((cx.refuse(Refusal::ReservedPath), name)),
+        }
+    }
+}
+
+/// Answers a request for an authentication host; `None` when `target` is not one (see
+/// [`auth_host_request`]). The reason label is returned for the log line.
 pub async fn serve_auth_host(
-    proxy: &Proxy,
     live: &Live,
     req: &http::request::Parts,
     target: &Target<'_>,
-    peer: SocketAddr,
-    request_id: &str,
-    now: i64,
+    arrival: Arrival<'_>,
+    serving: Serving<'_>,
 ) -> Option<(Resp, &'static str)> {
-    let host = live.auth_hosts.find(&target.host)?;
-    let endpoint = target.path.matching.strip_prefix(rules::PREFIX)?;
-    let leader = live.apps.get(host.leader)?.login.as_ref()?;
-    let authority = http::HeaderValue::from_str(&target.authority).ok()?;
-    // The leader's context: its provider client and key; no CORS (only navigations come here).
-    let cx = Ctx {
-        proxy,
-        live,
-        app_index: host.leader,
-        uri: &req.uri,
-        headers: &req.headers,
-        authority: &authority,
-        origin: None,
-        peer: peer.ip(),
-        now,
-        request_id,
-    };
-    let auth = AuthCx { cx: &cx, host, leader };
+    let routed = auth_host_request(live, target)?;
+    let cx = routed.ctx(live, req, arrival, serving);
+    let auth = AuthCx::new(&cx, routed.host)?;
+    let endpoint = routed.endpoint;
     Some(match endpoint {
-        "/authenticate" => (auth.authenticate().await, "authenticate"),
-        "/callback" => (auth.callback().await, "callback"),
-        "/logout" => (auth.logout(), "logout"),
-        "/identity" => auth.identity(),
-        _ => (cx.refuse(Refusal::ReservedPath), Refusal::ReservedPath.reason()),
+        AuthEndpoint::Authenticate => (auth.authenticate().await, endpoint.name()),
+        AuthEndpoint::Callback => (auth.callback().await, endpoint.name()),
+        AuthEndpoint::Logout => {
+            auth.end_identity_session();
+            (auth.logout_answer(), endpoint.name())
+        }
+        AuthEndpoint::Identity => auth.identity(),
+        AuthEndpoint::Unknown => (cx.refuse(Refusal::ReservedPath), endpoint.name()),
     })
 }
 
@@ -170,7 +255,13 @@ struct AuthCx<'a> {
     leader: &'a AppLogin,
 }
 
-impl AuthCx<'_> {
+impl<'a> AuthCx<'a> {
+    /// The steps of `host` for the request of `cx` (the leader's context).
+    fn new(cx: &'a Ctx<'a>, host: &'a AuthHost) -> Option<Self> {
+        let leader = cx.live.apps.get(host.leader)?.login.as_ref()?;
+        Some(AuthCx { cx, host, leader })
+    }
+
     /// The identity session this browser holds on the authentication host, if live.
     fn identity_session(&self) -> Option<Identity> {
         let cookie = rules::cookie(self.cx.headers, handoff::IDENTITY_COOKIE)?;
@@ -198,7 +289,7 @@ impl AuthCx<'_> {
         };
         let live = self.cx.live;
         let raw = rules::query_param(query, "return").unwrap_or_default();
-        let secure_listener = self.cx.proxy.settings.client_scheme == "https";
+        let secure_listener = self.cx.serving.https;
         let scheme_of = |i: usize| {
             let secure = live.apps.get(i).and_then(|a| a.login.as_ref()).is_none_or(|l| l.attrs.secure);
             rules::public_scheme(secure_listener, secure)
@@ -270,13 +361,18 @@ impl AuthCx<'_> {
         resp
     }
 
-    /// `/.portcullis/logout[?rd=…]`: ends the identity session (a copy of its cookie is refused
-    /// too) and clears the cookie; back to `rd` when it is on an application using this host.
-    fn logout(&self) -> Resp {
+    /// `/.portcullis/logout`, its change of state: ends the identity session, so that a copy of
+    /// its cookie is refused too.
+    fn end_identity_session(&self) {
         if let Some(identity) = self.identity_session() {
             handoff::end_session(&identity.sid);
             tracing::info!(request_id = self.cx.request_id, app = %self.host.label, "identity session ended");
         }
+    }
+
+    /// `/.portcullis/logout[?rd=…]`, its answer: clears the cookie; back to `rd` when it is on
+    /// an application using this host.
+    fn logout_answer(&self) -> Resp {
         let rd = rules::query_param(self.cx.uri.query().unwrap_or_default(), "rd")
             .and_then(|rd| handoff::member_url(&rd, &self.cx.live.router, |i| self.host.members.contains(&i)));
         let mut resp = match rd {

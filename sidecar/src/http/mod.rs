@@ -5,6 +5,8 @@ pub mod body;
 pub mod forward;
 pub mod handoff;
 pub mod headers;
+#[cfg(test)]
+mod layers;
 pub mod oidc_steps;
 pub mod phases;
 pub mod pipeline;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode, Uri};
+use ipnet::IpNet;
+use prometheus::IntCounterVec;
 use url::Url;
 
-use super::proxy::Proxy;
 use super::respond::{json, no_store, redirect_to, sign_in_base, sign_in_required, with_cors, Refusal};
 use crate::config::{Live, LiveApp};
 use crate::decide::authn::{Authn, Principal, User};
@@ -27,7 +28,6 @@ const RANDOM_BYTES: usize = 32;
 
 /// What a reserved-path request needs from the pipeline.
 pub struct Ctx<'a> {
-    pub proxy: &'a Proxy,
     pub live: &'a Live,
     pub app_index: usize,
     pub uri: &'a Uri,
@@ -38,6 +38,18 @@ pub struct Ctx<'a> {
     pub peer: IpAddr,
     pub now: i64,
     pub request_id: &'a str,
+    pub serving: Serving<'a>,
+}
+
+/// What the sidecar serving the request brings to a sign-in step.
+#[derive(Clone, Copy)]
+pub struct Serving<'a> {
+    /// Clients reach the listener over TLS (the scheme of sign-in URLs).
+    pub https: bool,
+    /// `--trusted-proxies`, for the policies a signed-in user is checked against.
+    pub trusted_proxies: &'a [IpNet],
+    /// `portcullis_logins_total`; `None` when `explain` runs a step, which counts and logs nothing.
+    pub logins: Option<&'a IntCounterVec>,
 }
 
 impl Ctx<'_> {
@@ -52,7 +64,7 @@ impl Ctx<'_> {
 
     /// The origin the browser addressed.
     pub(super) fn base(&self) -> Option<Url> {
-        sign_in_base(self.app(), self.proxy.settings.client_scheme == "https", self.authority()?)
+        sign_in_base(self.app(), self.serving.https, self.authority()?)
     }
 
     pub(super) fn finish(&self, resp: Response<OutBody>) -> Response<OutBody> {
@@ -64,7 +76,9 @@ impl Ctx<'_> {
     }
 
     pub(super) fn count(&self, result: &str) {
-        self.proxy.metrics.logins.with_label_values(&[&self.app().label, result]).inc();
+        if let Some(logins) = self.serving.logins {
+            logins.with_label_values(&[&self.app().label, result]).inc();
+        }
     }
 
     /// A refused sign-in step: counted, logged with its reason (never a value), answered.
@@ -74,8 +88,10 @@ impl Ctx<'_> {
         reason: &'static str,
         detail: &dyn std::fmt::Display,
     ) -> Response<OutBody> {
-        self.count(reason);
-        tracing::info!(request_id = self.request_id, app = %self.app().label, reason, %detail, "sign-in refused");
+        if self.serving.logins.is_some() {
+            self.count(reason);
+            tracing::info!(request_id = self.request_id, app = %self.app().label, reason, %detail, "sign-in refused");
+        }
         self.refuse(Refusal::SignIn { status, reason })
     }
 }
@@ -231,7 +247,7 @@ pub(super) fn admitted_session(
     // The policies decide on every request; asking them now (the request path's own step) gives
     // a refused user a clear 403 naming the policy instead of a session every request refuses.
     let authn = Authn::Authenticated(Principal::User(user.clone()));
-    let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, &cx.proxy.settings.trusted_proxies);
+    let verdict = request::policies(&cx.app().spec, cx.headers, &authn, cx.peer, cx.serving.trusted_proxies);
     if let Some(refusal) = verdict.enforced_refusal() {
         cx.count("forbidden");
         return Err(Box::new(cx.refuse(refusal.clone())));

@@ -81,6 +81,16 @@ pub fn settings(proxy: &Proxy) -> Settings<'_> {
     }
 }
 
+/// What the proxy brings to a sign-in step: its listener's scheme, trusted proxies and counter.
+pub fn serving(proxy: &Proxy) -> oidc_steps::Serving<'_> {
+    let settings = settings(proxy);
+    oidc_steps::Serving {
+        https: settings.https,
+        trusted_proxies: settings.trusted_proxies,
+        logins: Some(&proxy.metrics.logins),
+    }
+}
+
 /// Decides one request without reading its body, counting what was decided. The proxy runs it
 /// before forwarding; the external authorizer answers with its [`Plan`].
 pub async fn decide<'a>(
@@ -99,7 +109,8 @@ pub async fn decide<'a>(
                 // Boxed, like every rare step that does outbound I/O: the request future is
                 // as large as its largest step, and hyper keeps room for one per connection.
                 if let Some((resp, reason)) =
-                    Box::pin(super::handoff::serve_auth_host(proxy, live, req, target, peer, rid, now)).await
+                    Box::pin(super::handoff::serve_auth_host(live, req, target, (peer.ip(), now, rid), serving(proxy)))
+                        .await
                 {
                     return Decided { app: None, outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) };
                 }
@@ -131,7 +142,6 @@ pub async fn decide<'a>(
 /// A `/.portcullis/` endpoint: it answers for itself (CORS headers included).
 async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide::sign_in::Endpoint) -> Decided<'a> {
     let login_cx = oidc_steps::Ctx {
-        proxy,
         live: cx.live,
         app_index: cx.app_index,
         uri: &cx.parts.uri,
@@ -141,6 +151,7 @@ async fn sign_in<'a>(proxy: &Proxy, cx: &Routed<'a, '_>, endpoint: crate::decide
         peer: cx.peer,
         now: cx.now,
         request_id: cx.request_id,
+        serving: serving(proxy),
     };
     let (resp, reason) = sign_in::handle(&login_cx, endpoint).await;
     Decided { app: Some(cx.app_index), outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) }

@@ -169,7 +169,7 @@ fn ms(d: Duration) -> String {
 /// Runs the three faults and returns one row each.
 pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
     let setup = cluster::setup("chaos", "portcullis-chaos").await;
-    let cluster::Setup { client, op_ns, ns, user } = &setup;
+    let cluster::Setup { client, op_ns, ns, user, .. } = &setup;
     let (op_ns, ns, user) = (op_ns.as_str(), ns.as_str(), user.as_str());
 
     let mut leader = Operator::start(op_ns, user, "operator-a").await;
@@ -270,10 +270,16 @@ pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
             // not within a minute: after the restart the API server can answer every re-list
             // with a resource version its watch cache calls too old (410 Expired, again at each
             // retry; KEP-1904's progress notifications are what ends that, and the shared
-            // cluster's etcd runs without them). Then the replica is restarted, as a liveness
-            // probe would, and the edit must arrive after that.
+            // cluster's etcd runs without them). Then the replica's /healthz must fail (its
+            // watches have kept failing past --watch-failure-limit, 30 s here), the replica is
+            // restarted as the kubelet's liveness probe would, and the edit must arrive after.
             let resumed = try_converge(&all, &t.alice, 'B', WAIT).await;
             if resumed.is_none() {
+                let op = &standby;
+                eventually(WAIT, "/healthz to fail while the watches keep failing", || async {
+                    (op.healthz().await == 503).then_some(())
+                })
+                .await;
                 standby.stop();
                 standby = Operator::start(op_ns, user, "operator-b").await;
                 converge(&all, &t.alice, 'B', "an edit after the API server restart and an operator restart").await;
@@ -292,7 +298,7 @@ pub async fn operator_and_api_server_faults(k: &Knobs) -> Vec<Row> {
                     if resumed.is_some() {
                         " (watches resumed)"
                     } else {
-                        " — watches did not resume within 60 s (410 Expired at every re-list); in force after an operator restart"
+                        " — watches did not resume within 60 s (410 Expired at every re-list); /healthz failed, in force after the restart"
                     }
                 ),
                 notes: format!(
