@@ -12,14 +12,14 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::header::HeaderValue;
+use http::header::{HeaderValue, AUTHORIZATION, COOKIE};
 use http::{HeaderMap, Method, Uri, Version};
 use ipnet::IpNet;
 use portcullis_crds::snapshot::{Application, ForwardRoute, RouteCredentials};
 use portcullis_crds::v1alpha1::Mode;
 
 use super::authn::jwt::{self, JwtConfig, JwtFailure, KeySource, TokenSource};
-use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER};
+use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER};
 use super::authn::{Authn, AuthnFailure, Principal};
 use super::client_ip::client_ip;
 use super::cors::{classify, Classified, CorsConfig, Preflight, PreflightOutcome};
@@ -178,6 +178,12 @@ pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
     now: i64,
     obs: &mut O,
 ) -> Authentication<'r> {
+    // The common request without credentials (a page's assets, a Bypass application's traffic)
+    // is settled by one look at the names present instead of five hashed lookups; a request
+    // with any of them takes the full path below, which also judges it when malformed.
+    if !names_a_credential(app.jwt, headers) {
+        return Authentication { presented: Presented::Nothing, authn: Authn::Anonymous };
+    }
     if let Some(result) = service_token::authenticate_with(app.tokens, headers, now, obs) {
         let presented = Presented::ServiceToken { client_id: headers.get(CLIENT_ID_HEADER) };
         let authn = match result {
@@ -196,6 +202,19 @@ pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
         Ok(t) => verify_jwt_with(app, t, now, obs),
     };
     Authentication { presented: Presented::Jwt { source, token }, authn }
+}
+
+/// Whether a header that can carry a credential is present: the service-token pair, the
+/// application's JWT header, `Authorization` or `Cookie`. Without one, no source has anything
+/// to judge (both `service_token` and `find_token` answer `None`).
+fn names_a_credential(jwt: &JwtConfig, headers: &HeaderMap) -> bool {
+    headers.keys().any(|n| {
+        n == AUTHORIZATION
+            || n == COOKIE
+            || n == CLIENT_ID_HEADER
+            || n == CLIENT_SECRET_HEADER
+            || n == jwt.header_name()
+    })
 }
 
 /// Verifies a JWT against the application's issuers and current keys.
@@ -341,6 +360,53 @@ impl Routed<'_> {
             authority,
             forward_path: owned(&self.target.path.forward),
             matching_path: owned(&self.target.path.matching),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderName;
+    use portcullis_crds::snapshot::Identity;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAMES: [&str; 10] = [
+        "authorization",
+        "cookie",
+        "cf-access-client-id",
+        "cf-access-client-secret",
+        "cf-access-jwt-assertion",
+        "x-token",
+        "cf_access_client_id",
+        "cookie2",
+        "accept",
+        "host",
+    ];
+    const VALUES: [&str; 7] = ["", "Bearer a.b.c", "Basic dXNlcjpwYXNz", "CF_Authorization=a.b.c", "a=1", "id", "x y"];
+
+    proptest! {
+        /// The fast path for requests without credentials never hides one: whenever it answers
+        /// "nothing presented", the service-token and JWT sources find nothing either.
+        #[test]
+        fn no_credential_name_means_no_source_finds_anything(
+            lines in prop::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..6),
+            custom_header: bool,
+        ) {
+            let header_name = if custom_header { "x-token" } else { "cf-access-jwt-assertion" };
+            let identity =
+                Identity { cookie_name: "CF_Authorization".into(), header_name: header_name.into(), issuers: vec![] };
+            let jwt = JwtConfig::new(&identity).expect("a valid identity");
+            let tokens = ServiceTokens::new(&[]).expect("no tokens");
+            let mut headers = HeaderMap::new();
+            for (n, v) in lines {
+                headers.append(HeaderName::from_static(NAMES[n]), HeaderValue::from_static(VALUES[v]));
+            }
+            if !names_a_credential(&jwt, &headers) {
+                prop_assert!(service_token::authenticate_with(&tokens, &headers, 0, &mut Quiet).is_none());
+                prop_assert!(jwt::find_token(&jwt, &headers).is_none());
+            }
         }
     }
 }

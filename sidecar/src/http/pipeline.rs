@@ -114,8 +114,11 @@ pub async fn decide<'a>(
         Err((miss, decided)) => {
             if let RouteMiss::UnknownHost(target) = &miss {
                 // An authentication host (`login.authenticationHost`) is routed by no application.
+                // Boxed, like every rare step that does outbound I/O: the request future is
+                // as large as its largest step, and hyper keeps room for one per connection.
                 if let Some((resp, reason)) =
-                    super::handoff::serve_auth_host(live, req, target, (peer.ip(), now, rid), serving(proxy)).await
+                    Box::pin(super::handoff::serve_auth_host(live, req, target, (peer.ip(), now, rid), serving(proxy)))
+                        .await
                 {
                     return Decided { app: None, outcome: Outcome::SignIn, reason, plan: Plan::Answer(resp) };
                 }
@@ -135,7 +138,7 @@ pub async fn decide<'a>(
             count_front(proxy, app, &decided);
             return decided;
         }
-        Front::SignIn(cx, endpoint) => return sign_in(proxy, &cx, endpoint).await,
+        Front::SignIn(cx, endpoint) => return Box::pin(sign_in(proxy, &cx, endpoint)).await,
         Front::Authenticate(cx, origin) => (cx, origin),
     };
     let authn = authenticate(app, &cx.parts.headers, now).await;
@@ -198,7 +201,7 @@ async fn authenticate(app: &LiveApp, headers: &http::HeaderMap, now: i64) -> Aut
     let mut result = request::authenticate(&decisions, headers, now);
     if let Some(issuer) = result.refresh_issuer() {
         if let (Some(keys), Presented::Jwt { token: Ok(token), .. }) = (app.keys.get(issuer), result.presented) {
-            if keys.refresh_for_unknown_kid().await {
+            if Box::pin(keys.refresh_for_unknown_kid()).await {
                 result.authn = request::verify_jwt(&decisions, token, now);
             }
         }

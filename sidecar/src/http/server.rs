@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
@@ -21,6 +21,13 @@ use crate::metrics::Metrics;
 /// A client connection being served: holds its `--max-connections` slot and counts itself in
 /// `portcullis_connections_open` until it ends, however it ends.
 struct OpenConnection(#[allow(dead_code)] OwnedSemaphorePermit, Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(slot: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+        metrics.connections_open.inc();
+        Self(slot, metrics)
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -91,6 +98,30 @@ pub async fn serve_with<H, Fut>(
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
+    let builder = Arc::new(connection_builder(&limits));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let Some(slot) = next_slot(&slots, &metrics, limits.max_connections, &mut shutdown).await else { break };
+        let Some((stream, peer)) = accept(&listener, &mut shutdown).await else { break };
+        let _ = stream.set_nodelay(true);
+        let open = OpenConnection::new(slot, metrics.clone());
+        let connection = Connection {
+            handler: handler.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            tls: tls.as_ref().map(|t| t.config()),
+            first_byte_deadline: limits.header_read_timeout,
+        };
+        tokio::spawn(connection.serve(stream, peer, open));
+    }
+    drop(listener);
+    drain(graceful, limits.drain).await;
+}
+
+/// HTTP/1.1 (with hyper's header-read timer and limits) and h2c on one port.
+fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -108,92 +139,109 @@ pub async fn serve_with<H, Fut>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tokio::pin!(shutdown);
+    builder
+}
+
+/// A `--max-connections` slot, before accepting: at the limit, connections queue in the
+/// backlog (and the kernel refuses them once it is full) instead of costing memory here.
+/// `None` on shutdown.
+async fn next_slot<S: Future<Output = ()>>(
+    slots: &Arc<Semaphore>,
+    metrics: &Metrics,
+    max: usize,
+    shutdown: &mut std::pin::Pin<&mut S>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    metrics.connection_limit_reached.inc();
+    tracing::warn!(max, "--max-connections reached; new connections wait");
+    tokio::select! {
+        slot = slots.clone().acquire_owned() => slot.ok(), // the semaphore is never closed
+        () = shutdown.as_mut() => None,
+    }
+}
+
+/// The next client connection; `None` on shutdown.
+async fn accept<S: Future<Output = ()>>(
+    listener: &TcpListener,
+    shutdown: &mut std::pin::Pin<&mut S>,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
-        // A slot first, then accept: at the limit, connections queue in the backlog (and the
-        // kernel refuses them once it is full) instead of costing memory here.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                metrics.connection_limit_reached.inc();
-                tracing::warn!(max = limits.max_connections, "--max-connections reached; new connections wait");
-                tokio::select! {
-                    slot = slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break, // the semaphore is never closed
-                    },
-                    () = &mut shutdown => break,
-                }
-            }
-        };
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => return Some(pair),
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let answer = handler(req, peer);
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
-        });
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
+/// On shutdown: in-flight requests finish and idle connections close, for at most `drain`.
+async fn drain(graceful: GracefulShutdown, drain: Duration) {
+    tracing::info!("draining connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
+    }
+}
+
+/// What one accepted connection needs to be served.
+struct Connection<H> {
+    handler: H,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    first_byte_deadline: Duration,
+}
+
+impl<H, Fut> Connection<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<OutBody>> + Send + 'static,
+{
+    /// Serves one connection to its end: the first byte, then (with TLS) the handshake, both
+    /// under the header-read deadline, then HTTP until the client or the drain closes it.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection) {
         // hyper arms its header-read timer only once it knows the protocol, so a client that
         // connects and sends nothing would hold the connection forever: wait for the first
         // byte under the same deadline (after that, hyper's timer covers every request head,
         // including the idle wait between keep-alive requests).
-        let first_byte_deadline = limits.header_read_timeout;
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.as_ref().map(|t| t.config());
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            metrics.connections_open.inc();
-            let _open = OpenConnection(slot, metrics);
-            let mut probe = [0u8; 1];
-            match tokio::time::timeout(first_byte_deadline, stream.peek(&mut probe)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return, // timed out, closed, or failed before sending anything
-            }
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
-                        .await
-                }
-                Some(config) => {
-                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    let stream = match tokio::time::timeout(first_byte_deadline, handshake).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    watcher
-                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(self.first_byte_deadline, stream.peek(&mut probe)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return, // timed out, closed, or failed before sending anything
+        }
+        let handler = self.handler;
+        let service = service_fn(move |req| {
+            let answer = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
-    }
-    drop(listener);
-    tracing::info!("draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(limits.drain) => tracing::warn!("drain timeout; closing remaining connections"),
+        let (builder, watcher) = (&self.builder, self.watcher);
+        let result = match self.tls {
+            None => {
+                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+            }
+            Some(config) => {
+                let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                let stream = match tokio::time::timeout(self.first_byte_deadline, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
     }
 }

@@ -82,7 +82,9 @@ impl AppConnections {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: connecting is rare once connections are kept, and its future (the handshake
+        // holds a whole client connection) would otherwise size every request's.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
         Ok(self.returning(resp, sender))
     }

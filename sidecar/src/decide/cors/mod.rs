@@ -38,17 +38,8 @@ pub const ACCESS_CONTROL_ALLOW_PRIVATE_NETWORK: HeaderName =
 
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 
-/// The CORS response headers, removed from an app's response before ours are set, so they are
-/// replaced and never duplicated. Any other `access-control-*` is found by a scan.
-const RESPONSE_HEADERS: [HeaderName; 7] = [
-    ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_ALLOW_CREDENTIALS,
-    ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_HEADERS,
-    ACCESS_CONTROL_EXPOSE_HEADERS,
-    ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_ALLOW_PRIVATE_NETWORK,
-];
+/// Stands for a request's value in the rendered answer until the request's own replaces it.
+const PLACEHOLDER: HeaderValue = HeaderValue::from_static("");
 
 /// What kind of request this is, for CORS.
 #[derive(Debug)]
@@ -67,6 +58,9 @@ pub enum Classified<'a> {
 pub struct Preflight<'a> {
     origin: &'a HeaderValue,
     request_method: &'a HeaderValue,
+    /// Several `Origin` or `Access-Control-Request-Method` lines (seen while classifying, so
+    /// the check does not look them up again).
+    several: bool,
     headers: &'a HeaderMap,
 }
 
@@ -78,14 +72,17 @@ pub fn classify<'a>(method: &Method, headers: &'a HeaderMap) -> Classified<'a> {
     let Some(origin) = origins.next() else {
         return Classified::NotCors;
     };
+    let several_origins = origins.next().is_some();
     if method == Method::OPTIONS {
-        if let Some(request_method) = headers.get(ACCESS_CONTROL_REQUEST_METHOD) {
+        let mut methods = headers.get_all(ACCESS_CONTROL_REQUEST_METHOD).iter();
+        if let Some(request_method) = methods.next() {
             // Several `Origin` lines: still a preflight (so it is never authenticated-and-forwarded
             // by mistake); `CorsConfig::preflight` refuses it as malformed.
-            return Classified::Preflight(Preflight { origin, request_method, headers });
+            let several = several_origins || methods.next().is_some();
+            return Classified::Preflight(Preflight { origin, request_method, several, headers });
         }
     }
-    if origins.next().is_some() {
+    if several_origins {
         return Classified::NotCors;
     }
     Classified::Actual { origin }
@@ -199,6 +196,11 @@ struct Policy {
     max_age: Option<HeaderValue>,
     expose: Option<HeaderValue>,
     private_network: bool,
+    /// The answer to an allowed preflight, rendered once per config: every header whose value
+    /// does not depend on the request, and a placeholder for the ones echoed on every answer
+    /// (the origin for a list, the method for `allowAllMethods`), so answering is a clone of
+    /// this map and one or two replaced values — no header name hashed for the constant ones.
+    answer: HeaderMap,
 }
 
 /// Why a preflight failed, borrowing the offending bytes for explanations; never allocates.
@@ -319,18 +321,16 @@ impl CorsConfig {
     }
 }
 
-/// Removes every `access-control-*` response header. The known names first (hash lookups, no
-/// allocation); a scan then finds any other, which only costs an allocation when one exists.
+/// Removes every `access-control-*` response header. One scan of the names present first: an
+/// app's answer rarely has any, and the scan is cheaper than looking each known name up.
 fn strip_access_control(response: &mut HeaderMap) {
-    for name in &RESPONSE_HEADERS {
-        response.remove(name);
-    }
     let is_cors = |n: &HeaderName| n.as_str().starts_with("access-control-");
-    if response.keys().any(is_cors) {
-        let others: Vec<HeaderName> = response.keys().filter(|n| is_cors(n)).cloned().collect();
-        for name in others {
-            response.remove(name);
-        }
+    if !response.keys().any(is_cors) {
+        return;
+    }
+    let present: Vec<HeaderName> = response.keys().filter(|n| is_cors(n)).cloned().collect();
+    for name in present {
+        response.remove(name);
     }
 }
 
@@ -354,7 +354,7 @@ impl Policy {
         if p.allow_credentials && matches!(p.origins, AllowedOrigins::Any) {
             return Err(CorsConfigError::CredentialsWithAnyOrigin);
         }
-        Ok(Self {
+        let mut policy = Self {
             origins: AllowOrigin::new(&p.origins)?,
             methods: AllowMethods::new(&p.methods)?,
             headers: AllowHeaders::new(&p.headers)?,
@@ -362,13 +362,37 @@ impl Policy {
             max_age: headers::max_age(p.max_age_secs),
             expose: headers::expose_headers(&p.exposed_headers)?,
             private_network: p.allow_private_network,
-        })
+            answer: HeaderMap::new(),
+        };
+        policy.answer = policy.render_answer();
+        Ok(policy)
+    }
+
+    /// The constant part of an answered preflight (api.md; Fetch §3.2.3). `*` is only ever
+    /// answered for `allowAllOrigins`, which `Policy::new` guarantees has no credentials. The
+    /// echoed values are placeholders here, replaced by [`Policy::answer`].
+    fn render_answer(&self) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(8);
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, self.origins.to_header(&PLACEHOLDER));
+        if self.credentials {
+            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE);
+        }
+        h.insert(ACCESS_CONTROL_ALLOW_METHODS, self.methods.to_header(&PLACEHOLDER));
+        if let AllowHeaders::List { rendered: Some(v), .. } = &self.headers {
+            h.insert(ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+        }
+        if let Some(v) = &self.max_age {
+            h.insert(ACCESS_CONTROL_MAX_AGE, v.clone());
+        }
+        h.insert(VARY, PREFLIGHT_VARY);
+        h
     }
 
     /// Fetch §4.8 (CORS-preflight fetch) from the server's side: origin, then method, then each
     /// requested header, then Private Network Access.
     fn check<'a>(&self, p: &Preflight<'a>) -> Result<Grant, Failure<'a>> {
-        if p.headers.get_all(ORIGIN).iter().nth(1).is_some() {
+        // `several` is rare: only then are the lines counted again to say which is repeated.
+        if p.several && p.headers.get_all(ORIGIN).iter().nth(1).is_some() {
             return Err(Failure::SeveralOrigins);
         }
         let raw = p.origin.as_bytes();
@@ -377,7 +401,7 @@ impl Policy {
             return Err(Failure::OriginNotAllowed(raw));
         }
 
-        if p.headers.get_all(ACCESS_CONTROL_REQUEST_METHOD).iter().nth(1).is_some() {
+        if p.several {
             return Err(Failure::SeveralMethods);
         }
         // RFC 9110 §9.1: `method = token`; browsers send it Fetch-normalised (§2.2.1).
@@ -409,26 +433,27 @@ impl Policy {
         Ok(Grant { asked_headers, private_network })
     }
 
-    /// The headers of an answered preflight (api.md; Fetch §3.2.3). `*` is only ever answered
-    /// for `allowAllOrigins`, which `Policy::new` guarantees has no credentials.
+    /// The headers of an answered preflight: the rendered answer with the request's own values
+    /// where they are echoed (the origin for a list, the method for `allowAllMethods`, the
+    /// requested headers for `allowAllHeaders`) and Private Network Access when asked.
     fn answer(&self, p: &Preflight<'_>, grant: &Grant) -> HeaderMap {
-        let mut h = HeaderMap::with_capacity(8);
-        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, self.origins.to_header(p.origin));
-        if self.credentials {
-            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE);
+        let mut h = self.answer.clone();
+        if let AllowOrigin::List(_) = self.origins {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, p.origin.clone());
         }
-        h.insert(ACCESS_CONTROL_ALLOW_METHODS, self.methods.to_header(p.request_method));
-        if let Some(v) = self.headers.to_header(p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS), grant.asked_headers)
-        {
-            h.insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
+        if let AllowMethods::Any = self.methods {
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, p.request_method.clone());
         }
-        if let Some(v) = &self.max_age {
-            h.insert(ACCESS_CONTROL_MAX_AGE, v.clone());
+        if let AllowHeaders::Any = self.headers {
+            if let Some(v) =
+                self.headers.to_header(p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS), grant.asked_headers)
+            {
+                h.insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
+            }
         }
         if grant.private_network {
             h.insert(ACCESS_CONTROL_ALLOW_PRIVATE_NETWORK, TRUE);
         }
-        h.insert(VARY, PREFLIGHT_VARY);
         h
     }
 

@@ -7,6 +7,7 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD,
 };
 use portcullis_crds::compile::{compile_cors, Diagnostics};
+use portcullis_crds::snapshot::AllowList;
 use portcullis_crds::v1alpha1::CorsSpec;
 use proptest::prelude::*;
 
@@ -789,6 +790,55 @@ proptest! {
         }
     }
 
+    /// The answer rendered once per config (then patched with the request's values) is the
+    /// answer computed header by header from the compiled snapshot, for any config and request.
+    #[test]
+    fn rendered_answer_is_the_computed_one(
+        all_origins: bool, credentials: bool, all_methods: bool, all_headers: bool, private_network: bool,
+        methods in prop::sample::subsequence(vec!["PUT", "patch", "DELETE", "get"], 0..4),
+        allowed_headers in prop::sample::subsequence(vec!["X-Office", "content-type", "Authorization"], 0..3),
+        exposed in prop::sample::subsequence(vec!["X-Request-Id", "ETag"], 0..2),
+        max_age in prop::option::of(0u32..100_000),
+        origin in prop::sample::select(vec!["https://example.com", "https://a.example.com", "https://EXAMPLE.com:443", "null", "https://evil.test"]),
+        method in prop::sample::select(vec!["GET", "PUT", "patch", "DELETE", "PURGE"]),
+        asked in prop::collection::vec(prop::sample::select(vec!["x-office", "Content-Type", "authorization", "x-other"]), 0..3),
+        asked_lines in 0usize..3,
+        pna in prop::option::of(prop::sample::select(vec!["true", "false"])),
+    ) {
+        prop_assume!(!(all_origins && credentials));
+        let spec = CorsSpec {
+            allowed_origins: if all_origins { vec![] } else { strings(&["https://example.com", "https://*.example.com"]) },
+            allow_all_origins: all_origins,
+            allow_credentials: credentials,
+            allowed_methods: strings(&methods),
+            allow_all_methods: all_methods,
+            allowed_headers: strings(&allowed_headers),
+            allow_all_headers: all_headers,
+            exposed_headers: strings(&exposed),
+            max_age,
+            allow_private_network: private_network,
+            ..CorsSpec::default()
+        };
+        let mut d = Diagnostics::new("AccessApplication", "test/app");
+        let compiled = compile_cors(Some(&spec), &mut d);
+        prop_assert!(!d.has_errors(), "{:?}", d.errors());
+        let Cors::Owned(policy) = &compiled else { panic!("an owned policy: {compiled:?}") };
+        let cfg = CorsConfig::try_from(&compiled).expect("a compiled config loads");
+
+        let mut h = map(&[("origin", origin), ("access-control-request-method", method)]);
+        // The asked names over one or several lines, as a browser (one) or a proxy (several) sends them.
+        let lines = asked_lines.clamp(1, asked.len().max(1));
+        for chunk in asked.chunks(asked.len().div_ceil(lines).max(1)) {
+            h.append(ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_str(&chunk.join(", ")).expect("value"));
+        }
+        if let Some(v) = pna {
+            h.insert(ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK, HeaderValue::from_static(v));
+        }
+        if let PreflightOutcome::Answer(got) = run_preflight(&cfg, &h) {
+            prop_assert_eq!(got, computed_answer(policy, &h));
+        }
+    }
+
     /// Applying twice is applying once.
     #[test]
     fn apply_is_idempotent(
@@ -830,4 +880,44 @@ fn explained(cfg: &CorsConfig, p: &Preflight<'_>) -> String {
     let mut why = Why::default();
     cfg.preflight_with(p, &mut why);
     why.0
+}
+
+/// An allowed preflight's answer computed from the compiled snapshot, one header at a time as
+/// api.md lists them: the oracle of `rendered_answer_is_the_computed_one`.
+fn computed_answer(p: &CorsPolicy, req: &HeaderMap) -> HeaderMap {
+    use http::header::{
+        ACCESS_CONTROL_ALLOW_HEADERS as ACAH, ACCESS_CONTROL_ALLOW_METHODS as ACAM, ACCESS_CONTROL_MAX_AGE,
+    };
+    let value = |s: &str| HeaderValue::from_str(s).expect("value");
+    let mut h = HeaderMap::new();
+    h.insert(ACAO, if p.origins == AllowedOrigins::Any { value("*") } else { req[ORIGIN].clone() });
+    if p.allow_credentials {
+        h.insert(ACAC, value("true"));
+    }
+    let methods = match &p.methods {
+        AllowList::Any => req[ACCESS_CONTROL_REQUEST_METHOD].clone(),
+        AllowList::List(l) if l.is_empty() => value("GET, HEAD, POST"),
+        AllowList::List(l) => value(&l.join(", ")),
+    };
+    h.insert(ACAM, methods);
+    let asked: Vec<&str> =
+        req.get_all(ACCESS_CONTROL_REQUEST_HEADERS).iter().map(|v| v.to_str().expect("ascii")).collect();
+    match &p.headers {
+        AllowList::Any if asked.iter().any(|l| l.split(',').any(|e| !e.trim().is_empty())) => {
+            h.insert(ACAH, value(&asked.join(", ")));
+        }
+        AllowList::Any => {}
+        AllowList::List(l) if l.is_empty() => {}
+        AllowList::List(l) => {
+            h.insert(ACAH, value(&l.iter().map(|n| n.to_ascii_lowercase()).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    if let Some(secs) = p.max_age_secs {
+        h.insert(ACCESS_CONTROL_MAX_AGE, value(&secs.to_string()));
+    }
+    if req.get_all(ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK).iter().any(|v| v == "true") {
+        h.insert(ACCESS_CONTROL_ALLOW_PRIVATE_NETWORK, value("true"));
+    }
+    h.insert(VARY, value(VARY_ALL));
+    h
 }

@@ -459,3 +459,49 @@ proptest! {
         }
     }
 }
+
+/// `parse_authority` as it was written before the one-pass scan (one `str` pass per rule): the
+/// oracle of `parse_authority_agrees_with_rule_by_rule_reference`.
+fn rule_by_rule_authority(authority: &str) -> Result<(String, String), TargetError> {
+    if authority.contains('@') {
+        return Err(TargetError::InvalidHost);
+    }
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']').ok_or(TargetError::InvalidHost)?;
+        let (host, rest) = authority.split_at(end + 1);
+        host[1..end].parse::<Ipv6Addr>().map_err(|_| TargetError::InvalidHost)?;
+        match rest.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if rest.is_empty() => (host, None),
+            None => return Err(TargetError::InvalidHost),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = port.filter(|p| !p.is_empty());
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(TargetError::InvalidHost);
+    }
+    let host = if host.starts_with('[') { host } else { host.strip_suffix('.').unwrap_or(host) };
+    if !host.starts_with('[')
+        && (host.is_empty()
+            || host.split('.').any(str::is_empty)
+            || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    {
+        return Err(TargetError::InvalidHost);
+    }
+    let host = host.to_ascii_lowercase();
+    let canonical = port.map_or_else(|| host.clone(), |p| format!("{host}:{p}"));
+    Ok((host, canonical))
+}
+
+proptest! {
+    #[test]
+    fn parse_authority_agrees_with_rule_by_rule_reference(authority in "[aZ0.:_@\\[\\]1-]{0,12}|\\[::1\\](:[0-9]{0,6})?|[a-z]{1,4}(\\.[a-zA-Z]{0,3}){0,3}\\.?(:[0-9x]{0,6})?") {
+        let got = parse_authority(&authority).map(|(h, c)| (h.into_owned(), c.into_owned()));
+        prop_assert_eq!(got, rule_by_rule_authority(&authority), "{:?}", authority);
+    }
+}
