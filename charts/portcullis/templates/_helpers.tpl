@@ -49,6 +49,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: portcullis
 {{- end }}
 
+{{/* The authentication host's pods (authenticationHost.enabled). The operator recognises them as
+sidecar pods by their container port `portcullis-adm` and pushes them the configuration of every
+application whose selector matches them (authenticationHost.podLabels); these labels only tie the
+Deployment, Service and PodDisruptionBudget to them. */}}
+{{- define "portcullis.authHostSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: authentication-host
+{{- end }}
+
+{{- define "portcullis.authHostLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "portcullis.authHostSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: portcullis
+{{- end }}
+
+{{- define "portcullis.authHostNamespace" -}}
+{{- default .Release.Namespace .Values.authenticationHost.namespace }}
+{{- end }}
+
 {{- define "portcullis.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (printf "%s-operator" (include "portcullis.fullname" .)) .Values.serviceAccount.name }}
@@ -103,7 +125,7 @@ service:
 {{- end }}
 {{- end }}
 
-{{/* The OTEL variables of every Portcullis process that traces (operator, authorizer), from
+{{/* The OTEL variables of every Portcullis process that traces (operator, authorizer, authentication host), from
 `tracing.*`. Included only when tracing.otlpEndpoint is set (an empty include under nindent
 would leave a blank line in the rendered manifests). */}}
 {{- define "portcullis.otelEnv" -}}
