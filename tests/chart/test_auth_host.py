@@ -2,7 +2,9 @@
 the authentication host's own sidecar pods, rendered offline by Helm's own engine as
 test_chart.py does, and checked against what the operator requires of a pod before it pushes to
 it (read from the operator's Rust source, so a renamed constant there fails here), against the
-sidecar's own flags, and by running the real sidecar binary with the rendered environment."""
+sidecar's own flags, and by running the real sidecar binary with the rendered environment; then
+installed on a real cluster (as test_authorizer.py, whose release and namespaces fixture it
+shares), where the operator must count its pods as sidecars of the member applications."""
 
 import os
 import re
@@ -18,7 +20,9 @@ import pytest
 import yaml
 from conftest import eventually
 
+from test_authorizer import cluster  # noqa: F401 - the install test's release and namespaces
 from test_chart import NAMESPACE, RELEASE, ROOT, chart, kinds, one, render  # noqa: F401
+from test_journey import PREFIX, TAG, diagnostics, ready, request
 
 HOST = "login.mysite.com"
 NAME = f"{RELEASE}-auth-host"
@@ -251,3 +255,76 @@ def test_the_sidecar_binary_runs_with_the_rendered_environment(chart):
             log.seek(0)
             output = log.read().decode(errors="replace")
         assert process.returncode in (0, -15), output
+
+
+def test_the_operator_pushes_the_member_applications_to_the_charts_authentication_host(cluster):
+    k8s, system, apps_ns = cluster
+    try:
+        authentication_host_on_a_cluster(k8s, system, apps_ns)
+    except AssertionError:
+        print(diagnostics(k8s, [system, apps_ns]))
+        raise
+
+
+def authentication_host_on_a_cluster(k8s, system, apps_ns):
+    """The README's way: install, then enable the authentication host with an upgrade (the
+    chart reads the push key the operator created), in the members' namespace."""
+    for doc in yaml.safe_load_all((ROOT / "crds" / "crds.yaml").read_text()):
+        if doc:
+            k8s.server_side_apply(doc)
+    values = {
+        "operator": {"image": {"repository": f"{PREFIX}/portcullis-operator", "tag": TAG}, "replicas": 1},
+        "sidecar": {"image": {"repository": f"{PREFIX}/portcullis-sidecar", "tag": TAG}},
+        # Nothing here is injected: keep other namespaces' pod creations away from this operator.
+        "webhook": {"injection": {"podAnnotationOptIn": False}},
+    }
+    chart_dir = str(ROOT / "charts" / "portcullis")
+    k8s.helm(system).install(chart_dir, system, values, namespace=system, create_namespace=True, timeout=120)
+    operator = f"app.kubernetes.io/instance={system},app.kubernetes.io/component=operator"
+    eventually("a Ready operator pod", lambda: [p for p in k8s.pods(system, operator) if ready(p)], timeout=120)
+    eventually("the push key Secret", lambda: k8s.core.read_namespaced_secret("portcullis-push-key", system).data.get("public-key"), timeout=60)
+    k8s.core.create_namespace(k8s.client.V1Namespace(metadata=k8s.client.V1ObjectMeta(name=apps_ns)))
+    values["authenticationHost"] = {"enabled": True, "host": HOST, "namespace": apps_ns, "podLabels": {"app": "sso-login"}}
+    k8s.helm(system).upgrade(chart_dir, system, values, namespace=system, timeout=120)
+
+    selector = f"app.kubernetes.io/instance={system},app.kubernetes.io/component=authentication-host"
+
+    def running():
+        pods = k8s.pods(apps_ns, selector)
+        return pods if len(pods) == 2 and all(p.status.phase == "Running" and p.status.pod_ip for p in pods) else None
+
+    pods = eventually("two running authentication host pods", running, timeout=120)
+    for pod in pods:
+        # Not Ready, 503: nothing pushed yet, as an injected sidecar before its first push.
+        address = f"{pod.status.pod_ip}:14090"
+        eventually(f"{pod.metadata.name} answering", lambda: request(address, "/readyz", host=HOST)[0] == 503, timeout=60)
+
+    # The example's three member applications, in this namespace, selecting these pods (and
+    # their own, which do not exist here).
+    members = []
+    for doc in yaml.safe_load_all((ROOT / "examples" / "sso" / "access.yaml").read_text()):
+        doc["metadata"]["namespace"] = apps_ns
+        if doc["kind"] == "AccessApplication":
+            name = doc["metadata"]["name"]
+            doc["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": [name, "sso-login"]}]}
+            members.append(name)
+        k8s.server_side_apply(doc)
+    assert len(members) == 3, members
+
+    def synced(name):
+        s = k8s.custom.get_namespaced_custom_object("access.portcullis.dev", "v1alpha1", apps_ns, "accessapplications", name).get("status") or {}
+        cond = next((c for c in s.get("conditions", []) if c["type"] == "Synced"), {})
+        return s if cond.get("status") == "True" and s.get("sidecars") == {"matched": 2, "synced": 2} else None
+
+    for name in members:
+        eventually(f"{name} synced on both authentication host pods", lambda: synced(name), timeout=120)
+    pods = eventually("both pods Ready", lambda: (lambda ps: ps if len(ps) == 2 and all(map(ready, ps)) else None)(k8s.pods(apps_ns, selector)), timeout=60)
+    for pod in pods:
+        # The authentication host answers only /.portcullis/… there: anything else is 404.
+        status_, _, body = request(f"{pod.status.pod_ip}:14080", "/", host=HOST)
+        assert status_ == 404, (status_, body)
+        # A member's own host finds its pushed configuration there: sign in, not 503.
+        status_, _, body = request(f"{pod.status.pod_ip}:14080", "/", host="grafana.mysite.com", headers={"Accept": "application/json"})
+        assert status_ == 401 and '"no_credentials"' in body, (status_, body)
+    (service,) = k8s.core.list_namespaced_service(apps_ns, label_selector=selector).items
+    assert request(f"{service.spec.cluster_ip}:80", "/", host=HOST)[0] == 404, "through the Service"
