@@ -6,6 +6,7 @@ sidecar's own flags, and by running the real sidecar binary with the rendered en
 installed on a real cluster (as test_authorizer.py, whose release and namespaces fixture it
 shares), where the operator must count its pods as sidecars of the member applications."""
 
+import contextlib
 import os
 import re
 import socket
@@ -258,17 +259,25 @@ def test_the_sidecar_binary_runs_with_the_rendered_environment(chart):
 
 
 def test_the_operator_pushes_the_member_applications_to_the_charts_authentication_host(cluster):
+    """The README's way: install, then enable the authentication host with an upgrade (the
+    chart reads the push key the operator created), in the members' namespace."""
     k8s, system, apps_ns = cluster
-    try:
+    with printing_diagnostics_on_failure(k8s, [system, apps_ns]):
         authentication_host_on_a_cluster(k8s, system, apps_ns)
+
+
+@contextlib.contextmanager
+def printing_diagnostics_on_failure(k8s, namespaces):
+    try:
+        yield
     except AssertionError:
-        print(diagnostics(k8s, [system, apps_ns]))
+        print(diagnostics(k8s, namespaces))
         raise
 
 
 def authentication_host_on_a_cluster(k8s, system, apps_ns):
-    """The README's way: install, then enable the authentication host with an upgrade (the
-    chart reads the push key the operator created), in the members' namespace."""
+    chart_dir = str(ROOT / "charts" / "portcullis")
+    # This tree's CRDs (Helm leaves alone those an earlier install left).
     for doc in yaml.safe_load_all((ROOT / "crds" / "crds.yaml").read_text()):
         if doc:
             k8s.server_side_apply(doc)
@@ -278,7 +287,6 @@ def authentication_host_on_a_cluster(k8s, system, apps_ns):
         # Nothing here is injected: keep other namespaces' pod creations away from this operator.
         "webhook": {"injection": {"podAnnotationOptIn": False}},
     }
-    chart_dir = str(ROOT / "charts" / "portcullis")
     k8s.helm(system).install(chart_dir, system, values, namespace=system, create_namespace=True, timeout=120)
     operator = f"app.kubernetes.io/instance={system},app.kubernetes.io/component=operator"
     eventually("a Ready operator pod", lambda: [p for p in k8s.pods(system, operator) if ready(p)], timeout=120)
