@@ -23,7 +23,7 @@ from conftest import eventually
 
 from test_authorizer import cluster  # noqa: F401 - the install test's release and namespaces
 from test_chart import NAMESPACE, RELEASE, ROOT, chart, kinds, one, render  # noqa: F401
-from test_journey import PREFIX, TAG, diagnostics, ready, request
+from test_journey import PREFIX, README, TAG, diagnostics, ready, request, shell_commands
 
 HOST = "login.mysite.com"
 NAME = f"{RELEASE}-auth-host"
@@ -79,6 +79,42 @@ def notes(chart, values, namespace=NAMESPACE):
     out = chart.render(values=values, name=RELEASE, namespace=namespace)
     [text] = [t for p, t in out.items() if p.endswith("NOTES.txt")]
     return text
+
+
+def readme_values():
+    """The `--set` values of the `helm upgrade` in the README's section on one sign-in across
+    hosts, as nested values."""
+    text = README.read_text()
+    start = text.index("\n### One sign-in across applications and hosts\n")
+    section = text[start : start + 1 + re.search(r"\n#{2,3} ", text[start + 1 :]).start()]
+    blocks = [b for lang, b in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S) if lang == "sh"]
+    [helm] = [c for b in blocks for c in shell_commands(b) if c[:2] == ["helm", "upgrade"]]
+    assert "--reuse-values" in helm, "an upgrade of the README's install keeps its values"
+    values = {}
+    for flag, setting in zip(helm, helm[1:]):
+        if flag == "--set":
+            key, value = setting.split("=", 1)
+            *parents, leaf = key.split(".")
+            node = values
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = {"true": True, "false": False}.get(value, value)
+    return values
+
+
+def test_the_readmes_upgrade_renders_what_its_text_says(chart):
+    values = readme_values()
+    ah = values["authenticationHost"]
+    assert ah["enabled"] is True and ah["host"] == "login.mysite.com", values
+    ah["pushPublicKey"] = KEY  # what the chart reads from the operator's Secret on a cluster
+    docs = render(chart, values)
+    labels = pod_of(docs)["metadata"]["labels"]
+    assert all(d["metadata"]["namespace"] == ah["namespace"] for d in ours(docs))
+    # The README's example selector matches these pods.
+    text = README.read_text()
+    section = text[text.index("\n### One sign-in across applications and hosts\n") :]
+    example = re.search(r"`matchExpressions: (\[.*?\])`", section, flags=re.S).group(1)
+    assert selects({"matchExpressions": yaml.safe_load(example)}, labels), (example, labels)
 
 
 def test_off_by_default_renders_nothing(chart):
@@ -292,7 +328,8 @@ def authentication_host_on_a_cluster(k8s, system, apps_ns):
     eventually("a Ready operator pod", lambda: [p for p in k8s.pods(system, operator) if ready(p)], timeout=120)
     eventually("the push key Secret", lambda: k8s.core.read_namespaced_secret("portcullis-push-key", system).data.get("public-key"), timeout=60)
     k8s.core.create_namespace(k8s.client.V1Namespace(metadata=k8s.client.V1ObjectMeta(name=apps_ns)))
-    values["authenticationHost"] = {"enabled": True, "host": HOST, "namespace": apps_ns, "podLabels": {"app": "sso-login"}}
+    values.update(readme_values())
+    values["authenticationHost"]["namespace"] = apps_ns
     k8s.helm(system).upgrade(chart_dir, system, values, namespace=system, timeout=120)
 
     selector = f"app.kubernetes.io/instance={system},app.kubernetes.io/component=authentication-host"
@@ -309,12 +346,13 @@ def authentication_host_on_a_cluster(k8s, system, apps_ns):
 
     # The example's three member applications, in this namespace, selecting these pods (and
     # their own, which do not exist here).
+    [(key, label)] = values["authenticationHost"]["podLabels"].items()
     members = []
     for doc in yaml.safe_load_all((ROOT / "examples" / "sso" / "access.yaml").read_text()):
         doc["metadata"]["namespace"] = apps_ns
         if doc["kind"] == "AccessApplication":
             name = doc["metadata"]["name"]
-            doc["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": [name, "sso-login"]}]}
+            doc["spec"]["selector"] = {"matchExpressions": [{"key": key, "operator": "In", "values": [name, label]}]}
             members.append(name)
         k8s.server_side_apply(doc)
     assert len(members) == 3, members
