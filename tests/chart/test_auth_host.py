@@ -363,7 +363,8 @@ def authentication_host_on_a_cluster(k8s, system, apps_ns):
         return s if cond.get("status") == "True" and s.get("sidecars") == {"matched": 2, "synced": 2} else None
 
     for name in members:
-        eventually(f"{name} synced on both authentication host pods", lambda: synced(name), timeout=120)
+        s = eventually(f"{name} synced on both authentication host pods", lambda: synced(name), timeout=120)
+        print(f"{apps_ns}/{name}: sidecars {s['sidecars']}")
     pods = eventually("both pods Ready", lambda: (lambda ps: ps if len(ps) == 2 and all(map(ready, ps)) else None)(k8s.pods(apps_ns, selector)), timeout=60)
     for pod in pods:
         # The authentication host answers only /.portcullis/… there: anything else is 404.
@@ -373,4 +374,5 @@ def authentication_host_on_a_cluster(k8s, system, apps_ns):
         status_, _, body = request(f"{pod.status.pod_ip}:14080", "/", host="grafana.mysite.com", headers={"Accept": "application/json"})
         assert status_ == 401 and '"no_credentials"' in body, (status_, body)
     (service,) = k8s.core.list_namespaced_service(apps_ns, label_selector=selector).items
-    assert request(f"{service.spec.cluster_ip}:80", "/", host=HOST)[0] == 404, "through the Service"
+    # Through the Service, once kube-proxy has programmed it.
+    eventually("404 through the Service", lambda: request(f"{service.spec.cluster_ip}:80", "/", host=HOST)[0] == 404, timeout=60)
