@@ -150,6 +150,7 @@ echo "==> chart tests (Helm engine via helm-python-sdk)${cluster:+, with the ins
 t0=$SECONDS
 PORTCULLIS_REQUIRE_CLUSTER=$([ -n "$cluster" ] && echo 1 || echo 0) \
   PORTCULLIS_OPERATOR_BIN="${CARGO_TARGET_DIR:-target}/debug/portcullis-operator" \
+  PORTCULLIS_SIDECAR_BIN="${CARGO_TARGET_DIR:-target}/debug/portcullis-sidecar" \
   "$venv/bin/pytest" -q -rs --tb=short --durations=5 -p no:cacheprovider tests/chart 2>&1 | tee -a "$log"
 chart_status=${PIPESTATUS[0]}
 echo "==> chart tests took $((SECONDS - t0)) s"
