@@ -106,6 +106,7 @@ mod tests {
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).unwrap();
         metrics.reconciled("accessservicetoken", "ok", std::time::Duration::from_millis(3));
+        metrics.watch_failed("accessapplication");
         let admin =
             Admin { registry, ready: Arc::default(), watches: Arc::new(WatchHealth::new(Duration::from_secs(5))) };
 
@@ -131,5 +132,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("portcullis_operator_reconcile_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"portcullis_operator_watch_errors_total{controller="accessapplication"} 1"#), "{text}");
     }
 }

@@ -32,6 +32,9 @@ pub struct Metrics {
     /// current credentials expire (Unix seconds); absent for tokens that do not expire. The
     /// "token expiring soon" alert reads it.
     token_expiry: IntGaugeVec,
+    /// `portcullis_operator_watch_errors_total{controller}`: errors of the controller's watches,
+    /// each retried with backoff; `/healthz` fails when they do not stop (`watch_health`).
+    watch_errors: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -82,6 +85,14 @@ impl Metrics {
             ),
             &["namespace", "token"],
         )?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_operator_watch_errors_total",
+                "Errors of a controller's watches (each retried with backoff)",
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -91,7 +102,23 @@ impl Metrics {
         registry.register(Box::new(matched.clone()))?;
         registry.register(Box::new(compile_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Self { reconciles, duration, pushes, push_duration, synced, matched, compile_errors, leader, token_expiry })
+        Ok(Self {
+            reconciles,
+            duration,
+            pushes,
+            push_duration,
+            synced,
+            matched,
+            compile_errors,
+            leader,
+            token_expiry,
+            watch_errors,
+        })
+    }
+
+    /// Counts one error of `controller`'s watches.
+    pub fn watch_failed(&self, controller: &str) {
+        self.watch_errors.with_label_values(&[controller]).inc();
     }
 
     /// Counts one finished reconcile and its duration.

@@ -144,10 +144,11 @@ pub async fn run(app_ctx: Arc<AppContext>, health: Arc<WatchHealth>) {
         .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), secret_users(&store))
         .watches(Api::<Pod>::all(client), watcher::Config::default(), pod_users(&store, authorizer_namespace))
         .shutdown_on_signal();
+    let metrics = app_ctx.ctx.metrics.clone();
     controller
         .run(reconcile, error_policy, app_ctx)
         .for_each(|result| {
-            super::observe_run(&health, result);
+            super::observe_run(&metrics, CONTROLLER, &health, result);
             std::future::ready(())
         })
         .await;

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::EventType;
 use portcullis_crds::v1alpha1::{AccessApplicationStatus, AccessServiceTokenStatus};
 
+use crate::metrics::Metrics;
 use crate::status::{self, Want};
 use crate::watch_health::WatchHealth;
 use crate::{events, Context, Error, Result};
@@ -39,15 +40,18 @@ pub const CONCURRENCY: u16 = 8;
 
 /// Reads one item of a controller's output stream. Reconcile failures were logged by the error
 /// policy; what is left are the queue's errors, which are the watches failing: logged, and
-/// recorded in `health` so that `/healthz` fails when they do not stop.
+/// counted, and recorded in `health` so that `/healthz` fails when they do not stop.
 pub fn observe_run<T, E: std::error::Error>(
+    metrics: &Metrics,
+    controller: &'static str,
     health: &WatchHealth,
     result: Result<T, controller::Error<E, watcher::Error>>,
 ) {
     match result {
         Ok(_) => {}
         Err(controller::Error::QueueError(e)) => {
-            tracing::warn!(error = %e, "a watch failed; it is retried with backoff");
+            tracing::warn!(controller, error = %e, "a watch failed; it is retried with backoff");
+            metrics.watch_failed(controller);
             health.error(Instant::now(), &e);
         }
         Err(e) => tracing::debug!(error = %e, "controller event"),

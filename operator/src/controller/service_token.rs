@@ -49,10 +49,11 @@ pub async fn run(ctx: Arc<Context>, ready: impl FnOnce() + Send + 'static, healt
         .owns(secrets, watcher::Config::default().labels(&managed))
         .shutdown_on_signal();
     tokio::spawn(signal_ready(controller.store(), ready));
+    let metrics = ctx.metrics.clone();
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
-            super::observe_run(&health, result);
+            super::observe_run(&metrics, CONTROLLER, &health, result);
             std::future::ready(())
         })
         .await;
