@@ -12,14 +12,14 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::header::{HeaderValue, AUTHORIZATION, COOKIE};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method, Uri, Version};
 use ipnet::IpNet;
 use portcullis_crds::snapshot::{Application, ForwardRoute, RouteCredentials};
 use portcullis_crds::v1alpha1::Mode;
 
 use super::authn::jwt::{self, JwtConfig, JwtFailure, KeySource, TokenSource};
-use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER};
+use super::authn::service_token::{self, ServiceTokens, CLIENT_ID_HEADER};
 use super::authn::{Authn, AuthnFailure, Principal};
 use super::client_ip::client_ip;
 use super::cors::{classify, Classified, CorsConfig, Preflight, PreflightOutcome};
@@ -204,17 +204,11 @@ pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
     Authentication { presented: Presented::Jwt { source, token }, authn }
 }
 
-/// Whether a header that can carry a credential is present: the service-token pair, the
-/// application's JWT header, `Authorization` or `Cookie`. Without one, no source has anything
-/// to judge (both `service_token` and `find_token` answer `None`).
+/// Whether a header that can carry a credential is present, as each source says what it reads.
+/// Without one, no source has anything to judge (both `service_token` and `find_token` answer
+/// `None`).
 fn names_a_credential(jwt: &JwtConfig, headers: &HeaderMap) -> bool {
-    headers.keys().any(|n| {
-        n == AUTHORIZATION
-            || n == COOKIE
-            || n == CLIENT_ID_HEADER
-            || n == CLIENT_SECRET_HEADER
-            || n == jwt.header_name()
-    })
+    headers.keys().any(|n| service_token::reads(n) || jwt::reads(jwt, n))
 }
 
 /// Verifies a JWT against the application's issuers and current keys.

@@ -146,6 +146,12 @@ pub fn authenticate(
     authenticate_with(tokens, headers, now, &mut Quiet)
 }
 
+/// Whether `name` is a header [`authenticate`] reads (the id and secret pair). A request
+/// naming neither presents no service token.
+pub fn reads(name: &HeaderName) -> bool {
+    name == CLIENT_ID_HEADER || name == CLIENT_SECRET_HEADER
+}
+
 /// [`authenticate`], reporting each check it passes to `obs`.
 pub fn authenticate_with<O: Observer>(
     tokens: &ServiceTokens,

@@ -31,6 +31,13 @@ impl TokenSource {
     }
 }
 
+/// Whether `name` is a header [`find_token`] reads: the configured header, `Authorization`,
+/// `Cookie`. A request naming none of them carries no token (the fast path of
+/// `request::authenticate_with`).
+pub fn reads(cfg: &JwtConfig, name: &http::HeaderName) -> bool {
+    name == AUTHORIZATION || name == COOKIE || *name == cfg.header_name
+}
+
 /// The token of the first present source, in the order header, bearer, cookie; `None` when
 /// the request carries none of them. A present source that cannot hold a token (two values,
 /// an empty value, bytes that are not visible ASCII) is `Err(Malformed)`, not skipped.
