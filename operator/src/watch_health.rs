@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 /// counts as one streak.
 pub const QUIET: Duration = Duration::from_secs(60);
 
-/// Default for `--watch-failure-limit`: how long a streak of watch errors may last before the
-/// replica calls itself unhealthy.
-pub const DEFAULT_LIMIT: Duration = Duration::from_secs(120);
-
 /// The streak of watch errors the controllers are in, if any. Shared by both controllers and
 /// the admin server.
 #[derive(Debug)]
@@ -104,12 +100,6 @@ impl WatchHealth {
     /// way that matters, so a poisoned lock is used as is.
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Streak>> {
         self.streak.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl Default for WatchHealth {
-    fn default() -> Self {
-        WatchHealth::new(DEFAULT_LIMIT)
     }
 }
 

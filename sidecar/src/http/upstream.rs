@@ -148,10 +148,7 @@ impl Body for ToPool {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                self.hand_back_if_done();
-            }
-            Poll::Ready(Some(Ok(_))) => self.hand_back_if_done(),
+            Poll::Ready(None | Some(Ok(_))) => self.hand_back_if_done(),
             // An error ends the exchange; the connection is not reused.
             Poll::Ready(Some(Err(_))) => self.home = None,
             Poll::Pending => {}
