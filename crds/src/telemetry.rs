@@ -190,6 +190,8 @@ fn sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerChoice, Trace
     })
 }
 
+#[cfg(feature = "otlp")]
+pub use provider::{otlp_provider, TraceStartError};
 #[cfg(feature = "traces")]
 pub use provider::{provider, CountFailures};
 
@@ -224,6 +226,54 @@ mod provider {
             .with_sampler(sampler(settings.sampler))
             .with_resource(Resource::builder_empty().with_service_name(settings.service_name.clone()).build())
             .build()
+    }
+
+    /// How long one export may take before it counts as failed.
+    #[cfg(feature = "otlp")]
+    const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Why tracing could not start.
+    #[cfg(feature = "otlp")]
+    #[derive(Debug, thiserror::Error)]
+    pub enum TraceStartError {
+        #[error(transparent)]
+        Config(#[from] super::TraceConfigError),
+        #[error("OTLP exporter for {endpoint}: {message}")]
+        Exporter { endpoint: String, message: String },
+        #[error("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf is not built into this binary: use grpc")]
+        Protocol,
+    }
+
+    #[cfg(feature = "otlp")]
+    impl TraceStartError {
+        pub fn reason(&self) -> &'static str {
+            match self {
+                Self::Config(e) => e.reason(),
+                Self::Exporter { .. } => "otlp_exporter",
+                Self::Protocol => "otlp_protocol",
+            }
+        }
+    }
+
+    /// [`provider`] exporting over OTLP/gRPC to `settings.endpoint`, the one exporter both
+    /// binaries build. Must run inside the Tokio runtime that serves: the gRPC channel's worker
+    /// lives there (it connects lazily, so nothing is sent here).
+    #[cfg(feature = "otlp")]
+    pub fn otlp_provider(
+        settings: &TraceSettings,
+        failed: impl Fn() + Send + Sync + 'static,
+    ) -> Result<SdkTracerProvider, TraceStartError> {
+        use opentelemetry_otlp::WithExportConfig as _;
+        if settings.protocol != super::Protocol::Grpc {
+            return Err(TraceStartError::Protocol);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(settings.endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|e| TraceStartError::Exporter { endpoint: settings.endpoint.clone(), message: e.to_string() })?;
+        Ok(provider(settings, exporter, failed))
     }
 
     fn sampler(choice: SamplerChoice) -> Sampler {

@@ -14,32 +14,12 @@ use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{global, Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use portcullis_crds::telemetry::{OtelVars, Protocol, TraceConfigError};
+use portcullis_crds::telemetry::OtelVars;
 
 const TRACER: &str = "portcullis-operator";
 
-/// Why traces could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    #[error(transparent)]
-    Config(#[from] TraceConfigError),
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf is not built into the operator: use grpc")]
-    Protocol,
-    #[error("OTLP exporter for {endpoint}: {message}")]
-    Exporter { endpoint: String, message: String },
-}
-
-// === impl TelemetryError ===
-
-impl TelemetryError {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Config(e) => e.reason(),
-            Self::Protocol => "otlp_protocol",
-            Self::Exporter { .. } => "otlp_exporter",
-        }
-    }
-}
+/// Why traces could not start (the sidecar's error too).
+pub use portcullis_crds::telemetry::TraceStartError as TelemetryError;
 
 /// The installed provider; [`Traces::shutdown`] exports what is still queued.
 pub struct Traces(SdkTracerProvider);
@@ -69,25 +49,15 @@ pub async fn flush(traces: Option<Traces>) {
 /// Must run inside the Tokio runtime (the gRPC channel's worker lives there). Failed exports
 /// count in `portcullis_operator_trace_export_failures_total`.
 pub fn install(vars: &OtelVars, registry: &prometheus::Registry) -> Result<Option<Traces>, TelemetryError> {
-    use opentelemetry_otlp::WithExportConfig as _;
     let Some(settings) = vars.settings("portcullis-operator")? else { return Ok(None) };
     let failed = |message: String| TelemetryError::Exporter { endpoint: settings.endpoint.clone(), message };
-    if settings.protocol != Protocol::Grpc {
-        return Err(TelemetryError::Protocol);
-    }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(settings.endpoint.clone())
-        .with_timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| failed(e.to_string()))?;
     let failures = prometheus::IntCounter::new(
         "portcullis_operator_trace_export_failures_total",
         "Batches of spans the OTLP exporter could not deliver (their spans are lost).",
     )
     .map_err(|e| failed(e.to_string()))?;
     registry.register(Box::new(failures.clone())).map_err(|e| failed(e.to_string()))?;
-    let provider = portcullis_crds::telemetry::provider(&settings, exporter, move || failures.inc());
+    let provider = portcullis_crds::telemetry::otlp_provider(&settings, move || failures.inc())?;
     global::set_tracer_provider(provider.clone());
     Ok(Some(Traces(provider)))
 }

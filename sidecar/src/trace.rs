@@ -22,7 +22,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, Trace
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use portcullis_crds::telemetry::{Protocol, TraceSettings};
+use portcullis_crds::telemetry::TraceSettings;
 
 use crate::config::LiveApp;
 use crate::decide::authn::{Authn, Principal};
@@ -33,31 +33,7 @@ use crate::metrics::Metrics;
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// How long one export may take before it counts as failed.
-const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Why tracing could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceStartError {
-    #[error(transparent)]
-    Config(#[from] portcullis_crds::telemetry::TraceConfigError),
-    #[error("OTLP exporter for {endpoint}: {message}")]
-    Exporter { endpoint: String, message: String },
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf is not built into this binary: use grpc")]
-    Protocol,
-}
-
-// === impl TraceStartError ===
-
-impl TraceStartError {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Config(e) => e.reason(),
-            Self::Exporter { .. } => "otlp_exporter",
-            Self::Protocol => "otlp_protocol",
-        }
-    }
-}
+pub use portcullis_crds::telemetry::TraceStartError;
 
 /// What the operator of the sidecar chose besides the OTLP variables.
 #[derive(Clone, Copy, Debug)]
@@ -88,23 +64,13 @@ impl Tracing {
     /// serves: the gRPC channel's worker lives there. Failed exports count in
     /// `portcullis_trace_export_failures_total`.
     pub fn start(settings: &TraceSettings, options: TraceOptions, metrics: &Metrics) -> Result<Self, TraceStartError> {
-        use opentelemetry_otlp::WithExportConfig as _;
-        if settings.protocol != Protocol::Grpc {
-            return Err(TraceStartError::Protocol);
-        }
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(settings.endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|e| TraceStartError::Exporter { endpoint: settings.endpoint.clone(), message: e.to_string() })?;
         let failures = prometheus::IntCounter::new(
             "portcullis_trace_export_failures_total",
             "Batches of spans the OTLP exporter could not deliver (their spans are lost).",
         )
         .map_err(|e| TraceStartError::Exporter { endpoint: settings.endpoint.clone(), message: e.to_string() })?;
         metrics.register(Box::new(failures.clone()));
-        let provider = portcullis_crds::telemetry::provider(settings, exporter, move || failures.inc());
+        let provider = portcullis_crds::telemetry::otlp_provider(settings, move || failures.inc())?;
         let tracer = provider.tracer("portcullis-sidecar");
         Ok(Self { provider, tracer, options })
     }
