@@ -196,7 +196,8 @@ def authorizer_on_a_cluster(k8s, system, apps_ns):
     assert "sidecars" not in s, f"External: no sidecar enforces it: {s}"
     s = eventually("api-public synced on both", lambda: synced("api-public"))
     assert s["sidecars"] == {"matched": 0, "synced": 0}, s
-    s = status("side")
+    # The three applications reconcile independently: wait for side's first status write.
+    s = eventually("side's status written", lambda: (lambda s: s if "sidecars" in s else None)(status("side")))
     assert "authorizers" not in s and s["sidecars"] == {"matched": 0, "synced": 0}, s
     pods = eventually("two Ready authorizer pods", lambda: (lambda ps: ps if len(ps) == 2 and all(map(ready, ps)) else None)(k8s.pods(system, authorizers)))
 
