@@ -23,7 +23,7 @@ use super::{IdentityHeaderValues, User};
 use crate::decide::observe::{Observer, Quiet};
 use keys::{jwt_alg, Selection};
 pub use keys::{JwksError, KeySet};
-pub use source::{find_token, reads, TokenSource};
+pub use source::{find_present_token, find_token, Present, TokenSource};
 
 /// Tokens longer than this are refused before any parsing (api.md): bounds the work an
 /// anonymous client can cause, and Cloudflare's own tokens are well under it.
