@@ -135,9 +135,10 @@ pub enum Presented<'r> {
         client_id: Option<&'r HeaderValue>,
     },
     /// The first JWT source present; `token` is `Err` when that source holds no usable token.
+    /// The bytes are not yet known to be text: verification judges that (`Malformed`).
     Jwt {
         source: TokenSource,
-        token: Result<&'r str, JwtFailure>,
+        token: Result<&'r [u8], JwtFailure>,
     },
 }
 
@@ -221,13 +222,13 @@ fn credential_names(jwt: &JwtConfig, headers: &HeaderMap) -> (bool, jwt::Present
 }
 
 /// Verifies a JWT against the application's issuers and current keys.
-pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &str, now: i64) -> Authn {
+pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &[u8], now: i64) -> Authn {
     verify_jwt_with(app, token, now, &mut Quiet)
 }
 
 fn verify_jwt_with<K: KeySource + ?Sized, O: Observer>(
     app: &AppDecisions<'_, K>,
-    token: &str,
+    token: &[u8],
     now: i64,
     obs: &mut O,
 ) -> Authn {

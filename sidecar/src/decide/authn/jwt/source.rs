@@ -70,8 +70,9 @@ impl Present {
 
 /// The token of the first present source, in the order header, bearer, cookie; `None` when
 /// the request carries none of them. A present source that cannot hold a token (two values,
-/// an empty value, bytes that are not visible ASCII) is `Err(Malformed)`, not skipped.
-pub fn find_token<'a>(cfg: &JwtConfig, headers: &'a HeaderMap) -> Option<(TokenSource, Result<&'a str, JwtFailure>)> {
+/// an empty value) is `Err(Malformed)`, not skipped; a token that is not text (bytes that are
+/// not visible ASCII) is refused as `Malformed` when it is verified.
+pub fn find_token<'a>(cfg: &JwtConfig, headers: &'a HeaderMap) -> Option<(TokenSource, Result<&'a [u8], JwtFailure>)> {
     find_present_token(cfg, headers, Present::scan(cfg, headers))
 }
 
@@ -81,13 +82,13 @@ pub fn find_present_token<'a>(
     cfg: &JwtConfig,
     headers: &'a HeaderMap,
     present: Present,
-) -> Option<(TokenSource, Result<&'a str, JwtFailure>)> {
+) -> Option<(TokenSource, Result<&'a [u8], JwtFailure>)> {
     if present.header {
         let mut values = headers.get_all(&cfg.header_name).iter();
         if let Some(first) = values.next() {
             // Two assertion headers are ambiguous: refuse rather than pick one the app might not.
             let token =
-                if values.next().is_some() { Err(JwtFailure::Malformed) } else { token_text(first.as_bytes()) };
+                if values.next().is_some() { Err(JwtFailure::Malformed) } else { token_bytes(first.as_bytes()) };
             return Some((TokenSource::Header, token));
         }
     }
@@ -115,7 +116,7 @@ pub fn find_present_token<'a>(
 
 /// `Bearer <token>` with the scheme compared case-insensitively (RFC 9110 §11.1); another
 /// scheme (Basic, …) is not a JWT source, so `None`.
-fn bearer_token(value: &[u8]) -> Option<Result<&str, JwtFailure>> {
+fn bearer_token(value: &[u8]) -> Option<Result<&[u8], JwtFailure>> {
     const SCHEME: &[u8] = b"bearer";
     let value = value.trim_ascii_start();
     if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
@@ -125,7 +126,7 @@ fn bearer_token(value: &[u8]) -> Option<Result<&str, JwtFailure>> {
     match rest.first() {
         // `Bearer` alone, or `Bearer<token>`: malformed, and clearly meant as a bearer token.
         None => Some(Err(JwtFailure::Malformed)),
-        Some(b' ' | b'\t') => Some(token_text(rest)),
+        Some(b' ' | b'\t') => Some(token_bytes(rest)),
         // `Bearerx …` is some other scheme.
         Some(_) => None,
     }
@@ -134,7 +135,7 @@ fn bearer_token(value: &[u8]) -> Option<Result<&str, JwtFailure>> {
 /// The value of cookie `name` in one Cookie header (`a=1; b=2`), unquoted (RFC 6265 §4.1.1).
 /// The pairs are found with `memchr`: the header is mostly the token itself, so a byte-by-byte
 /// split cost more than the whole cached verification.
-fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<Result<&'a str, JwtFailure>> {
+fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<Result<&'a [u8], JwtFailure>> {
     let mut rest = header;
     loop {
         let (pair, next) = match memchr::memchr(b';', rest) {
@@ -142,7 +143,7 @@ fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<Result<&'a str, Jwt
             None => (rest, None),
         };
         if let Some(value) = pair_value(pair, name) {
-            return Some(token_text(value));
+            return Some(token_bytes(value));
         }
         rest = next?;
     }
@@ -162,10 +163,19 @@ fn pair_value<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// A token as text: trimmed, non-empty, visible ASCII only (a JWS compact serialisation is
-/// base64url and dots, RFC 7515 §7.1).
-fn token_text(bytes: &[u8]) -> Result<&str, JwtFailure> {
-    let bytes = bytes.trim_ascii();
+/// A token's bytes: trimmed, non-empty. Whether they are text is judged by
+/// [`token_text`] when the token is verified: after the verified-token cache, which holds
+/// only tokens that were, so a cached token is not scanned again on every request.
+fn token_bytes(bytes: &[u8]) -> Result<&[u8], JwtFailure> {
+    match bytes.trim_ascii() {
+        [] => Err(JwtFailure::Malformed),
+        token => Ok(token),
+    }
+}
+
+/// A token as text: visible ASCII only (a JWS compact serialisation is base64url and dots,
+/// RFC 7515 §7.1).
+pub(super) fn token_text(bytes: &[u8]) -> Result<&str, JwtFailure> {
     // A fold without early exit, so the check is vectorised (`0x21..=0x7e`, visible ASCII).
     let graphic = bytes.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e));
     if bytes.is_empty() || !graphic {
