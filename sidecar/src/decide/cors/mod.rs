@@ -38,10 +38,6 @@ pub const ACCESS_CONTROL_ALLOW_PRIVATE_NETWORK: HeaderName =
 
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 
-/// Headers the glue adds to an answered preflight (the request id, a trace context, one spare):
-/// room is left for them in the answer's map.
-const GLUE_HEADERS: usize = 3;
-
 /// Stands for a request's value in the rendered answer until the request's own replaces it.
 const PLACEHOLDER: HeaderValue = HeaderValue::from_static("");
 
@@ -230,8 +226,8 @@ struct Policy {
     private_network: bool,
     /// The answer to an allowed preflight, rendered once per config: every header whose value
     /// does not depend on the request, and a placeholder for the ones echoed on every answer
-    /// (the origin for a list, the method for `allowAllMethods`), so answering copies this map
-    /// with the request's values in place of the placeholders — no value rendered per request.
+    /// (the origin for a list, the method for `allowAllMethods`), so answering is a clone of
+    /// this map and one or two replaced values — no header name hashed for the constant ones.
     answer: HeaderMap,
 }
 
@@ -469,24 +465,13 @@ impl Policy {
     /// The headers of an answered preflight: the rendered answer with the request's own values
     /// where they are echoed (the origin for a list, the method for `allowAllMethods`, the
     /// requested headers for `allowAllHeaders`) and Private Network Access when asked.
-    ///
-    /// A new map filled from the rendered one rather than its clone: a clone's entries have no
-    /// spare room, so the glue's first header on the answer (`x-request-id`) reallocated them —
-    /// more instructions than the few inserts here, which also put the echoed values in place
-    /// instead of replacing placeholders.
     fn answer(&self, p: &Preflight<'_>, grant: &Grant) -> HeaderMap {
-        let mut h = HeaderMap::with_capacity(self.answer.len() + GLUE_HEADERS);
-        let echo_origin = matches!(self.origins, AllowOrigin::List(_));
-        let echo_method = matches!(self.methods, AllowMethods::Any);
-        for (name, value) in &self.answer {
-            let value = if echo_origin && name == ACCESS_CONTROL_ALLOW_ORIGIN {
-                p.origin
-            } else if echo_method && name == ACCESS_CONTROL_ALLOW_METHODS {
-                p.request_method
-            } else {
-                value
-            };
-            h.append(name.clone(), value.clone());
+        let mut h = self.answer.clone();
+        if let AllowOrigin::List(_) = self.origins {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, p.origin.clone());
+        }
+        if let AllowMethods::Any = self.methods {
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, p.request_method.clone());
         }
         if let AllowHeaders::Any = self.headers {
             if let Some(v) =
