@@ -316,7 +316,11 @@ mod tests {
     }
 
     fn pattern() -> impl Strategy<Value = OriginPattern> {
-        ("https?|wss|ftp|x-app", "[a-c]{1,2}(\\.[a-c]{1,2}){0,2}|\\[::1\\]", prop::option::of(prop_oneof![Just(80u16), Just(8080), Just(1)]))
+        (
+            "https?|wss|ftp|x-app",
+            "[a-c]{1,2}(\\.[a-c]{1,2}){0,2}|\\[::1\\]",
+            prop::option::of(prop_oneof![Just(80u16), Just(8080), Just(1)]),
+        )
             .prop_filter_map("default ports are stored as none", |(scheme, host, port)| {
                 let port = port.filter(|p| default_port(scheme.as_bytes()) != Some(*p));
                 Some(OriginPattern { scheme, host: OriginHost::Exact(host), port })

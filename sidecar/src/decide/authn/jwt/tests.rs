@@ -552,7 +552,11 @@ fn token_sources_in_order_without_fallback() {
             vec![("cookie", "a=1"), ("cookie", "b=2; CF_Authorization=c.t.x")],
             Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
         ),
-        ("quoted cookie", vec![("cookie", "CF_Authorization=\"c.t.x\"")], Some((TokenSource::Cookie, Ok(&b"c.t.x"[..])))),
+        (
+            "quoted cookie",
+            vec![("cookie", "CF_Authorization=\"c.t.x\"")],
+            Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
+        ),
         ("cookie names are case-sensitive", vec![("cookie", "cf_authorization=c.t.x")], None),
         (
             "empty cookie",
@@ -589,7 +593,10 @@ fn custom_header_and_cookie_names() {
     let cfg = JwtConfig::new(&id).expect("valid");
     assert_eq!(find_token(&cfg, &headers(&[("X-JWT", "a.b.c")])), Some((TokenSource::Header, Ok(&b"a.b.c"[..]))));
     assert_eq!(find_token(&cfg, &headers(&[("cf-access-jwt-assertion", "a.b.c")])), None);
-    assert_eq!(find_token(&cfg, &headers(&[("cookie", "session=a.b.c")])), Some((TokenSource::Cookie, Ok(&b"a.b.c"[..]))));
+    assert_eq!(
+        find_token(&cfg, &headers(&[("cookie", "session=a.b.c")])),
+        Some((TokenSource::Cookie, Ok(&b"a.b.c"[..])))
+    );
 }
 
 #[test]
