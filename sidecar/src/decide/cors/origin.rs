@@ -183,11 +183,14 @@ pub(super) struct OriginSet {
     /// from browsers; copied lower-case into a stack buffer otherwise) and compares the scheme
     /// and port: the same answer as comparing normalised `scheme://host[:port]` strings,
     /// without writing one per request.
-    exact: ConfigMap<Box<[u8]>, Vec<(Box<[u8]>, Option<u16>)>>,
+    exact: ConfigMap<Box<[u8]>, Vec<SchemePort>>,
     subdomains: Vec<Subdomains>,
     /// The configured patterns, for explanations.
     shown: Vec<String>,
 }
+
+/// An exact origin's lower-case scheme and its port (`None` for the scheme's default).
+type SchemePort = (Box<[u8]>, Option<u16>);
 
 #[derive(Debug)]
 struct Subdomains {
