@@ -5,6 +5,7 @@ pub mod authn;
 pub mod client_headers;
 pub mod client_ip;
 pub mod cors;
+pub mod fast_hash;
 pub mod observe;
 pub mod outcome;
 pub mod policy;

@@ -170,13 +170,12 @@ impl Subject<'_> {
             (Rule::IpRange(net), _) => net.contains(&self.ip),
             // Rule values are lower-case already (compile); JWT emails are compared
             // case-insensitively as sent. A user without an email matches no email rule.
-            (Rule::Email(want), Who::User(u)) => u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(want)),
+            (Rule::Email(want), Who::User(u)) => u.email.as_deref().is_some_and(|e| eq_lower(e.as_bytes(), want)),
             // Exactly the part after the last '@': `mysite.com` does not cover `eu.mysite.com`.
-            (Rule::EmailDomain(want), Who::User(u)) => u
-                .email
-                .as_deref()
-                .and_then(|e| e.rsplit_once('@'))
-                .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(want)),
+            (Rule::EmailDomain(want), Who::User(u)) => u.email.as_deref().is_some_and(|e| {
+                let e = e.as_bytes();
+                e.iter().rposition(|&b| b == b'@').is_some_and(|at| eq_lower(&e[at + 1..], want))
+            }),
             (Rule::Group(want), Who::User(u)) => claim_has(u, "groups", want),
             (Rule::Claim { name, value }, Who::User(u)) => claim_has(u, name, value),
             // `everyone` is every authenticated identity; as in Cloudflare Access, service
@@ -187,6 +186,13 @@ impl Subject<'_> {
             _ => false,
         }
     }
+}
+
+/// `sent` equals `lower` (a rule value, lower-case since `compile`) ignoring ASCII case: only
+/// `sent` is lowered, and the lengths are compared first (`eq_ignore_ascii_case` lowers both
+/// sides; this runs on every request an email rule sees).
+fn eq_lower(sent: &[u8], lower: &str) -> bool {
+    sent.len() == lower.len() && sent.iter().zip(lower.as_bytes()).all(|(s, l)| s.to_ascii_lowercase() == *l)
 }
 
 /// A string claim equal to `want`, or an array claim with a string element equal to it.

@@ -135,9 +135,10 @@ pub enum Presented<'r> {
         client_id: Option<&'r HeaderValue>,
     },
     /// The first JWT source present; `token` is `Err` when that source holds no usable token.
+    /// The bytes are not yet known to be text: verification judges that (`Malformed`).
     Jwt {
         source: TokenSource,
-        token: Result<&'r str, JwtFailure>,
+        token: Result<&'r [u8], JwtFailure>,
     },
 }
 
@@ -180,19 +181,23 @@ pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
 ) -> Authentication<'r> {
     // The common request without credentials (a page's assets, a Bypass application's traffic)
     // is settled by one look at the names present instead of five hashed lookups; a request
-    // with any of them takes the full path below, which also judges it when malformed.
-    if !names_a_credential(app.jwt, headers) {
+    // with any of them takes the full path below, which also judges it when malformed, and
+    // looks up only the names present.
+    let (service_names, jwt_sources) = credential_names(app.jwt, headers);
+    if !service_names && !jwt_sources.any() {
         return Authentication { presented: Presented::Nothing, authn: Authn::Anonymous };
     }
-    if let Some(result) = service_token::authenticate_with(app.tokens, headers, now, obs) {
-        let presented = Presented::ServiceToken { client_id: headers.get(CLIENT_ID_HEADER) };
-        let authn = match result {
-            Ok(service) => Authn::Authenticated(Principal::Service(service)),
-            Err(f) => Authn::Failed(AuthnFailure::ServiceToken(f)),
-        };
-        return Authentication { presented, authn };
+    if service_names {
+        if let Some(result) = service_token::authenticate_with(app.tokens, headers, now, obs) {
+            let presented = Presented::ServiceToken { client_id: headers.get(CLIENT_ID_HEADER) };
+            let authn = match result {
+                Ok(service) => Authn::Authenticated(Principal::Service(service)),
+                Err(f) => Authn::Failed(AuthnFailure::ServiceToken(f)),
+            };
+            return Authentication { presented, authn };
+        }
     }
-    let Some((source, token)) = jwt::find_token(app.jwt, headers) else {
+    let Some((source, token)) = jwt::find_present_token(app.jwt, headers, jwt_sources) else {
         return Authentication { presented: Presented::Nothing, authn: Authn::Anonymous };
     };
     let authn = match token {
@@ -204,21 +209,26 @@ pub fn authenticate_with<'r, K: KeySource + ?Sized, O: Observer>(
     Authentication { presented: Presented::Jwt { source, token }, authn }
 }
 
-/// Whether a header that can carry a credential is present, as each source says what it reads.
-/// Without one, no source has anything to judge (both `service_token` and `find_token` answer
-/// `None`).
-fn names_a_credential(jwt: &JwtConfig, headers: &HeaderMap) -> bool {
-    headers.keys().any(|n| service_token::reads(n) || jwt::reads(jwt, n))
+/// Which credential headers are present, as each source says what it reads: whether a
+/// service-token header is, and which JWT sources' headers are. Without any, no source has
+/// anything to judge (both `service_token` and `find_token` answer `None`).
+fn credential_names(jwt: &JwtConfig, headers: &HeaderMap) -> (bool, jwt::Present) {
+    let (mut service, mut sources) = (false, jwt::Present::default());
+    for name in headers.keys() {
+        service |= service_token::reads(name);
+        sources.note(jwt, name);
+    }
+    (service, sources)
 }
 
 /// Verifies a JWT against the application's issuers and current keys.
-pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &str, now: i64) -> Authn {
+pub fn verify_jwt<K: KeySource + ?Sized>(app: &AppDecisions<'_, K>, token: &[u8], now: i64) -> Authn {
     verify_jwt_with(app, token, now, &mut Quiet)
 }
 
 fn verify_jwt_with<K: KeySource + ?Sized, O: Observer>(
     app: &AppDecisions<'_, K>,
-    token: &str,
+    token: &[u8],
     now: i64,
     obs: &mut O,
 ) -> Authn {
@@ -397,8 +407,11 @@ mod tests {
             for (n, v) in lines {
                 headers.append(HeaderName::from_static(NAMES[n]), HeaderValue::from_static(VALUES[v]));
             }
-            if !names_a_credential(&jwt, &headers) {
+            let (service_names, sources) = credential_names(&jwt, &headers);
+            if !service_names {
                 prop_assert!(service_token::authenticate_with(&tokens, &headers, 0, &mut Quiet).is_none());
+            }
+            if !sources.any() {
                 prop_assert!(jwt::find_token(&jwt, &headers).is_none());
             }
         }

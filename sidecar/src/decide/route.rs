@@ -8,7 +8,6 @@
 //! implementation, so that what is matched is what was configured.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::header::HOST;
@@ -16,6 +15,8 @@ use http::{HeaderMap, Uri, Version};
 use portcullis_crds::paths::{canonical_path, lenient_reading, prefix_matches, CanonicalPath};
 use portcullis_crds::snapshot::{Application, DomainPattern, ForwardRoute, HostPattern};
 use portcullis_crds::v1alpha1::EscapedSlashes;
+
+use super::fast_hash::ConfigMap;
 
 /// The canonical request target: what is routed, and exactly what the app receives (api.md,
 /// "What the app receives is what was decided").
@@ -196,15 +197,16 @@ struct Entry {
 
 /// The domains of every application, indexed for per-request lookup. Built once per config.
 ///
-/// Exact hosts and wildcard suffixes are hash keys; under each key the entries are sorted
-/// longest prefix first (stable, so among equal domains the first application wins, which
-/// `compile` already refuses as an overlap). A lookup is one hash probe for the exact host
-/// plus one per label of the host for wildcards, and never allocates.
+/// Exact hosts and wildcard suffixes are hash keys (FxHash: the keys are the config's, see
+/// `fast_hash`); under each key the entries are sorted longest prefix first (stable, so among
+/// equal domains the first application wins, which `compile` already refuses as an overlap). A
+/// lookup is one hash probe for the exact host plus one per label of the host for wildcards, and
+/// never allocates.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
-    exact: HashMap<Box<str>, Vec<Entry>>,
+    exact: ConfigMap<Box<str>, Vec<Entry>>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Vec<Entry>>,
+    wildcard: ConfigMap<Box<str>, Vec<Entry>>,
     /// Per application: whether it keeps escaped slashes (`spec.paths.escapedSlashes`), and its
     /// forward-route prefixes, for the two-readings check of [`Router::route_target`].
     escapes: Vec<(bool, Vec<Box<str>>)>,

@@ -186,7 +186,7 @@ pub(super) fn credential_report(
         Presented::Jwt { source, token } => {
             r.kind = "jwt";
             r.source = Some(source.as_str());
-            if let Ok(token) = token {
+            if let Some(token) = token.ok().and_then(|t| std::str::from_utf8(t).ok()) {
                 let p = peek(token);
                 (r.algorithm, r.key_id, r.issuer) = (p.alg, p.kid, p.iss);
             }

@@ -58,9 +58,14 @@ pub enum Classified<'a> {
 pub struct Preflight<'a> {
     origin: &'a HeaderValue,
     request_method: &'a HeaderValue,
-    /// Several `Origin` or `Access-Control-Request-Method` lines (seen while classifying, so
-    /// the check does not look them up again).
-    several: bool,
+    /// Several `Origin` lines; several `Access-Control-Request-Method` lines (both seen while
+    /// classifying, so the check does not look them up again).
+    several_origins: bool,
+    several_methods: bool,
+    /// Whether `Access-Control-Request-Headers` and `-Private-Network` are present at all: the
+    /// check reads their values only then (the second is a custom name, costly to hash).
+    asks_headers: bool,
+    asks_private_network: bool,
     headers: &'a HeaderMap,
 }
 
@@ -68,24 +73,47 @@ pub struct Preflight<'a> {
 /// `Origin` and `Access-Control-Request-Method`). An `OPTIONS` without both is not a preflight:
 /// treating every `OPTIONS` as one (as tower-http does) would let it skip authentication.
 pub fn classify<'a>(method: &Method, headers: &'a HeaderMap) -> Classified<'a> {
-    let mut origins = headers.get_all(ORIGIN).iter();
-    let Some(origin) = origins.next() else {
-        return Classified::NotCors;
-    };
-    let several_origins = origins.next().is_some();
-    if method == Method::OPTIONS {
-        let mut methods = headers.get_all(ACCESS_CONTROL_REQUEST_METHOD).iter();
-        if let Some(request_method) = methods.next() {
-            // Several `Origin` lines: still a preflight (so it is never authenticated-and-forwarded
-            // by mistake); `CorsConfig::preflight` refuses it as malformed.
-            let several = several_origins || methods.next().is_some();
-            return Classified::Preflight(Preflight { origin, request_method, several, headers });
+    if method != Method::OPTIONS {
+        let mut origins = headers.get_all(ORIGIN).iter();
+        return match (origins.next(), origins.next()) {
+            (Some(origin), None) => Classified::Actual { origin },
+            // Several `Origin` lines: no browser sends that; no CORS grant.
+            (None, _) | (Some(_), Some(_)) => Classified::NotCors,
+        };
+    }
+    // One pass over the lines for the four names a preflight reads, instead of four hashed
+    // lookups (a preflight's head is a handful of lines).
+    let (mut origin, mut several_origins, mut request_method, mut several_methods) = (None, false, None, false);
+    let (mut asks_headers, mut asks_private_network) = (false, false);
+    for (name, value) in headers {
+        if name == ORIGIN {
+            several_origins |= origin.is_some();
+            origin.get_or_insert(value);
+        } else if name == ACCESS_CONTROL_REQUEST_METHOD {
+            several_methods |= request_method.is_some();
+            request_method.get_or_insert(value);
+        } else if name == ACCESS_CONTROL_REQUEST_HEADERS {
+            asks_headers = true;
+        } else if name == ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK {
+            asks_private_network = true;
         }
     }
-    if several_origins {
-        return Classified::NotCors;
+    match (origin, request_method) {
+        (None, _) => Classified::NotCors,
+        // Several `Origin` lines: still a preflight (so it is never authenticated-and-forwarded
+        // by mistake); `CorsConfig::preflight` refuses it as malformed.
+        (Some(origin), Some(request_method)) => Classified::Preflight(Preflight {
+            origin,
+            request_method,
+            several_origins,
+            several_methods,
+            asks_headers,
+            asks_private_network,
+            headers,
+        }),
+        (Some(_), None) if several_origins => Classified::NotCors,
+        (Some(origin), None) => Classified::Actual { origin },
     }
-    Classified::Actual { origin }
 }
 
 // === impl Preflight ===
@@ -391,8 +419,7 @@ impl Policy {
     /// Fetch §4.8 (CORS-preflight fetch) from the server's side: origin, then method, then each
     /// requested header, then Private Network Access.
     fn check<'a>(&self, p: &Preflight<'a>) -> Result<Grant, Failure<'a>> {
-        // `several` is rare: only then are the lines counted again to say which is repeated.
-        if p.several && p.headers.get_all(ORIGIN).iter().nth(1).is_some() {
+        if p.several_origins {
             return Err(Failure::SeveralOrigins);
         }
         let raw = p.origin.as_bytes();
@@ -401,7 +428,7 @@ impl Policy {
             return Err(Failure::OriginNotAllowed(raw));
         }
 
-        if p.several {
+        if p.several_methods {
             return Err(Failure::SeveralMethods);
         }
         // RFC 9110 §9.1: `method = token`; browsers send it Fetch-normalised (§2.2.1).
@@ -416,7 +443,8 @@ impl Policy {
         // Fetch §4.8 step 7.7: every requested name must be allowed. The value is a list
         // (RFC 9110 §5.6.1) that may span lines; names compare case-insensitively.
         let mut asked_headers = false;
-        for name in list_elements(p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS)) {
+        let requested = p.asks_headers.then(|| p.headers.get_all(ACCESS_CONTROL_REQUEST_HEADERS));
+        for name in requested.into_iter().flat_map(list_elements) {
             if !headers::is_token(name) {
                 return Err(Failure::BadHeaderName(name));
             }
@@ -426,7 +454,8 @@ impl Policy {
             asked_headers = true;
         }
 
-        let private_network = p.headers.get_all(ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK).iter().any(|v| v == TRUE);
+        let private_network = p.asks_private_network
+            && p.headers.get_all(ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK).iter().any(|v| v == TRUE);
         if private_network && !self.private_network {
             return Err(Failure::PrivateNetwork);
         }

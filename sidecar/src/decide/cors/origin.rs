@@ -5,12 +5,11 @@
 //! depth but never the bare suffix; scheme and port must agree; ASCII case-insensitive). Must not:
 //! allocate per request, or accept anything a browser would not send as an origin.
 
-use std::collections::HashSet;
-
 use http::HeaderValue;
 use portcullis_crds::snapshot::{AllowedOrigins, OriginHost};
 
 use super::CorsConfigError;
+use crate::decide::fast_hash::ConfigMap;
 
 /// Longest `Origin` we read; longer ones are malformed. A DNS name has at most 253 characters
 /// (RFC 1035 §2.3.4), and `compile` refuses longer configured origins, so nothing longer could
@@ -179,13 +178,19 @@ pub(super) enum AllowOrigin {
 
 #[derive(Debug)]
 pub(super) struct OriginSet {
-    /// Normalised `scheme://host[:port]`; looked up with the request origin normalised into a
-    /// stack buffer, so a lookup does not allocate.
-    exact: HashSet<Box<str>>,
+    /// The exact origins by lower-case host: the schemes (lower-case) and ports (`None` for the
+    /// scheme's default) allowed with it. A lookup hashes the request's host as sent (lower-case
+    /// from browsers; copied lower-case into a stack buffer otherwise) and compares the scheme
+    /// and port: the same answer as comparing normalised `scheme://host[:port]` strings,
+    /// without writing one per request.
+    exact: ConfigMap<Box<[u8]>, Vec<SchemePort>>,
     subdomains: Vec<Subdomains>,
     /// The configured patterns, for explanations.
     shown: Vec<String>,
 }
+
+/// An exact origin's lower-case scheme and its port (`None` for the scheme's default).
+type SchemePort = (Box<[u8]>, Option<u16>);
 
 #[derive(Debug)]
 struct Subdomains {
@@ -207,7 +212,7 @@ impl AllowOrigin {
             AllowedOrigins::Any => return Ok(Self::Any),
             AllowedOrigins::List(list) => list,
         };
-        let mut set = OriginSet { exact: HashSet::new(), subdomains: Vec::new(), shown: Vec::new() };
+        let mut set = OriginSet { exact: ConfigMap::default(), subdomains: Vec::new(), shown: Vec::new() };
         for p in list {
             let shown = p.to_string();
             let invalid = || CorsConfigError::Origin(shown.clone());
@@ -224,9 +229,8 @@ impl AllowOrigin {
                 return Err(invalid());
             }
             match &p.host {
-                OriginHost::Exact(_) => {
-                    set.exact.insert(probe.into_boxed_str());
-                }
+                // `t` reads back as the normalised probe: scheme and host are lower-case already.
+                OriginHost::Exact(_) => set.exact.entry(t.host.into()).or_default().push((t.scheme.into(), t.port)),
                 OriginHost::SubdomainsOf(s) => set.subdomains.push(Subdomains {
                     scheme: p.scheme.clone().into_boxed_str(),
                     dot_suffix: format!(".{s}").into_boxed_str(),
@@ -274,12 +278,85 @@ impl AllowOrigin {
 
 impl OriginSet {
     fn allows(&self, t: &Tuple<'_>) -> bool {
+        let mut buf;
+        let host = if t.host.iter().any(u8::is_ascii_uppercase) {
+            buf = [0; MAX_ORIGIN_LEN];
+            // `parse` bounds the whole origin, so the host always fits.
+            let Some(lower) = buf.get_mut(..t.host.len()) else { return false };
+            for (d, s) in lower.iter_mut().zip(t.host) {
+                *d = s.to_ascii_lowercase();
+            }
+            &*lower
+        } else {
+            t.host
+        };
+        let exact = self.exact.get(host).is_some_and(|allowed| {
+            allowed.iter().any(|(scheme, port)| t.scheme.eq_ignore_ascii_case(scheme) && t.port == *port)
+        });
+        exact
+            || self.subdomains.iter().any(|w| {
+                t.scheme.eq_ignore_ascii_case(w.scheme.as_bytes())
+                    && t.port == w.port
+                    && t.is_subdomain_of(&w.dot_suffix)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_crds::snapshot::OriginPattern;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The exact-origin match as it was before the per-host table: both sides written out
+    /// normalised (`scheme://host[:port]`, lower-case, no default port) and compared as strings.
+    fn normalised_match(configured: &[OriginPattern], request: &[u8]) -> bool {
+        let Some(RequestOrigin::Tuple(t)) = parse(request) else { return false };
         let mut buf = [0; MAX_ORIGIN_LEN];
-        if t.normalised(&mut buf).is_some_and(|k| self.exact.contains(k)) {
-            return true;
+        let Some(want) = t.normalised(&mut buf) else { return false };
+        configured.iter().any(|p| p.to_string() == want)
+    }
+
+    fn pattern() -> impl Strategy<Value = OriginPattern> {
+        (
+            "https?|wss|ftp|x-app",
+            "[a-c]{1,2}(\\.[a-c]{1,2}){0,2}|\\[::1\\]",
+            prop::option::of(prop_oneof![Just(80u16), Just(8080), Just(1)]),
+        )
+            .prop_filter_map("default ports are stored as none", |(scheme, host, port)| {
+                let port = port.filter(|p| default_port(scheme.as_bytes()) != Some(*p));
+                Some(OriginPattern { scheme, host: OriginHost::Exact(host), port })
+            })
+    }
+
+    proptest! {
+        /// The host table answers as the normalised-string comparison does, for request origins
+        /// in any case, with default, explicit-default and other ports.
+        #[test]
+        fn host_table_agrees_with_normalised_strings(
+            configured in prop::collection::vec(pattern(), 0..5),
+            picks in prop::collection::vec((any::<prop::sample::Index>(), any::<u64>(), prop_oneof![Just(""), Just(":80"), Just(":443"), Just(":8080"), Just(":1"), Just(":21")]), 1..8),
+            scheme in "https?|HTTP|wss|ftp|x-app",
+            host in "[a-cA-C]{1,2}(\\.[a-cA-C]{1,2}){0,2}",
+        ) {
+            let set = AllowOrigin::new(&AllowedOrigins::List(configured.clone())).expect("valid patterns");
+            let mut requests = vec![format!("{scheme}://{host}")];
+            for (i, case, port) in picks {
+                if configured.is_empty() {
+                    break;
+                }
+                // A configured origin re-spelled: random case, and a port that may be its own.
+                let p = &configured[i.index(configured.len())];
+                let shown: String = p.to_string().bytes().enumerate()
+                    .map(|(k, b)| if case >> (k % 64) & 1 == 1 { b.to_ascii_uppercase() as char } else { b as char })
+                    .collect();
+                requests.push(format!("{shown}{port}"));
+            }
+            for r in requests {
+                let got = parse(r.as_bytes()).is_some_and(|o| set.allows(&o));
+                prop_assert_eq!(got, normalised_match(&configured, r.as_bytes()), "{}", r);
+            }
         }
-        self.subdomains.iter().any(|w| {
-            t.scheme.eq_ignore_ascii_case(w.scheme.as_bytes()) && t.port == w.port && t.is_subdomain_of(&w.dot_suffix)
-        })
     }
 }

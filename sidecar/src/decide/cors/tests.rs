@@ -921,3 +921,52 @@ fn computed_answer(p: &CorsPolicy, req: &HeaderMap) -> HeaderMap {
     h.insert(VARY, value(VARY_ALL));
     h
 }
+
+/// `classify` as it was before the one-pass scan: a hashed lookup per name.
+fn classify_by_lookup(method: &Method, headers: &HeaderMap) -> (&'static str, Option<Vec<u8>>, [bool; 4]) {
+    let count = |n: &HeaderName| headers.get_all(n).iter().count();
+    let first = |n: &HeaderName| headers.get(n).map(|v| v.as_bytes().to_vec());
+    let (origins, methods) = (count(&ORIGIN), count(&ACCESS_CONTROL_REQUEST_METHOD));
+    let asks = [count(&ACCESS_CONTROL_REQUEST_HEADERS) > 0, count(&ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK) > 0];
+    match (origins, method == Method::OPTIONS && methods > 0) {
+        (0, _) => ("not_cors", None, [false; 4]),
+        (_, true) => ("preflight", first(&ORIGIN), [origins > 1, methods > 1, asks[0], asks[1]]),
+        (1, false) => ("actual", first(&ORIGIN), [false; 4]),
+        (_, false) => ("not_cors", None, [false; 4]),
+    }
+}
+
+proptest! {
+    /// The one-pass `classify` agrees with a lookup per name: the kind, the first `Origin`, and
+    /// the preflight's repeated-line and presence flags the check relies on.
+    #[test]
+    fn one_pass_classify_agrees_with_lookups(
+        options: bool,
+        lines in prop::collection::vec((0..6usize, 0..3usize), 0..8),
+    ) {
+        let names = [
+            ORIGIN,
+            ACCESS_CONTROL_REQUEST_METHOD,
+            ACCESS_CONTROL_REQUEST_HEADERS,
+            ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK,
+            http::header::HOST,
+            HeaderName::from_static("x-other"),
+        ];
+        let values = ["https://example.com", "PUT", "true"];
+        let mut headers = HeaderMap::new();
+        for (n, v) in lines {
+            headers.append(names[n].clone(), HeaderValue::from_static(values[v]));
+        }
+        let method = if options { Method::OPTIONS } else { Method::GET };
+        let got = match classify(&method, &headers) {
+            Classified::NotCors => ("not_cors", None, [false; 4]),
+            Classified::Actual { origin } => ("actual", Some(origin.as_bytes().to_vec()), [false; 4]),
+            Classified::Preflight(p) => {
+                prop_assert_eq!(Some(p.request_method.as_bytes()), headers.get(ACCESS_CONTROL_REQUEST_METHOD).map(|v| v.as_bytes()));
+                let flags = [p.several_origins, p.several_methods, p.asks_headers, p.asks_private_network];
+                ("preflight", Some(p.origin.as_bytes().to_vec()), flags)
+            }
+        };
+        prop_assert_eq!(got, classify_by_lookup(&method, &headers));
+    }
+}

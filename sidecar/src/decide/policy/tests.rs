@@ -774,3 +774,13 @@ impl crate::decide::observe::Observer for All {
         self.steps.push(step);
     }
 }
+
+proptest! {
+    /// The one-sided compare of email rules answers as `eq_ignore_ascii_case` for the lower-case
+    /// rule values `compile` stores, whatever case (or bytes) the token's email has.
+    #[test]
+    fn eq_lower_agrees_with_eq_ignore_ascii_case(sent in "[a-zA-Z@.\u{e9}\u{c9}-]{0,12}", want in "[a-z@.\u{e9}-]{0,12}", same: bool) {
+        let sent = if same { want.to_ascii_uppercase() } else { sent };
+        prop_assert_eq!(eq_lower(sent.as_bytes(), &want), sent.eq_ignore_ascii_case(&want));
+    }
+}

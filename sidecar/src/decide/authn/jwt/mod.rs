@@ -23,7 +23,8 @@ use super::{IdentityHeaderValues, User};
 use crate::decide::observe::{Observer, Quiet};
 use keys::{jwt_alg, Selection};
 pub use keys::{JwksError, KeySet};
-pub use source::{find_token, reads, TokenSource};
+use source::token_text;
+pub use source::{find_present_token, find_token, Present, TokenSource};
 
 /// Tokens longer than this are refused before any parsing (api.md): bounds the work an
 /// anonymous client can cause, and Cloudflare's own tokens are well under it.
@@ -205,18 +206,18 @@ const HASHED_TAIL: usize = 32;
 #[derive(PartialEq, Eq)]
 struct TokenKey(Box<str>);
 
-/// A request's token, looked up without copying it into a [`TokenKey`].
-struct TokenRef<'a>(&'a str);
+/// A request's token bytes, looked up without copying them into a [`TokenKey`] (and before
+/// they are checked to be text: only text was ever inserted, so equal bytes are that text).
+struct TokenRef<'a>(&'a [u8]);
 
-fn hash_token<H: std::hash::Hasher>(token: &str, state: &mut H) {
-    let b = token.as_bytes();
+fn hash_token<H: std::hash::Hasher>(b: &[u8], state: &mut H) {
     state.write_usize(b.len());
     state.write(&b[b.len().saturating_sub(HASHED_TAIL)..]);
 }
 
 impl std::hash::Hash for TokenKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        hash_token(&self.0, state);
+        hash_token(self.0.as_bytes(), state);
     }
 }
 
@@ -228,7 +229,7 @@ impl std::hash::Hash for TokenRef<'_> {
 
 impl quick_cache::Equivalent<TokenKey> for TokenRef<'_> {
     fn equivalent(&self, key: &TokenKey) -> bool {
-        *self.0 == *key.0
+        *self.0 == *key.0.as_bytes()
     }
 }
 
@@ -322,10 +323,11 @@ impl JwtConfig {
     /// Verifies `token` at `now` (Unix seconds) against the keys of `keys`.
     ///
     /// A token verified before is answered from the cache after re-checking `exp`/`nbf`
-    /// against `now` and that its issuer's key generation is unchanged.
+    /// against `now` and that its issuer's key generation is unchanged. Any other token must be
+    /// text (visible ASCII, else `Malformed`) of at most [`MAX_TOKEN_BYTES`] (else `TooLarge`).
     pub fn authenticate<K: KeySource + ?Sized>(
         &self,
-        token: &str,
+        token: &(impl AsRef<[u8]> + ?Sized),
         keys: &K,
         now: i64,
     ) -> Result<Arc<User>, JwtFailure> {
@@ -335,31 +337,37 @@ impl JwtConfig {
     /// [`JwtConfig::authenticate`], reporting each check it passes to `obs`.
     pub fn authenticate_with<K: KeySource + ?Sized, O: Observer>(
         &self,
-        token: &str,
+        token: &(impl AsRef<[u8]> + ?Sized),
         keys: &K,
         now: i64,
         obs: &mut O,
     ) -> Result<Arc<User>, JwtFailure> {
+        let raw = token.as_ref();
+        // The cache first: a hit is a token that was text and small enough when it was verified
+        // (equal bytes), so the text check's two passes over ~700 bytes are not repeated.
+        let hit = self.cache.get(&TokenRef(raw)).filter(|hit| {
+            let current = keys.keys(hit.issuer).map(|k| k.generation());
+            current == Some(hit.generation)
+        });
+        if let Some(hit) = hit {
+            obs.check_passed("size");
+            // The index is valid: the entry was made with this config's issuers.
+            let skew = self.issuers.get(hit.issuer).map_or(0, |r| r.skew);
+            obs.check_passed("cached");
+            if let Err(e) = check_times(hit.exp, hit.nbf, now, skew) {
+                if e == JwtFailure::Expired {
+                    self.cache.remove(&TokenRef(raw));
+                }
+                return Err(e);
+            }
+            obs.check_passed("expiry");
+            return Ok(hit.user);
+        }
+        let token = token_text(raw)?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(JwtFailure::TooLarge);
         }
         obs.check_passed("size");
-        if let Some(hit) = self.cache.get(&TokenRef(token)) {
-            let current = keys.keys(hit.issuer).map(|k| k.generation());
-            if current == Some(hit.generation) {
-                // The index is valid: the entry was made with this config's issuers.
-                let skew = self.issuers.get(hit.issuer).map_or(0, |r| r.skew);
-                obs.check_passed("cached");
-                if let Err(e) = check_times(hit.exp, hit.nbf, now, skew) {
-                    if e == JwtFailure::Expired {
-                        self.cache.remove(&TokenRef(token));
-                    }
-                    return Err(e);
-                }
-                obs.check_passed("expiry");
-                return Ok(hit.user);
-            }
-        }
         let verified = self.verify(token, keys, now, obs)?;
         let user = verified.user.clone();
         self.cache.insert(TokenKey(token.into()), verified);

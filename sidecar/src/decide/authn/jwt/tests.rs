@@ -498,11 +498,11 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 #[test]
 fn token_sources_in_order_without_fallback() {
     let cfg = config();
-    type Want = Option<(TokenSource, Result<&'static str, JwtFailure>)>;
+    type Want = Option<(TokenSource, Result<&'static [u8], JwtFailure>)>;
     type Case = (&'static str, Vec<(&'static str, &'static str)>, Want);
     let cases: Vec<Case> = vec![
         ("nothing", vec![("accept", "*/*")], None),
-        ("header", vec![("Cf-Access-Jwt-Assertion", " h.t.x ")], Some((TokenSource::Header, Ok("h.t.x")))),
+        ("header", vec![("Cf-Access-Jwt-Assertion", " h.t.x ")], Some((TokenSource::Header, Ok(&b"h.t.x"[..])))),
         (
             "header wins over cookie and bearer",
             vec![
@@ -510,7 +510,7 @@ fn token_sources_in_order_without_fallback() {
                 ("authorization", "Bearer b.t.x"),
                 ("cf-access-jwt-assertion", "h.t.x"),
             ],
-            Some((TokenSource::Header, Ok("h.t.x"))),
+            Some((TokenSource::Header, Ok(&b"h.t.x"[..]))),
         ),
         (
             "empty header does not fall back to the cookie",
@@ -522,12 +522,12 @@ fn token_sources_in_order_without_fallback() {
             vec![("cf-access-jwt-assertion", "a.b.c"), ("cf-access-jwt-assertion", "d.e.f")],
             Some((TokenSource::Header, Err(JwtFailure::Malformed))),
         ),
-        ("bearer", vec![("authorization", "Bearer b.t.x")], Some((TokenSource::Bearer, Ok("b.t.x")))),
-        ("bearer any case", vec![("authorization", "bEaReR   b.t.x")], Some((TokenSource::Bearer, Ok("b.t.x")))),
+        ("bearer", vec![("authorization", "Bearer b.t.x")], Some((TokenSource::Bearer, Ok(&b"b.t.x"[..])))),
+        ("bearer any case", vec![("authorization", "bEaReR   b.t.x")], Some((TokenSource::Bearer, Ok(&b"b.t.x"[..])))),
         (
             "bearer wins over cookie",
             vec![("cookie", "CF_Authorization=c.t.x"), ("authorization", "Bearer b.t.x")],
-            Some((TokenSource::Bearer, Ok("b.t.x"))),
+            Some((TokenSource::Bearer, Ok(&b"b.t.x"[..]))),
         ),
         (
             "bearer without token",
@@ -538,21 +538,25 @@ fn token_sources_in_order_without_fallback() {
         (
             "basic is not a jwt source",
             vec![("authorization", "Basic dXNlcjpwYXNz"), ("cookie", "CF_Authorization=c.t.x")],
-            Some((TokenSource::Cookie, Ok("c.t.x"))),
+            Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
         ),
         ("bearerish scheme", vec![("authorization", "Bearerx a.b.c")], None),
-        ("cookie", vec![("cookie", "CF_Authorization=c.t.x")], Some((TokenSource::Cookie, Ok("c.t.x")))),
+        ("cookie", vec![("cookie", "CF_Authorization=c.t.x")], Some((TokenSource::Cookie, Ok(&b"c.t.x"[..])))),
         (
             "cookie among several",
             vec![("cookie", "a=1; CF_Authorization_old=zzz;CF_Authorization=c.t.x; b=2")],
-            Some((TokenSource::Cookie, Ok("c.t.x"))),
+            Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
         ),
         (
             "cookie in a second Cookie header",
             vec![("cookie", "a=1"), ("cookie", "b=2; CF_Authorization=c.t.x")],
-            Some((TokenSource::Cookie, Ok("c.t.x"))),
+            Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
         ),
-        ("quoted cookie", vec![("cookie", "CF_Authorization=\"c.t.x\"")], Some((TokenSource::Cookie, Ok("c.t.x")))),
+        (
+            "quoted cookie",
+            vec![("cookie", "CF_Authorization=\"c.t.x\"")],
+            Some((TokenSource::Cookie, Ok(&b"c.t.x"[..]))),
+        ),
         ("cookie names are case-sensitive", vec![("cookie", "cf_authorization=c.t.x")], None),
         (
             "empty cookie",
@@ -562,17 +566,23 @@ fn token_sources_in_order_without_fallback() {
         (
             "first of two cookies",
             vec![("cookie", "CF_Authorization=one.t.x; CF_Authorization=two.t.x")],
-            Some((TokenSource::Cookie, Ok("one.t.x"))),
+            Some((TokenSource::Cookie, Ok(&b"one.t.x"[..]))),
         ),
     ];
     for (desc, pairs, want) in cases {
         let h = headers(&pairs);
         assert_eq!(find_token(&cfg, &h), want, "{desc}");
     }
-    // Non-ASCII bytes in the header are malformed, not skipped.
+    // Non-ASCII bytes in the header are that source's token, not skipped: verification
+    // refuses them as malformed (before the size check, and whatever the keys).
     let mut h = HeaderMap::new();
     h.insert("cf-access-jwt-assertion", HeaderValue::from_bytes(b"a.b.\xffc").expect("obs-text is a valid value"));
-    assert_eq!(find_token(&cfg, &h), Some((TokenSource::Header, Err(JwtFailure::Malformed))));
+    assert_eq!(find_token(&cfg, &h), Some((TokenSource::Header, Ok(&b"a.b.\xffc"[..]))));
+    assert_eq!(cfg.authenticate(b"a.b.\xffc", &keys(), NOW), Err(JwtFailure::Malformed));
+    let long = vec![0x7f; MAX_TOKEN_BYTES + 1];
+    assert_eq!(cfg.authenticate(&long[..], &keys(), NOW), Err(JwtFailure::Malformed));
+    let long = vec![b'a'; MAX_TOKEN_BYTES + 1];
+    assert_eq!(cfg.authenticate(&long[..], &keys(), NOW), Err(JwtFailure::TooLarge));
 }
 
 #[test]
@@ -581,9 +591,12 @@ fn custom_header_and_cookie_names() {
     id.header_name = "x-jwt".into();
     id.cookie_name = "session".into();
     let cfg = JwtConfig::new(&id).expect("valid");
-    assert_eq!(find_token(&cfg, &headers(&[("X-JWT", "a.b.c")])), Some((TokenSource::Header, Ok("a.b.c"))));
+    assert_eq!(find_token(&cfg, &headers(&[("X-JWT", "a.b.c")])), Some((TokenSource::Header, Ok(&b"a.b.c"[..]))));
     assert_eq!(find_token(&cfg, &headers(&[("cf-access-jwt-assertion", "a.b.c")])), None);
-    assert_eq!(find_token(&cfg, &headers(&[("cookie", "session=a.b.c")])), Some((TokenSource::Cookie, Ok("a.b.c"))));
+    assert_eq!(
+        find_token(&cfg, &headers(&[("cookie", "session=a.b.c")])),
+        Some((TokenSource::Cookie, Ok(&b"a.b.c"[..])))
+    );
 }
 
 #[test]
@@ -592,12 +605,13 @@ fn an_end_to_end_request() {
     let token = rs256(&claims());
     let h = headers(&[("cookie", &format!("theme=dark; CF_Authorization={token}"))]);
     let Some((TokenSource::Cookie, Ok(found))) = find_token(&cfg, &h) else { panic!("cookie token expected") };
+    assert_eq!(found, token.as_bytes());
     let user = cfg.authenticate(found, &keys(), NOW).expect("valid");
-    let (assertion, email) = identity_header_values(found, &user);
+    let (assertion, email) = identity_header_values(&token, &user);
     assert_eq!(assertion.as_ref().map(|v| v.as_bytes()), Some(token.as_bytes()));
     assert_eq!(email, Some(HeaderValue::from_static("Ann@Example.com")));
     let nl = User { email: Some("a@b.c\r\nx: y".into()), ..(*user).clone() };
-    assert_eq!(identity_header_values(found, &nl).1, None);
+    assert_eq!(identity_header_values(&token, &nl).1, None);
 }
 
 #[test]
@@ -622,7 +636,7 @@ proptest! {
     fn random_bytes_never_authenticate(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let cfg = config();
         let token = String::from_utf8_lossy(&bytes);
-        prop_assert!(cfg.authenticate(&token, &keys(), NOW).is_err());
+        prop_assert!(cfg.authenticate(&*token, &keys(), NOW).is_err());
     }
 
     #[test]
