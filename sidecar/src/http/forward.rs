@@ -20,7 +20,7 @@ use super::headers::{
 };
 use super::proxy::Proxy;
 use super::respond::{refusal, with_cors, Refusal};
-use super::upstream::AppConnections;
+use super::upstream::{AppConnections, UpstreamError};
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
@@ -190,27 +190,27 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(proxy.settings.upstream_timeout, exchange(proxy, app_connections, out)).await;
+    let result = exchange(proxy, app_connections, out, deadline_after(sent, proxy.settings.upstream_timeout)).await;
     *upstream_time = sent.elapsed();
     if let Some(span) = span {
         span.end(match &result {
-            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-            Ok(Err((kind, _))) => Err(kind),
-            Err(_) => Err("timeout"),
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(Failed::Timeout) => Err("timeout"),
+            Err(Failed::Exchange(kind, _)) => Err(kind),
         });
     }
     let failure = match result {
-        Ok(Ok(resp)) => return finish(&fwd, resp, client_upgrade),
-        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
+        Ok(resp) => return finish(&fwd, resp, client_upgrade),
+        Err(Failed::Exchange(..)) if body_expired.as_ref().is_some_and(Expired::get) => {
             proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
             Refusal::BodyTimeout
         }
-        Ok(Err((kind, error))) => {
+        Err(Failed::Exchange(kind, error)) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
             tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error, "upstream request failed");
             Refusal::UpstreamUnreachable
         }
-        Err(_) => {
+        Err(Failed::Timeout) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
             Refusal::UpstreamTimeout
         }
@@ -259,19 +259,40 @@ fn deadline_body(proxy: &Proxy, body: Incoming) -> (OutBody, Option<Expired>) {
     }
 }
 
-/// Sends the request on the app's own connections or through the general client; an error is
-/// `(metric kind, message)`.
+/// `timeout` after `sent`; one too long to add is thirty years (as `tokio::time::timeout` does).
+fn deadline_after(sent: Instant, timeout: Duration) -> tokio::time::Instant {
+    let far = || sent + Duration::from_secs(30 * 365 * 86_400);
+    tokio::time::Instant::from_std(sent.checked_add(timeout).unwrap_or_else(far))
+}
+
+/// Why the app's answer did not come.
+enum Failed {
+    /// No answer's head before `--upstream-timeout`.
+    Timeout,
+    /// The exchange failed: (metric kind, message).
+    Exchange(&'static str, String),
+}
+
+/// Sends the request on the app's own connections or through the general client, waiting for
+/// the answer's head until `deadline`.
 async fn exchange(
     proxy: &Proxy,
     app_connections: Option<&AppConnections>,
     out: Request<OutBody>,
-) -> Result<Response<OutBody>, (&'static str, String)> {
+    deadline: tokio::time::Instant,
+) -> Result<Response<OutBody>, Failed> {
     match app_connections {
-        Some(c) => c.request(out).await.map(|r| r.map(boxed)).map_err(|e| (e.reason(), e.to_string())),
-        None => proxy.client.request(out).await.map(|r| r.map(boxed)).map_err(|e| {
-            let kind = if e.is_connect() { "connect" } else { "io" };
-            (kind, e.to_string())
+        Some(c) => c.request(out, deadline).await.map(|r| r.map(boxed)).map_err(|e| match e {
+            UpstreamError::Timeout => Failed::Timeout,
+            e => Failed::Exchange(e.reason(), e.to_string()),
         }),
+        None => match tokio::time::timeout_at(deadline, proxy.client.request(out)).await {
+            Err(_) => Err(Failed::Timeout),
+            Ok(answer) => answer.map(|r| r.map(boxed)).map_err(|e| {
+                let kind = if e.is_connect() { "connect" } else { "io" };
+                Failed::Exchange(kind, e.to_string())
+            }),
+        },
     }
 }
 
