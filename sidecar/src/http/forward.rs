@@ -3,6 +3,7 @@
 //! the CORS headers on the answer. WebSocket upgrades are spliced after authentication.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
@@ -15,8 +16,8 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{Deadline, Expired};
 use super::headers::{
-    is_upgrade_request, remove_cookie, strip_hop_by_hop, AUTHENTICATED_USER_EMAIL, CLIENT_ID, CLIENT_SECRET,
-    JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    is_upgrade_request, remove_cookie, strip_hop_by_hop, NameFilter, AUTHENTICATED_USER_EMAIL, CLIENT_ID,
+    CLIENT_SECRET, JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use super::proxy::Proxy;
 use super::respond::{refusal, with_cors, Refusal};
@@ -100,7 +101,7 @@ impl Forward<'_> {
 
     /// Whether `name` is one of [`Forward::removed_names`], testing the cheap equalities first.
     fn removes(&self, name: &HeaderName) -> bool {
-        (PROTECTED_NAMES.contains(name) && !is_forwarded(name))
+        (REMOVED_PROTECTED.may_contain(name) && PROTECTED_NAMES.contains(name) && !is_forwarded(name))
             || name == self.app.jwt.header_name()
             || self.drop_headers.contains(name)
     }
@@ -142,6 +143,10 @@ impl Forward<'_> {
         }
     }
 }
+
+/// The protected names removed (not `X-Forwarded-*`), for a quick test of each name present.
+static REMOVED_PROTECTED: LazyLock<NameFilter> =
+    LazyLock::new(|| NameFilter::of(PROTECTED_NAMES.iter().filter(|n| !is_forwarded(n))));
 
 fn is_forwarded(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-forwarded-")
@@ -377,24 +382,35 @@ fn build_uri(upstream: &Upstream, pq: PathAndQuery) -> Option<Uri> {
     Uri::builder().scheme(scheme).authority(authority).path_and_query(pq).build().ok()
 }
 
+/// `X-Forwarded-For`: the client's first value (when it is text) with the peer appended, or the
+/// peer alone; other values are dropped. One lookup of the name.
 fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
     let mut v4 = [0u8; 15];
-    let ip: std::borrow::Cow<'_, str> = match peer.ip() {
+    let ip: std::borrow::Cow<'_, [u8]> = match peer.ip() {
         // Every request renders its peer: digits by hand, not through `fmt` (a tenth of the cost).
         std::net::IpAddr::V4(ip) => std::borrow::Cow::Borrowed(dotted_quad(&mut v4, ip)),
-        ip => std::borrow::Cow::Owned(ip.to_string()),
+        ip => std::borrow::Cow::Owned(ip.to_string().into_bytes()),
     };
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {ip}")),
-        None => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Occupied(mut entry) => {
+            let joined = match (entry.get().to_str(), std::str::from_utf8(&ip)) {
+                (Ok(existing), Ok(ip)) => HeaderValue::from_str(&format!("{existing}, {ip}")),
+                _ => HeaderValue::from_bytes(&ip),
+            };
+            if let Ok(v) = joined {
+                entry.insert(v);
+            }
+        }
+        http::header::Entry::Vacant(entry) => {
+            if let Ok(v) = HeaderValue::from_bytes(&ip) {
+                entry.insert(v);
+            }
+        }
     }
 }
 
 /// `ip` as `a.b.c.d` in `buf`.
-fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &str {
+fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &[u8] {
     let mut n = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -412,8 +428,7 @@ fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &str {
         buf[n] = b'0' + octet % 10;
         n += 1;
     }
-    // Only ASCII digits and dots were written.
-    std::str::from_utf8(&buf[..n]).unwrap_or("0.0.0.0")
+    &buf[..n]
 }
 
 #[cfg(test)]
@@ -454,7 +469,7 @@ mod tests {
     fn dotted_quads_render_as_std_does() {
         for ip in ["0.0.0.0", "255.255.255.255", "10.0.0.9", "127.0.0.1", "192.168.100.20", "1.10.100.99"] {
             let ip: std::net::Ipv4Addr = ip.parse().unwrap();
-            assert_eq!(dotted_quad(&mut [0; 15], ip), ip.to_string());
+            assert_eq!(dotted_quad(&mut [0; 15], ip), ip.to_string().as_bytes());
         }
     }
 
@@ -465,5 +480,13 @@ mod tests {
         append_forwarded_for(&mut h, peer);
         append_forwarded_for(&mut h, peer);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9, 10.0.0.9");
+        // A second line is dropped (the first value is the chain); a value that is not text
+        // is replaced by the peer; an IPv6 peer renders as std does.
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.9, 10.0.0.9, 10.0.0.9"]);
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        append_forwarded_for(&mut h, "[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
     }
 }
