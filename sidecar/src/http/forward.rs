@@ -254,10 +254,11 @@ fn route_headers(app: &LiveApp, route: &ForwardRoute, headers: &mut HeaderMap) {
 }
 
 /// The request body under `--body-read-timeout`. Only a body still to come can trickle; GETs
-/// and the like skip the timer.
+/// and the like skip the timer, and one already ended goes on as an empty body (which boxes
+/// without allocating).
 fn deadline_body(proxy: &Proxy, body: Incoming) -> (OutBody, Option<Expired>) {
     if body.is_end_stream() {
-        (body.map_err(Into::into).boxed(), None)
+        (http_body_util::Empty::new().map_err(|never| match never {}).boxed(), None)
     } else {
         let (body, expired) = Deadline::new(body, proxy.settings.body_read_timeout);
         (body.boxed(), Some(expired))

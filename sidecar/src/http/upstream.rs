@@ -162,13 +162,30 @@ async fn offer(sender: &mut SendRequest<OutBody>, req: Request<OutBody>) -> Offe
 
 /// `work`'s output, or [`UpstreamError::Timeout`] once `timer` fires; `work` is polled first
 /// (as `tokio::time::timeout` does), so an answer that is ready is never lost to the deadline.
-async fn until<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Result<F::Output, UpstreamError> {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-        Poll::Ready(out) => Poll::Ready(Ok(out)),
-        Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(UpstreamError::Timeout)),
-    })
-    .await
+fn until<F: Future>(timer: Pin<&mut Sleep>, work: F) -> Until<'_, F> {
+    Until { timer, work }
+}
+
+pin_project_lite::pin_project! {
+    /// [`until`]'s future: a struct rather than an `async fn`, which would hold `work` twice
+    /// (its argument and the pinned copy it polls) in every request's future.
+    struct Until<'t, F> {
+        timer: Pin<&'t mut Sleep>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for Until<'_, F> {
+    type Output = Result<F::Output, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.work.poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Ok(out)),
+            Poll::Pending => this.timer.as_mut().poll(cx).map(|()| Err(UpstreamError::Timeout)),
+        }
+    }
 }
 
 /// An answer's body from the app. When it has been read to the end, its connection is idle
