@@ -35,7 +35,9 @@ type Idle = Arc<Mutex<Vec<AppConnection>>>;
 /// One connection to the app and the timer that bounds the exchange on it. The timer is armed
 /// once and re-armed for each request: moving a registered deadline later only stores a number,
 /// where a new timer per request would enter and leave the runtime's timer wheel (a lock each
-/// way). While the connection idles its timer may fire: that wakes the last request's task once.
+/// way). While the connection idles its timer may fire: that wakes the last request's task once
+/// (a spurious poll), and until then the timer's waker keeps that task's allocation even if its
+/// client connection has closed (at most `MAX_IDLE` tasks, for at most `--upstream-timeout`).
 struct AppConnection {
     sender: SendRequest<OutBody>,
     timer: Pin<Box<Sleep>>,
