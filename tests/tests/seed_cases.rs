@@ -362,6 +362,16 @@ async fn upstream_down_is_502_and_slow_is_504_both_with_cors() {
     let r = get(&sc.url("/slow"), &[HOST, ORIGIN, ("cf-access-jwt-assertion", &token)]).await.unwrap();
     assert_eq!(r.status, 504);
     assert_eq!(r.header("access-control-allow-origin"), Some("https://example.com"));
+    // Again on a kept connection to the app (its deadline re-armed, not a new timer): the same
+    // 504, and both counted as timeouts.
+    assert_eq!(get(&sc.url("/"), &[HOST, ("cf-access-jwt-assertion", &token)]).await.unwrap().status, 200);
+    let r = get(&sc.url("/slow"), &[HOST, ORIGIN, ("cf-access-jwt-assertion", &token)]).await.unwrap();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    let m = sc.metrics().await;
+    let timeouts =
+        m.lines().find(|l| l.starts_with("portcullis_upstream_errors_total{") && l.contains("kind=\"timeout\""));
+    assert_eq!(timeouts.and_then(|l| l.rsplit(' ').next()), Some("2"), "{m}");
 }
 
 // Behaviour: B-AUDIT-1 (docs/behaviour.md).

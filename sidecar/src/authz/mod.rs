@@ -201,12 +201,12 @@ async fn decide_described(proxy: &Proxy, enforcer: Enforcer, described: Describe
     };
     let peer = described.peer.unwrap_or(conn_peer);
     let request_id = proxy.next_request_id();
-    let rid = request_id.to_str().unwrap_or_default();
+    let rid = request_id.as_str();
     let decided = pipeline::decide(proxy, &live, &described.parts, peer, rid).await;
     let app = decided.app.map_or("", |i| live.apps[i].label.as_str());
     let fwd = match decided.plan {
         Plan::Answer(mut resp) => {
-            pipeline::stamp(&mut resp, &request_id);
+            pipeline::stamp(&mut resp, request_id.header());
             if proxy.tracing.is_some() {
                 crate::trace::note_answer(app, decided.outcome.as_str(), decided.reason, resp.status().as_u16());
             }

@@ -544,7 +544,7 @@ fn render(out: &mut Explanation, decided: Decided<'_>, verdict: Option<&Verdict>
     let placeholder = HeaderValue::from_static(REQUEST_ID_PLACEHOLDER);
     match decided.plan {
         Plan::Answer(mut resp) => {
-            stamp(&mut resp, &placeholder);
+            stamp(&mut resp, placeholder.clone());
             d.status = Some(resp.status().as_u16());
             d.response_headers = header_pairs(resp.headers());
             d.body = body_json(resp);
@@ -563,7 +563,7 @@ fn render(out: &mut Explanation, decided: Decided<'_>, verdict: Option<&Verdict>
                 }
             });
             let mut resp = with_cors(fwd.app, fwd.origin.as_ref(), Response::new(empty()));
-            stamp(&mut resp, &placeholder);
+            stamp(&mut resp, placeholder.clone());
             d.response_headers = header_pairs(resp.headers());
         }
     }

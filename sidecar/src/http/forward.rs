@@ -3,6 +3,7 @@
 //! the CORS headers on the answer. WebSocket upgrades are spliced after authentication.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, HOST, SET_COOKIE};
@@ -15,12 +16,12 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{Deadline, Expired};
 use super::headers::{
-    is_upgrade_request, remove_cookie, strip_hop_by_hop, AUTHENTICATED_USER_EMAIL, CLIENT_ID, CLIENT_SECRET,
-    JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    is_upgrade_request, remove_cookie, strip_hop_by_hop, NameFilter, AUTHENTICATED_USER_EMAIL, CLIENT_ID,
+    CLIENT_SECRET, JWT_ASSERTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use super::proxy::Proxy;
 use super::respond::{refusal, with_cors, Refusal};
-use super::upstream::AppConnections;
+use super::upstream::{AppConnections, UpstreamError};
 use crate::config::LiveApp;
 use crate::decide::authn::{IdentityHeaderValues, Principal};
 use crate::decide::client_headers::PROTECTED_NAMES;
@@ -100,7 +101,7 @@ impl Forward<'_> {
 
     /// Whether `name` is one of [`Forward::removed_names`], testing the cheap equalities first.
     fn removes(&self, name: &HeaderName) -> bool {
-        (PROTECTED_NAMES.contains(name) && !is_forwarded(name))
+        (REMOVED_PROTECTED.may_contain(name) && PROTECTED_NAMES.contains(name) && !is_forwarded(name))
             || name == self.app.jwt.header_name()
             || self.drop_headers.contains(name)
     }
@@ -142,6 +143,10 @@ impl Forward<'_> {
         }
     }
 }
+
+/// The protected names removed (not `X-Forwarded-*`), for a quick test of each name present.
+static REMOVED_PROTECTED: LazyLock<NameFilter> =
+    LazyLock::new(|| NameFilter::of(PROTECTED_NAMES.iter().filter(|n| !is_forwarded(n))));
 
 fn is_forwarded(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-forwarded-")
@@ -190,27 +195,27 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(proxy.settings.upstream_timeout, exchange(proxy, app_connections, out)).await;
+    let result = exchange(proxy, app_connections, out, deadline_after(sent, proxy.settings.upstream_timeout)).await;
     *upstream_time = sent.elapsed();
     if let Some(span) = span {
         span.end(match &result {
-            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-            Ok(Err((kind, _))) => Err(kind),
-            Err(_) => Err("timeout"),
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(Failed::Timeout) => Err("timeout"),
+            Err(Failed::Exchange(kind, _)) => Err(kind),
         });
     }
     let failure = match result {
-        Ok(Ok(resp)) => return finish(&fwd, resp, client_upgrade),
-        Ok(Err(_)) if body_expired.as_ref().is_some_and(Expired::get) => {
+        Ok(resp) => return finish(&fwd, resp, client_upgrade),
+        Err(Failed::Exchange(..)) if body_expired.as_ref().is_some_and(Expired::get) => {
             proxy.metrics.client_timeouts.with_label_values(&["body"]).inc();
             Refusal::BodyTimeout
         }
-        Ok(Err((kind, error))) => {
+        Err(Failed::Exchange(kind, error)) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, kind]).inc();
             tracing::warn!(request_id, app = %app.label, upstream = %upstream.authority, error, "upstream request failed");
             Refusal::UpstreamUnreachable
         }
-        Err(_) => {
+        Err(Failed::Timeout) => {
             proxy.metrics.upstream_errors.with_label_values(&[&app.label, "timeout"]).inc();
             Refusal::UpstreamTimeout
         }
@@ -249,29 +254,51 @@ fn route_headers(app: &LiveApp, route: &ForwardRoute, headers: &mut HeaderMap) {
 }
 
 /// The request body under `--body-read-timeout`. Only a body still to come can trickle; GETs
-/// and the like skip the timer.
+/// and the like skip the timer, and one already ended goes on as an empty body (which boxes
+/// without allocating).
 fn deadline_body(proxy: &Proxy, body: Incoming) -> (OutBody, Option<Expired>) {
     if body.is_end_stream() {
-        (body.map_err(Into::into).boxed(), None)
+        (http_body_util::Empty::new().map_err(|never| match never {}).boxed(), None)
     } else {
         let (body, expired) = Deadline::new(body, proxy.settings.body_read_timeout);
         (body.boxed(), Some(expired))
     }
 }
 
-/// Sends the request on the app's own connections or through the general client; an error is
-/// `(metric kind, message)`.
+/// `timeout` after `sent`; one too long to add is thirty years (as `tokio::time::timeout` does).
+fn deadline_after(sent: Instant, timeout: Duration) -> tokio::time::Instant {
+    let far = || sent + Duration::from_secs(30 * 365 * 86_400);
+    tokio::time::Instant::from_std(sent.checked_add(timeout).unwrap_or_else(far))
+}
+
+/// Why the app's answer did not come.
+enum Failed {
+    /// No answer's head before `--upstream-timeout`.
+    Timeout,
+    /// The exchange failed: (metric kind, message).
+    Exchange(&'static str, String),
+}
+
+/// Sends the request on the app's own connections or through the general client, waiting for
+/// the answer's head until `deadline`.
 async fn exchange(
     proxy: &Proxy,
     app_connections: Option<&AppConnections>,
     out: Request<OutBody>,
-) -> Result<Response<OutBody>, (&'static str, String)> {
+    deadline: tokio::time::Instant,
+) -> Result<Response<OutBody>, Failed> {
     match app_connections {
-        Some(c) => c.request(out).await.map(|r| r.map(boxed)).map_err(|e| (e.reason(), e.to_string())),
-        None => proxy.client.request(out).await.map(|r| r.map(boxed)).map_err(|e| {
-            let kind = if e.is_connect() { "connect" } else { "io" };
-            (kind, e.to_string())
+        Some(c) => c.request(out, deadline).await.map(|r| r.map(boxed)).map_err(|e| match e {
+            UpstreamError::Timeout => Failed::Timeout,
+            e => Failed::Exchange(e.reason(), e.to_string()),
         }),
+        None => match tokio::time::timeout_at(deadline, proxy.client.request(out)).await {
+            Err(_) => Err(Failed::Timeout),
+            Ok(answer) => answer.map(|r| r.map(boxed)).map_err(|e| {
+                let kind = if e.is_connect() { "connect" } else { "io" };
+                Failed::Exchange(kind, e.to_string())
+            }),
+        },
     }
 }
 
@@ -356,24 +383,35 @@ fn build_uri(upstream: &Upstream, pq: PathAndQuery) -> Option<Uri> {
     Uri::builder().scheme(scheme).authority(authority).path_and_query(pq).build().ok()
 }
 
+/// `X-Forwarded-For`: the client's first value (when it is text) with the peer appended, or the
+/// peer alone; other values are dropped. One lookup of the name.
 fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
     let mut v4 = [0u8; 15];
-    let ip: std::borrow::Cow<'_, str> = match peer.ip() {
+    let ip: std::borrow::Cow<'_, [u8]> = match peer.ip() {
         // Every request renders its peer: digits by hand, not through `fmt` (a tenth of the cost).
         std::net::IpAddr::V4(ip) => std::borrow::Cow::Borrowed(dotted_quad(&mut v4, ip)),
-        ip => std::borrow::Cow::Owned(ip.to_string()),
+        ip => std::borrow::Cow::Owned(ip.to_string().into_bytes()),
     };
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {ip}")),
-        None => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Occupied(mut entry) => {
+            let joined = match (entry.get().to_str(), std::str::from_utf8(&ip)) {
+                (Ok(existing), Ok(ip)) => HeaderValue::from_str(&format!("{existing}, {ip}")),
+                _ => HeaderValue::from_bytes(&ip),
+            };
+            if let Ok(v) = joined {
+                entry.insert(v);
+            }
+        }
+        http::header::Entry::Vacant(entry) => {
+            if let Ok(v) = HeaderValue::from_bytes(&ip) {
+                entry.insert(v);
+            }
+        }
     }
 }
 
 /// `ip` as `a.b.c.d` in `buf`.
-fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &str {
+fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &[u8] {
     let mut n = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -391,8 +429,7 @@ fn dotted_quad(buf: &mut [u8; 15], ip: std::net::Ipv4Addr) -> &str {
         buf[n] = b'0' + octet % 10;
         n += 1;
     }
-    // Only ASCII digits and dots were written.
-    std::str::from_utf8(&buf[..n]).unwrap_or("0.0.0.0")
+    &buf[..n]
 }
 
 #[cfg(test)]
@@ -433,7 +470,7 @@ mod tests {
     fn dotted_quads_render_as_std_does() {
         for ip in ["0.0.0.0", "255.255.255.255", "10.0.0.9", "127.0.0.1", "192.168.100.20", "1.10.100.99"] {
             let ip: std::net::Ipv4Addr = ip.parse().unwrap();
-            assert_eq!(dotted_quad(&mut [0; 15], ip), ip.to_string());
+            assert_eq!(dotted_quad(&mut [0; 15], ip), ip.to_string().as_bytes());
         }
     }
 
@@ -444,5 +481,13 @@ mod tests {
         append_forwarded_for(&mut h, peer);
         append_forwarded_for(&mut h, peer);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9, 10.0.0.9");
+        // A second line is dropped (the first value is the chain); a value that is not text
+        // is replaced by the peer; an IPv6 peer renders as std does.
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.9, 10.0.0.9, 10.0.0.9"]);
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        append_forwarded_for(&mut h, "[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
     }
 }

@@ -2,6 +2,8 @@
 //! headers removed (RFC 9110 §7.6.1) and client copies of identity headers stripped before ours
 //! are set (a client must never be able to claim an identity by sending the header itself).
 
+use std::sync::LazyLock;
+
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
@@ -31,6 +33,38 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     TRANSFER_ENCODING,
 ];
 
+/// [`HOP_BY_HOP`] and `Upgrade`, for [`NameFilter`].
+static HOP_BY_HOP_FILTER: LazyLock<NameFilter> =
+    LazyLock::new(|| NameFilter::of(HOP_BY_HOP.iter().chain(std::iter::once(&UPGRADE))));
+
+/// A quick "certainly not one of these names": the lengths and first bytes of a set of header
+/// names. Every message's names are scanned for the few a proxy removes; most names fail this
+/// test in two bit lookups instead of a comparison with each name of the set.
+pub struct NameFilter {
+    /// Bit `n`: a name of length `n` (63: 63 or longer).
+    lengths: u64,
+    /// Bit `b`: a name starting with byte `b` (names are lowercase ASCII).
+    first: u128,
+}
+
+impl NameFilter {
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> Self {
+        let mut filter = NameFilter { lengths: 0, first: 0 };
+        for name in names {
+            let s = name.as_str().as_bytes();
+            filter.lengths |= 1 << s.len().min(63);
+            filter.first |= 1 << (s.first().copied().unwrap_or(0) & 0x7f);
+        }
+        filter
+    }
+
+    /// False: `name` is none of the set's. True: it may be.
+    pub fn may_contain(&self, name: &HeaderName) -> bool {
+        let s = name.as_str().as_bytes();
+        self.lengths & (1 << s.len().min(63)) != 0 && self.first & (1 << (s.first().copied().unwrap_or(0) & 0x7f)) != 0
+    }
+}
+
 /// Whether the request asks for a protocol upgrade (WebSocket): `Connection: upgrade` plus an
 /// `Upgrade` header.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -52,8 +86,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names present (a handful) instead of a hashed removal per name that
     // might be there: most messages carry none of them, and then nothing is allocated.
     let mut doomed: Vec<HeaderName> = Vec::new();
+    let filter = &*HOP_BY_HOP_FILTER;
     for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) || (!keep_upgrade && name == UPGRADE) {
+        if filter.may_contain(name) && (HOP_BY_HOP.contains(name) || (!keep_upgrade && name == UPGRADE)) {
             doomed.push(name.clone());
         }
     }
@@ -148,6 +183,23 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn name_filters_pass_every_name_of_their_set() {
+        let set = [CONNECTION, HeaderName::from_static("x-forwarded-for"), HeaderName::from_static("a")];
+        let filter = NameFilter::of(&set);
+        for name in &set {
+            assert!(filter.may_contain(name), "{name}");
+        }
+        let long = HeaderName::from_bytes(&[b'x'; 80]).unwrap();
+        assert!(NameFilter::of([&long]).may_contain(&HeaderName::from_bytes(&[b'x'; 70]).unwrap()));
+        for other in ["host", "accept", "x-forwarded-fox-", "cookie", "b"] {
+            assert!(!filter.may_contain(&HeaderName::from_static(other)), "{other}");
+        }
+        for name in HOP_BY_HOP.iter().chain([&UPGRADE]) {
+            assert!(HOP_BY_HOP_FILTER.may_contain(name), "{name}");
+        }
     }
 
     #[test]

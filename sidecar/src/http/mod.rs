@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod respond;
 pub mod server;
+mod service;
 pub mod sign_in;
 pub mod tls;
 pub mod upstream;

@@ -34,7 +34,7 @@ use crate::outbound::OutBody;
 pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr) -> Response<OutBody> {
     let started = Instant::now();
     let request_id = proxy.next_request_id();
-    let rid = request_id.to_str().unwrap_or_default();
+    let rid = request_id.as_str();
     let method = req.method().clone();
     // Tracing off: one check, nothing built, `traceparent` passes to the app as sent.
     let trace = proxy.tracing.as_ref().and_then(|t| t.request(req.headers(), &method));
@@ -59,7 +59,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
             (resp, decided.app.map(|i| live.apps[i].label.as_str()), decided.outcome, decided.reason)
         }
     };
-    stamp(&mut resp, &request_id);
+    stamp(&mut resp, request_id.header());
     let added = started.elapsed().saturating_sub(upstream);
     proxy.metrics.added_latency.observe(added.as_secs_f64());
 
@@ -68,16 +68,16 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>, peer: SocketAddr)
         t.finish(app, decision, reason, status);
     }
     if outcome.routine() {
-        tracing::debug!(request_id = ?request_id, app, %method, status, decision, reason, "request");
+        tracing::debug!(request_id = ?rid, app, %method, status, decision, reason, "request");
     } else {
-        tracing::info!(request_id = ?request_id, app, %method, status, decision, reason, "request");
+        tracing::info!(request_id = ?rid, app, %method, status, decision, reason, "request");
     }
     resp
 }
 
 /// Every answer carries the request's id, also in the log line for it.
-pub fn stamp(resp: &mut Response<OutBody>, request_id: &HeaderValue) {
-    resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+pub fn stamp(resp: &mut Response<OutBody>, request_id: HeaderValue) {
+    resp.headers_mut().insert(REQUEST_ID, request_id);
 }
 
 /// The phases' settings from the proxy's.

@@ -68,8 +68,24 @@ impl Proxy {
     }
 
     /// A fresh request id (`x-request-id`).
-    pub fn next_request_id(&self) -> HeaderValue {
+    pub fn next_request_id(&self) -> RequestId {
         self.request_ids.next()
+    }
+}
+
+/// A request's id, `prefix-counter` in hex: kept in the request's own state (no allocation)
+/// until its answer carries it as `x-request-id`.
+pub struct RequestId([u8; 25]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only hex digits and '-' are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("0")
+    }
+
+    /// The `x-request-id` value.
+    pub fn header(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
@@ -88,25 +104,19 @@ impl RequestIds {
         Self { prefix: (seed as u32) ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
     }
 
-    fn next(&self) -> HeaderValue {
+    fn next(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 25];
-        let s = format_id(&mut buf, self.prefix, n);
-        // Only hex digits and '-': always a valid header value.
-        HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        for (i, digit) in buf[..8].iter_mut().enumerate() {
+            *digit = HEX[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        for (i, digit) in buf[9..].iter_mut().enumerate() {
+            *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        RequestId(buf)
     }
-}
-
-fn format_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in 0..8 {
-        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
-    }
-    buf[8] = b'-';
-    for i in 0..16 {
-        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    std::str::from_utf8(buf).unwrap_or("0")
 }
 
 #[cfg(test)]
@@ -116,10 +126,13 @@ mod tests {
     #[test]
     fn request_ids_are_distinct_and_well_formed() {
         let ids = RequestIds::new();
-        let a = ids.next();
-        let b = ids.next();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 25);
-        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.header(), a.as_str());
+        assert_eq!(a.as_str().len(), 25);
+        let (prefix, counter) = a.as_str().split_once('-').unwrap();
+        assert_eq!(prefix, format!("{:08x}", ids.prefix));
+        assert_eq!(u64::from_str_radix(counter, 16).unwrap() + 1, u64::from_str_radix(&b.as_str()[9..], 16).unwrap());
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
     }
 }

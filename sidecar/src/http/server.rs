@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -37,6 +36,7 @@ impl Drop for OpenConnection {
 
 use super::pipeline::handle;
 use super::proxy::Proxy;
+use super::service::Handled;
 use super::tls::TlsReloader;
 use crate::outbound::OutBody;
 
@@ -217,11 +217,7 @@ where
             Ok(Ok(n)) if n > 0 => {}
             _ => return, // timed out, closed, or failed before sending anything
         }
-        let handler = self.handler;
-        let service = service_fn(move |req| {
-            let answer = handler(req, peer);
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
-        });
+        let service = Handled { handler: self.handler, peer };
         let (builder, watcher) = (&self.builder, self.watcher);
         let result = match self.tls {
             None => {

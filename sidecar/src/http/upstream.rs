@@ -5,8 +5,11 @@
 //! forward routes keep the general client (`outbound`).
 //!
 //! Owns connecting (bounded by `--connect-timeout`), reuse and retry of a request a closed idle
-//! connection never sent. Must not edit requests or answers: `forward` decides what is sent.
+//! connection never sent, and the deadline on the app's answer (`--upstream-timeout`): each
+//! connection keeps one timer, re-armed per request. Must not edit requests or answers:
+//! `forward` decides what is sent.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::outbound::OutBody;
 
@@ -26,7 +30,26 @@ use crate::outbound::OutBody;
 const MAX_IDLE: usize = 256;
 
 /// The idle connections, most recently used last.
-type Idle = Arc<Mutex<Vec<SendRequest<OutBody>>>>;
+type Idle = Arc<Mutex<Vec<AppConnection>>>;
+
+/// One connection to the app and the timer that bounds the exchange on it. The timer is armed
+/// once and re-armed for each request: moving a registered deadline later only stores a number,
+/// where a new timer per request would enter and leave the runtime's timer wheel (a lock each
+/// way). While the connection idles its timer may fire: that wakes the last request's task once
+/// (a spurious poll), and until then the timer's waker keeps that task's allocation even if its
+/// client connection has closed (at most `MAX_IDLE` tasks, for at most `--upstream-timeout`).
+struct AppConnection {
+    sender: SendRequest<OutBody>,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// What became of a request offered to an idle connection.
+enum Offered {
+    Answered(Response<Incoming>),
+    /// The connection had closed before sending it: the request, to try on another.
+    Closed(Request<OutBody>),
+    Failed(hyper::Error),
+}
 
 /// Why a request did not get an answer from the app.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +62,8 @@ pub enum UpstreamError {
     Handshake(hyper::Error),
     #[error("the exchange with the app failed: {0}")]
     Exchange(hyper::Error),
+    #[error("the app sent no answer before the deadline")]
+    Timeout,
 }
 
 impl UpstreamError {
@@ -46,6 +71,7 @@ impl UpstreamError {
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => "connect",
             Self::Exchange(_) => "io",
+            Self::Timeout => "timeout",
         }
     }
 }
@@ -67,29 +93,32 @@ impl AppConnections {
     }
 
     /// Sends `req` (origin-form target, `Host` set by the caller) on an idle connection, or a
-    /// new one. A request an idle connection closed before sending is sent once more on a new
+    /// new one, and waits for the answer's head until `deadline` ([`UpstreamError::Timeout`]).
+    /// A request an idle connection closed before sending is sent once more on a new
     /// connection; one that was sent is never repeated.
-    pub async fn request(&self, mut req: Request<OutBody>) -> Result<Response<ToPool>, UpstreamError> {
-        while let Some(mut sender) = self.pop_idle() {
-            if sender.ready().await.is_err() {
-                continue; // closed while idle
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.returning(resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent, // the connection closed first: try another
-                    None => return Err(UpstreamError::Exchange(e.into_error())),
-                },
+    pub async fn request(
+        &self,
+        mut req: Request<OutBody>,
+        deadline: Instant,
+    ) -> Result<Response<ToPool>, UpstreamError> {
+        while let Some(mut conn) = self.pop_idle() {
+            conn.timer.as_mut().reset(deadline);
+            match until(conn.timer.as_mut(), offer(&mut conn.sender, req)).await? {
+                Offered::Answered(resp) => return Ok(self.returning(resp, conn)),
+                Offered::Closed(unsent) => req = unsent, // try another
+                Offered::Failed(e) => return Err(UpstreamError::Exchange(e)),
             }
         }
+        let mut timer = Box::pin(tokio::time::sleep_until(deadline));
         // Boxed: connecting is rare once connections are kept, and its future (the handshake
         // holds a whole client connection) would otherwise size every request's.
-        let mut sender = Box::pin(self.connect()).await?;
-        let resp = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
-        Ok(self.returning(resp, sender))
+        let sender = until(timer.as_mut(), Box::pin(self.connect())).await??;
+        let mut conn = AppConnection { sender, timer };
+        let resp = until(conn.timer.as_mut(), conn.sender.send_request(req)).await?.map_err(UpstreamError::Exchange)?;
+        Ok(self.returning(resp, conn))
     }
 
-    fn pop_idle(&self) -> Option<SendRequest<OutBody>> {
+    fn pop_idle(&self) -> Option<AppConnection> {
         self.idle.lock().ok()?.pop()
     }
 
@@ -109,13 +138,55 @@ impl AppConnections {
     }
 
     /// The answer, its body handing the connection back once read to the end.
-    fn returning(&self, resp: Response<Incoming>, sender: SendRequest<OutBody>) -> Response<ToPool> {
+    fn returning(&self, resp: Response<Incoming>, conn: AppConnection) -> Response<ToPool> {
         let idle = self.idle.clone();
         resp.map(|inner| {
-            let mut body = ToPool { inner, home: Some((sender, idle)) };
+            let mut body = ToPool { inner, home: Some((conn, idle)) };
             body.hand_back_if_done();
             body
         })
+    }
+}
+
+/// Offers `req` to an idle connection: sent, or handed back when the connection closed first.
+async fn offer(sender: &mut SendRequest<OutBody>, req: Request<OutBody>) -> Offered {
+    if sender.ready().await.is_err() {
+        return Offered::Closed(req); // closed while idle
+    }
+    match sender.try_send_request(req).await {
+        Ok(resp) => Offered::Answered(resp),
+        Err(mut e) => match e.take_message() {
+            Some(unsent) => Offered::Closed(unsent),
+            None => Offered::Failed(e.into_error()),
+        },
+    }
+}
+
+/// `work`'s output, or [`UpstreamError::Timeout`] once `timer` fires; `work` is polled first
+/// (as `tokio::time::timeout` does), so an answer that is ready is never lost to the deadline.
+fn until<F: Future>(timer: Pin<&mut Sleep>, work: F) -> Until<'_, F> {
+    Until { timer, work }
+}
+
+pin_project_lite::pin_project! {
+    /// [`until`]'s future: a struct rather than an `async fn`, which would hold `work` twice
+    /// (its argument and the pinned copy it polls) in every request's future.
+    struct Until<'t, F> {
+        timer: Pin<&'t mut Sleep>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for Until<'_, F> {
+    type Output = Result<F::Output, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.work.poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Ok(out)),
+            Poll::Pending => this.timer.as_mut().poll(cx).map(|()| Err(UpstreamError::Timeout)),
+        }
     }
 }
 
@@ -123,7 +194,7 @@ impl AppConnections {
 /// again and goes back on the stack; dropped before that, the connection closes with it.
 pub struct ToPool {
     inner: Incoming,
-    home: Option<(SendRequest<OutBody>, Idle)>,
+    home: Option<(AppConnection, Idle)>,
 }
 
 impl ToPool {
@@ -131,10 +202,10 @@ impl ToPool {
         if !self.inner.is_end_stream() {
             return;
         }
-        if let Some((sender, idle)) = self.home.take() {
+        if let Some((conn, idle)) = self.home.take() {
             if let Ok(mut idle) = idle.lock() {
                 if idle.len() < MAX_IDLE {
-                    idle.push(sender);
+                    idle.push(conn);
                 }
             }
         }
@@ -178,6 +249,11 @@ mod tests {
     /// An app on loopback answering `ok` to every request of every connection, counting the
     /// connections it accepted.
     async fn app() -> (String, Arc<AtomicUsize>) {
+        app_answering(usize::MAX).await
+    }
+
+    /// [`app`] answering only the first `answers` requests of a connection (the rest: never).
+    async fn app_answering(answers: usize) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -187,6 +263,7 @@ mod tests {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let mut left = answers;
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
                     loop {
@@ -197,6 +274,10 @@ mod tests {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
+                            if left == 0 {
+                                continue;
+                            }
+                            left -= 1;
                             if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
                                 return;
                             }
@@ -206,6 +287,11 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// A deadline `ms` milliseconds from now.
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
     }
 
     fn get() -> Request<OutBody> {
@@ -218,7 +304,7 @@ mod tests {
         let (addr, accepted) = app().await;
         let connections = AppConnections::new(&addr, Duration::from_secs(5));
         for _ in 0..3 {
-            let resp = connections.request(get()).await.unwrap();
+            let resp = connections.request(get(), soon(5_000)).await.unwrap();
             assert_eq!(resp.status(), 200);
             assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
         }
@@ -229,12 +315,67 @@ mod tests {
     async fn an_answer_dropped_unread_takes_its_connection_with_it() {
         let (addr, accepted) = app().await;
         let connections = AppConnections::new(&addr, Duration::from_secs(5));
-        let first = connections.request(get()).await.unwrap();
+        let first = connections.request(get(), soon(5_000)).await.unwrap();
         // Still borrowed by the first exchange: the second needs a connection of its own.
-        let second = connections.request(get()).await.unwrap();
+        let second = connections.request(get(), soon(5_000)).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         drop((first, second));
         assert!(connections.idle.lock().unwrap().is_empty(), "neither was read to the end: neither is reused");
+    }
+
+    /// An app on loopback that reads requests and never answers.
+    async fn silent_app() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                open.push(socket); // held open, never read or answered
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn no_answer_before_the_deadline_is_a_timeout() {
+        let connections = AppConnections::new(&silent_app().await, Duration::from_secs(5));
+        let failed = connections.request(get(), soon(100)).await;
+        assert!(matches!(failed, Err(UpstreamError::Timeout)), "{:?}", failed.map(|r| r.status()));
+        assert!(connections.idle.lock().unwrap().is_empty(), "a timed-out connection is not reused");
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_rearms_its_timer_for_each_request() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        let read = |resp: Response<ToPool>| async { resp.into_body().collect().await.unwrap().to_bytes() };
+        // A short deadline, then idle until it has passed: the kept timer fires while idle.
+        assert_eq!(read(connections.request(get(), soon(50)).await.unwrap()).await, "ok");
+        let fired = |c: &AppConnections| c.idle.lock().unwrap().iter().all(|conn| conn.timer.is_elapsed());
+        for _ in 0..500 {
+            if fired(&connections) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(fired(&connections), "the first deadline passed while the connection idled");
+        // The same connection, re-armed with a later deadline: answered, not timed out.
+        assert_eq!(read(connections.request(get(), soon(5_000)).await.unwrap()).await, "ok");
+        // And with an earlier one than it holds now: still answered in time.
+        assert_eq!(read(connections.request(get(), soon(2_000)).await.unwrap()).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection served all three");
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_times_out_on_its_rearmed_timer() {
+        let (addr, accepted) = app_answering(1).await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        let first = connections.request(get(), soon(5_000)).await.unwrap();
+        first.into_body().collect().await.unwrap();
+        let failed = connections.request(get(), soon(100)).await;
+        assert!(matches!(failed, Err(UpstreamError::Timeout)), "{:?}", failed.map(|r| r.status()));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the second request went on the kept connection");
     }
 
     #[test]
