@@ -57,6 +57,9 @@ async fn preflight_is_answered_by_the_sidecar_and_never_forwarded() {
     for token in ["origin", "access-control-request-method", "access-control-request-headers"] {
         assert!(vary.contains(token), "Vary lacks {token}: {vary}");
     }
+    // The rendered answer holds the id's slot; the glue fills it: one id, never the empty slot.
+    let ids = r.all("x-request-id");
+    assert!(ids.len() == 1 && ids[0].len() >= 16, "{:?}", r.headers);
     assert_eq!(up.count(), 0);
 }
 

@@ -513,7 +513,8 @@ fn preflight_report(
     let (outcome, detail) = match (decided.outcome, &decided.plan) {
         (Outcome::PreflightAnswered, Plan::Answer(resp)) => {
             let mut s = format!("answered ({}) with", resp.status().as_u16());
-            for (name, value) in resp.headers() {
+            // The CORS headers; the request id's slot is the glue's (shown with the decision).
+            for (name, value) in resp.headers().iter().filter(|(name, _)| *name != crate::http::headers::REQUEST_ID) {
                 s.push_str(&format!(" {name}: {};", String::from_utf8_lossy(value.as_bytes())));
             }
             ("answered", s)

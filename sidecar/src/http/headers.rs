@@ -16,8 +16,9 @@ pub use crate::decide::authn::jwt::{ASSERTION_HEADER as JWT_ASSERTION, EMAIL_HEA
 pub use crate::decide::authn::service_token::{CLIENT_ID_HEADER as CLIENT_ID, CLIENT_SECRET_HEADER as CLIENT_SECRET};
 pub use crate::decide::client_ip::X_FORWARDED_FOR;
 
-/// Correlates a response with the sidecar's log line.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Correlates a response with the sidecar's log line (defined beside the preflight answer,
+/// which holds its slot).
+pub use crate::decide::cors::REQUEST_ID;
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
