@@ -29,6 +29,11 @@ use crate::outbound::OutBody;
 /// Idle connections kept beyond this many are closed (as hyper-util's pool, per host).
 const MAX_IDLE: usize = 256;
 
+/// A connection idle longer than this is closed rather than reused (hyper-util's pool default):
+/// after a burst, an app that never closes idle connections itself would otherwise hold up to
+/// `MAX_IDLE` of them, and their buffers here, for the sidecar's life.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The idle connections, most recently used last.
 type Idle = Arc<Mutex<Vec<AppConnection>>>;
 
@@ -101,7 +106,7 @@ impl AppConnections {
         mut req: Request<OutBody>,
         deadline: Instant,
     ) -> Result<Response<ToPool>, UpstreamError> {
-        while let Some(mut conn) = self.pop_idle() {
+        while let Some(mut conn) = self.pop_idle(deadline) {
             conn.timer.as_mut().reset(deadline);
             match until(conn.timer.as_mut(), offer(&mut conn.sender, req)).await? {
                 Offered::Answered(resp) => return Ok(self.returning(resp, conn)),
@@ -118,8 +123,19 @@ impl AppConnections {
         Ok(self.returning(resp, conn))
     }
 
-    fn pop_idle(&self) -> Option<AppConnection> {
-        self.idle.lock().ok()?.pop()
+    /// The most recently used idle connection, after closing those idle past [`IDLE_TIMEOUT`]
+    /// (the bottom of the stack idled longest). A connection's timer still holds its last
+    /// request's deadline, and every deadline is that request's start plus the same
+    /// `--upstream-timeout`: the two deadlines are as far apart as the two requests' starts, so
+    /// no clock is read for this.
+    fn pop_idle(&self, deadline: Instant) -> Option<AppConnection> {
+        let mut idle = self.idle.lock().ok()?;
+        let stale =
+            idle.iter().take_while(|c| deadline.saturating_duration_since(c.timer.deadline()) > IDLE_TIMEOUT).count();
+        if stale > 0 {
+            idle.drain(..stale);
+        }
+        idle.pop()
     }
 
     async fn connect(&self) -> Result<SendRequest<OutBody>, UpstreamError> {
@@ -321,6 +337,29 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         drop((first, second));
         assert!(connections.idle.lock().unwrap().is_empty(), "neither was read to the end: neither is reused");
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_idle_timeout_are_closed_not_reused() {
+        let (addr, accepted) = app().await;
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
+        let start = soon(5_000);
+        // Two at once: two connections, both idle afterwards.
+        let (a, b) =
+            (connections.request(get(), start).await.unwrap(), connections.request(get(), start).await.unwrap());
+        for resp in [a, b] {
+            resp.into_body().collect().await.unwrap();
+        }
+        assert_eq!(connections.idle.lock().unwrap().len(), 2);
+        // A request within the idle timeout reuses one.
+        let within = start + IDLE_TIMEOUT - Duration::from_secs(1);
+        connections.request(get(), within).await.unwrap().into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "reused");
+        // Past it (from the reused one's last use too): both are closed, a new one serves.
+        let past = within + IDLE_TIMEOUT + Duration::from_secs(1);
+        connections.request(get(), past).await.unwrap().into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection");
+        assert_eq!(connections.idle.lock().unwrap().len(), 1, "only the new one is kept");
     }
 
     /// An app on loopback that reads requests and never answers.
