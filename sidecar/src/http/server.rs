@@ -1,6 +1,8 @@
 //! Accept loop: HTTP/1.1 and h2c on one port, header limits, header-read timeout, and a
 //! graceful drain — on shutdown the listener closes (new connections are refused), in-flight
 //! requests finish, idle keep-alive connections are closed, and after `drain` the rest is cut.
+//! Above `--park-connections-above` open connections, new plain HTTP/1.1 connections are served
+//! by [`super::park`] (their idle waits without hyper's buffers).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,10 +13,11 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::server::conn::http1;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
@@ -35,6 +38,7 @@ impl Drop for OpenConnection {
     }
 }
 
+use super::park::{self, ParkIo, Parking};
 use super::pipeline::handle;
 use super::proxy::Proxy;
 use super::tls::TlsReloader;
@@ -57,6 +61,9 @@ pub struct ServerLimits {
     /// Most client connections open at once (`--max-connections`); beyond it new connections
     /// wait in the kernel's listen backlog rather than being accepted.
     pub max_connections: usize,
+    /// Above this many open connections, new plain HTTP/1.1 connections park between requests
+    /// (`--park-connections-above`, [`super::park`]).
+    pub park_above: usize,
 }
 
 impl Default for ServerLimits {
@@ -67,6 +74,7 @@ impl Default for ServerLimits {
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain: Duration::from_secs(30),
             max_connections: 10_000,
+            park_above: 256,
         }
     }
 }
@@ -98,8 +106,10 @@ pub async fn serve_with<H, Fut>(
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
-    let builder = Arc::new(connection_builder(&limits));
+    let builders = Arc::new(Builders { auto: connection_builder(&limits), http1: http1_builder(&limits) });
+    let parking = Arc::new(Parking::new(limits.park_above, &metrics));
     let graceful = GracefulShutdown::new();
+    let (drain_tx, _) = watch::channel(());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -109,15 +119,25 @@ pub async fn serve_with<H, Fut>(
         let open = OpenConnection::new(slot, metrics.clone());
         let connection = Connection {
             handler: handler.clone(),
-            builder: builder.clone(),
+            builders: builders.clone(),
+            parking: parking.clone(),
             watcher: graceful.watcher(),
+            drain: drain_tx.subscribe(),
             tls: tls.as_ref().map(|t| t.config()),
             first_byte_deadline: limits.header_read_timeout,
         };
         tokio::spawn(connection.serve(stream, peer, open));
     }
     drop(listener);
-    drain(graceful, limits.drain).await;
+    drain(graceful, drain_tx, limits.drain).await;
+}
+
+/// The connection builders every connection shares.
+struct Builders {
+    /// HTTP/1.1 and h2c on one port (and whatever TLS's ALPN chose).
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 alone, for connections that park (the same settings as `auto`'s HTTP/1).
+    http1: http1::Builder,
 }
 
 /// HTTP/1.1 (with hyper's header-read timer and limits) and h2c on one port.
@@ -182,11 +202,30 @@ async fn accept<S: Future<Output = ()>>(
     }
 }
 
+/// `connection_builder`'s HTTP/1.1 settings as hyper's own builder (the timer is set per
+/// connection by [`park::serve_h1`]).
+fn http1_builder(limits: &ServerLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
+    builder
+}
+
 /// On shutdown: in-flight requests finish and idle connections close, for at most `drain`.
-async fn drain(graceful: GracefulShutdown, drain: Duration) {
+/// Connections served by hyper-util watch `graceful`; those that park (they are several hyper
+/// connections in turn, and wait outside hyper) hold a receiver of `parking` until they end.
+async fn drain(graceful: GracefulShutdown, parking: watch::Sender<()>, drain: Duration) {
     tracing::info!("draining connections");
+    let _ = parking.send(());
+    let all = async { tokio::join!(graceful.shutdown(), parking.closed()) };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = all => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
     }
 }
@@ -194,8 +233,11 @@ async fn drain(graceful: GracefulShutdown, drain: Duration) {
 /// What one accepted connection needs to be served.
 struct Connection<H> {
     handler: H,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
+    parking: Arc<Parking>,
     watcher: Watcher,
+    /// Changes when the drain starts (for connections that park).
+    drain: watch::Receiver<()>,
     tls: Option<Arc<rustls::ServerConfig>>,
     first_byte_deadline: Duration,
 }
@@ -207,7 +249,7 @@ where
 {
     /// Serves one connection to its end: the first byte, then (with TLS) the handshake, both
     /// under the header-read deadline, then HTTP until the client or the drain closes it.
-    async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection) {
+    async fn serve(self, mut stream: TcpStream, peer: SocketAddr, _open: OpenConnection) {
         // hyper arms its header-read timer only once it knows the protocol, so a client that
         // connects and sends nothing would hold the connection forever: wait for the first
         // byte under the same deadline (after that, hyper's timer covers every request head,
@@ -222,10 +264,18 @@ where
             let answer = handler(req, peer);
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
-        let (builder, watcher) = (&self.builder, self.watcher);
+        let (builders, watcher) = (&self.builders, self.watcher);
         let result = match self.tls {
+            None if self.parking.wanted() => {
+                let sniffed = tokio::time::timeout(self.first_byte_deadline, park::sniff_h2c(&mut stream, probe[0]));
+                let Ok(Ok((prefix, h2c))) = sniffed.await else { return };
+                if !h2c {
+                    return park::serve_h1(stream, prefix, service, &builders.http1, self.parking, self.drain).await;
+                }
+                watcher.watch(builders.auto.serve_connection_with_upgrades(ParkIo::replaying(stream, prefix, self.parking), service).into_owned()).await
+            }
             None => {
-                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                watcher.watch(builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
             }
             Some(config) => {
                 let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
@@ -237,7 +287,7 @@ where
                     }
                     Err(_) => return,
                 };
-                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                watcher.watch(builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
             }
         };
         if let Err(e) = result {
