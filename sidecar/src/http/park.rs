@@ -178,7 +178,9 @@ pub async fn serve_h1<S>(
             return; // closed, not parked (hyper shut the socket down), or draining
         }
         let deadline = marks.deadline();
-        (stream, prefix) = (io.stream, parts.read_buf);
+        // Copied: hyper's (normally empty) rest of its read buffer still holds the whole 8 KiB
+        // allocation, which is what parking gives back.
+        (stream, prefix) = (io.stream, Bytes::copy_from_slice(&parts.read_buf));
         if prefix.is_empty() {
             let _parked = ParkedGuard::new(&parking.parked);
             let woken = tokio::select! {

@@ -121,12 +121,14 @@ pub async fn serve_with<H, Fut>(
             handler: handler.clone(),
             builders: builders.clone(),
             parking: parking.clone(),
-            watcher: graceful.watcher(),
-            drain: drain_tx.subscribe(),
             tls: tls.as_ref().map(|t| t.config()),
             first_byte_deadline: limits.header_read_timeout,
         };
-        tokio::spawn(connection.serve(stream, peer, open));
+        if connection.tls.is_none() && parking.wanted() {
+            tokio::spawn(connection.serve_parking(stream, peer, open, drain_tx.subscribe()));
+        } else {
+            tokio::spawn(connection.serve(stream, peer, open, graceful.watcher()));
+        }
     }
     drop(listener);
     drain(graceful, drain_tx, limits.drain).await;
@@ -235,9 +237,6 @@ struct Connection<H> {
     handler: H,
     builders: Arc<Builders>,
     parking: Arc<Parking>,
-    watcher: Watcher,
-    /// Changes when the drain starts (for connections that park).
-    drain: watch::Receiver<()>,
     tls: Option<Arc<rustls::ServerConfig>>,
     first_byte_deadline: Duration,
 }
@@ -248,35 +247,16 @@ where
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
     /// Serves one connection to its end: the first byte, then (with TLS) the handshake, both
-    /// under the header-read deadline, then HTTP until the client or the drain closes it.
-    async fn serve(self, mut stream: TcpStream, peer: SocketAddr, _open: OpenConnection) {
-        // hyper arms its header-read timer only once it knows the protocol, so a client that
-        // connects and sends nothing would hold the connection forever: wait for the first
-        // byte under the same deadline (after that, hyper's timer covers every request head,
-        // including the idle wait between keep-alive requests).
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(self.first_byte_deadline, stream.peek(&mut probe)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return, // timed out, closed, or failed before sending anything
+    /// under the header-read deadline, then HTTP until the client or the drain (`watcher`)
+    /// closes it.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection, watcher: Watcher) {
+        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+            return;
         }
-        let handler = self.handler;
-        let service = service_fn(move |req| {
-            let answer = handler(req, peer);
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
-        });
-        let (builders, watcher) = (&self.builders, self.watcher);
+        let service = Self::service(self.handler, peer);
+        let builder = &self.builders.auto;
         let result = match self.tls {
-            None if self.parking.wanted() => {
-                let sniffed = tokio::time::timeout(self.first_byte_deadline, park::sniff_h2c(&mut stream, probe[0]));
-                let Ok(Ok((prefix, h2c))) = sniffed.await else { return };
-                if !h2c {
-                    return park::serve_h1(stream, prefix, service, &builders.http1, self.parking, self.drain).await;
-                }
-                watcher.watch(builders.auto.serve_connection_with_upgrades(ParkIo::replaying(stream, prefix, self.parking), service).into_owned()).await
-            }
-            None => {
-                watcher.watch(builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
-            }
+            None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
             Some(config) => {
                 let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                 let stream = match tokio::time::timeout(self.first_byte_deadline, handshake).await {
@@ -287,11 +267,63 @@ where
                     }
                     Err(_) => return,
                 };
-                watcher.watch(builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
             }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, %peer, "connection ended with an error");
         }
+    }
+
+    /// Serves a plain connection that parks between requests ([`park::serve_h1`]), or as h2c
+    /// when it opens with the HTTP/2 preface. A task of its own, sized for a parked wait (the
+    /// h2c connection is boxed): `serve`'s future holds hyper-util's connection inline.
+    async fn serve_parking(self, mut stream: TcpStream, peer: SocketAddr, _open: OpenConnection, mut drain: watch::Receiver<()>) {
+        let Some(first) = first_byte(&stream, self.first_byte_deadline).await else { return };
+        let service = Self::service(self.handler, peer);
+        let sniffed = tokio::time::timeout(self.first_byte_deadline, park::sniff_h2c(&mut stream, first));
+        let Ok(Ok((prefix, h2c))) = sniffed.await else { return };
+        if !h2c {
+            return park::serve_h1(stream, prefix, service, &self.builders.http1, self.parking, drain).await;
+        }
+        let io = ParkIo::replaying(stream, prefix, self.parking);
+        let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(io, service));
+        let result = tokio::select! {
+            biased;
+            done = conn.as_mut() => done,
+            _ = drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    }
+
+    /// The request handler as hyper's service, for one connection.
+    fn service(
+        handler: H,
+        peer: SocketAddr,
+    ) -> impl hyper::service::Service<Request<Incoming>, Response = Response<OutBody>, Error = std::convert::Infallible, Future: Send>
+           + Clone
+           + Send
+           + 'static {
+        service_fn(move |req| {
+            let answer = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        })
+    }
+}
+
+/// The first byte of a connection, waited for under `deadline`: hyper arms its header-read
+/// timer only once it knows the protocol, so a client that connects and sends nothing would
+/// hold the connection forever (after that, hyper's timer covers every request head, including
+/// the idle wait between keep-alive requests). `None`: timed out, closed, or failed first.
+async fn first_byte(stream: &TcpStream, deadline: Duration) -> Option<u8> {
+    let mut probe = [0u8; 1];
+    match tokio::time::timeout(deadline, stream.peek(&mut probe)).await {
+        Ok(Ok(n)) if n > 0 => Some(probe[0]),
+        _ => None,
     }
 }
