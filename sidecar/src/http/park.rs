@@ -156,31 +156,9 @@ pub async fn serve_h1<S>(
     loop {
         let io = ParkIo::new(stream, prefix, marks.clone(), parking.clone());
         let service = Watched { marks: marks.clone(), inner: service.clone() };
-        // Boxed per round, so that a parked task is sized for the wait, not for hyper's state.
-        let mut conn = Box::new(builder.serve_connection(io, service).with_upgrades());
-        let result = tokio::select! {
-            biased;
-            done = &mut *conn => done,
-            _ = drain.changed() => {
-                // A send, or the server gone: hyper closes an idle connection at once and ends
-                // a busy one after its response.
-                Pin::new(&mut *conn).graceful_shutdown();
-                (&mut *conn).await
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "connection ended with an error");
-            return;
-        }
-        let Some(parts) = conn.into_parts() else { return }; // upgraded: the upgrade owns it now
-        let io = parts.io;
-        if !io.parked || !io.prefix.is_empty() || drain.has_changed().unwrap_or(true) {
-            return; // closed, not parked (hyper shut the socket down), or draining
-        }
+        let Some(parked) = round(builder.serve_connection(io, service), &mut drain).await else { return };
         let deadline = marks.deadline();
-        // Copied: hyper's (normally empty) rest of its read buffer still holds the whole 8 KiB
-        // allocation, which is what parking gives back.
-        (stream, prefix) = (io.stream, Bytes::copy_from_slice(&parts.read_buf));
+        (stream, prefix) = parked;
         if prefix.is_empty() {
             let _parked = ParkedGuard::new(&parking.parked);
             let woken = tokio::select! {
@@ -194,6 +172,41 @@ pub async fn serve_h1<S>(
         }
         marks.carry(deadline);
     }
+}
+
+/// Serves one hyper connection (one round) to its end. `Some`: it parked, and here are the
+/// socket and hyper's unconsumed bytes (copied: the rest of hyper's read buffer, normally
+/// empty, still holds its whole 8 KiB allocation, which is what parking gives back). Nothing of
+/// the round outlives it.
+async fn round<S>(conn: http1::Connection<ParkIo, Watched<S>>, drain: &mut watch::Receiver<()>) -> Option<(TcpStream, Bytes)>
+where
+    S: Service<Request<Incoming>, Response = http::Response<crate::outbound::OutBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // Boxed, so that a parked task is sized for the wait, not for hyper's state.
+    let mut conn = Box::new(conn.with_upgrades());
+    let result = tokio::select! {
+        biased;
+        done = &mut *conn => done,
+        _ = drain.changed() => {
+            // A send, or the server gone: hyper closes an idle connection at once and ends a
+            // busy one after its response.
+            Pin::new(&mut *conn).graceful_shutdown();
+            (&mut *conn).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+        return None;
+    }
+    let parts = conn.into_parts()?; // None: upgraded, the upgrade owns the socket now
+    let io = parts.io;
+    if !io.parked || !io.prefix.is_empty() || drain.has_changed().unwrap_or(true) {
+        return None; // closed (hyper shut the socket down), or draining
+    }
+    Some((io.stream, Bytes::copy_from_slice(&parts.read_buf)))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
