@@ -190,7 +190,9 @@ impl Reader {
 }
 
 async fn parking_sidecar(app: SocketAddr, extra: &[&str]) -> Sidecar {
-    let mut b = sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}")).arg("--park-connections-above").arg("0");
+    let mut b = sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
+        .arg("--park-connections-above")
+        .arg("0");
     for a in extra {
         b = b.arg(a);
     }
@@ -205,8 +207,8 @@ async fn parked(sc: &Sidecar, n: usize) {
     .await;
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(f).await.expect("client thread") }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("client thread")
 }
 
 #[tokio::test]
@@ -392,8 +394,10 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
     parked(&sc, 1).await;
     let echo = blocking(move || {
         let mut r = r;
-        r.s.write_all(b"GET /ws HTTP/1.1\r\nHost: plain.mysite.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .expect("write");
+        r.s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: plain.mysite.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .expect("write");
         let a = r.answer();
         assert_eq!(a.status, 101);
         r.s.write_all(b"ping").expect("write");
@@ -405,13 +409,16 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
 
     // h2c: the preface is recognised, the connection is served by HTTP/2 and never parks.
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
     tokio::spawn(conn);
     for _ in 0..3 {
-        let req = Request::get("http://plain.mysite.com/h2").body(http_body_util::Empty::<Bytes>::new()).expect("request");
+        let req =
+            Request::get("http://plain.mysite.com/h2").body(http_body_util::Empty::<Bytes>::new()).expect("request");
         let resp = send.send_request(req).await.expect("h2c request");
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);

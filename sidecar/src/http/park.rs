@@ -178,7 +178,10 @@ pub async fn serve_h1<S>(
 /// socket and hyper's unconsumed bytes (copied: the rest of hyper's read buffer, normally
 /// empty, still holds its whole 8 KiB allocation, which is what parking gives back). Nothing of
 /// the round outlives it.
-async fn round<S>(conn: http1::Connection<ParkIo, Watched<S>>, drain: &mut watch::Receiver<()>) -> Option<(TcpStream, Bytes)>
+async fn round<S>(
+    conn: http1::Connection<ParkIo, Watched<S>>,
+    drain: &mut watch::Receiver<()>,
+) -> Option<(TcpStream, Bytes)>
 where
     S: Service<Request<Incoming>, Response = http::Response<crate::outbound::OutBody>, Error = Infallible>
         + Send
@@ -258,30 +261,30 @@ impl Marks {
         }
     }
 
-    fn to_nanos(&self, at: Instant) -> u64 {
+    fn nanos_at(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
-    fn from_nanos(&self, nanos: u64) -> Option<Instant> {
+    fn instant_at(&self, nanos: u64) -> Option<Instant> {
         (nanos != 0).then(|| self.base + Duration::from_nanos(nanos))
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.from_nanos(self.deadline.load(Relaxed))
+        self.instant_at(self.deadline.load(Relaxed))
     }
 
     fn carry(&self, deadline: Option<Instant>) {
-        self.carried.store(deadline.map_or(0, |d| self.to_nanos(d)), Relaxed);
+        self.carried.store(deadline.map_or(0, |d| self.nanos_at(d)), Relaxed);
     }
 
     /// hyper arms its header-read timer for `deadline`: a head read starts. The first head of a
     /// round after a park keeps the deadline armed before the park.
     fn head_read_starts(&self, deadline: Instant) -> Instant {
-        let deadline = match self.from_nanos(self.carried.swap(0, Relaxed)) {
+        let deadline = match self.instant_at(self.carried.swap(0, Relaxed)) {
             Some(carried) => carried.min(deadline),
             None => deadline,
         };
-        self.deadline.store(self.to_nanos(deadline), Relaxed);
+        self.deadline.store(self.nanos_at(deadline), Relaxed);
         self.reading_head.store(true, Relaxed);
         deadline
     }

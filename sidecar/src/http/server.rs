@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper::server::conn::http1;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -256,7 +256,9 @@ where
         let service = Self::service(self.handler, peer);
         let builder = &self.builders.auto;
         let result = match self.tls {
-            None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+            None => {
+                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+            }
             Some(config) => {
                 let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                 let stream = match tokio::time::timeout(self.first_byte_deadline, handshake).await {
@@ -278,7 +280,13 @@ where
     /// Serves a plain connection that parks between requests ([`park::serve_h1`]), or as h2c
     /// when it opens with the HTTP/2 preface. A task of its own, sized for a parked wait (the
     /// h2c connection is boxed): `serve`'s future holds hyper-util's connection inline.
-    async fn serve_parking(self, mut stream: TcpStream, peer: SocketAddr, _open: OpenConnection, mut drain: watch::Receiver<()>) {
+    async fn serve_parking(
+        self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        _open: OpenConnection,
+        mut drain: watch::Receiver<()>,
+    ) {
         let Some(first) = first_byte(&stream, self.first_byte_deadline).await else { return };
         let service = Self::service(self.handler, peer);
         let sniffed = tokio::time::timeout(self.first_byte_deadline, park::sniff_h2c(&mut stream, first));
@@ -305,8 +313,12 @@ where
     fn service(
         handler: H,
         peer: SocketAddr,
-    ) -> impl hyper::service::Service<Request<Incoming>, Response = Response<OutBody>, Error = std::convert::Infallible, Future: Send>
-           + Clone
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<OutBody>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
            + Send
            + 'static {
         service_fn(move |req| {
