@@ -6,7 +6,7 @@
 # connection, all waiting on the slow app: RSS after and CPU per request. Both stay within
 # `--max-connections` (MAX, default 12,000). The idle wait between keep-alive requests counts
 # against `--header-read-timeout` (10 s by default), raised here so that they stay open while
-# measured. The sidecar runs with its defaults otherwise, `--park-connections-above` (256) included:
+# measured. The sidecar runs with its defaults otherwise, `--park-connections-above` (100) included:
 # above that many open connections, idle ones park (sidecar/src/http/park.rs); the environment
 # can change it (PORTCULLIS_PARK_CONNECTIONS_ABOVE=0 parks every one, a large value none).
 # Raises `ulimit -n`. Writes bench/results/connections.md.

@@ -102,7 +102,7 @@ pub struct Args {
     /// buffers back while they wait for their next keep-alive request (about 3 KiB instead of
     /// 30 KiB per idle connection; each request after a wait pays for a fresh HTTP/1 state).
     /// 0 parks every such connection; TLS and h2c connections never park.
-    #[arg(long, env = "PORTCULLIS_PARK_CONNECTIONS_ABOVE", default_value_t = 256)]
+    #[arg(long, env = "PORTCULLIS_PARK_CONNECTIONS_ABOVE", default_value_t = 100)]
     pub park_connections_above: u32,
 
     /// What request headers whose name contains '_' get. Names that read as a header the

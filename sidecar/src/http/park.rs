@@ -55,6 +55,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -67,8 +68,7 @@ use hyper::body::Incoming;
 use hyper::rt::{ReadBufCursor, Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper::service::Service;
-use hyper_util::rt::TokioTimer;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -76,8 +76,8 @@ use tokio::sync::watch;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Most bytes one `poll_read` takes from the socket (through a stack buffer: the crate forbids
-/// `unsafe`, so hyper's uninitialised buffer cannot be filled in place while we look at the
-/// bytes). hyper asks for 8 KiB at a time.
+/// `unsafe`, so hyper's buffer cannot be filled in place while we look at the bytes). hyper asks
+/// for 8 KiB at a time.
 const READ_CHUNK: usize = 8192;
 
 /// `\r\n\r\n` as the last four bytes delivered, most recent byte lowest.
@@ -112,24 +112,15 @@ impl Parking {
     }
 }
 
-/// Whether a plain connection is h2c: reads until its first bytes differ from the HTTP/2
-/// preface or match all of it. Returns the bytes read (to replay) and the answer; a connection
-/// whose first byte is not `P` is HTTP/1 without reading anything. The caller bounds the time.
-pub async fn sniff_h2c(stream: &mut TcpStream, first: u8) -> io::Result<(Bytes, bool)> {
-    use tokio::io::AsyncReadExt;
-    if first != H2_PREFACE[0] {
-        return Ok((Bytes::new(), false));
-    }
+/// Whether a plain connection surely speaks HTTP/1 (and may park): its first bytes, peeked
+/// (not read), already differ from the HTTP/2 preface. Anything else (the preface, or too few
+/// bytes to tell) is left to hyper-util's protocol detection, unparked.
+pub async fn surely_http1(stream: &TcpStream) -> bool {
     let mut buf = [0u8; 24];
-    let mut n = 0;
-    while buf[..n] == H2_PREFACE[..n] && n < buf.len() {
-        let got = stream.read(&mut buf[n..]).await?;
-        if got == 0 {
-            break; // EOF: hyper sees the rest
-        }
-        n += got;
+    match stream.peek(&mut buf).await {
+        Ok(n) => buf[..n] != H2_PREFACE[..n],
+        Err(_) => false,
     }
-    Ok((Bytes::copy_from_slice(&buf[..n]), buf == *H2_PREFACE))
 }
 
 /// Serves one plain HTTP/1.1 connection, parking it between requests while [`Parking`] says so.
@@ -209,7 +200,7 @@ where
     if !io.parked || !io.prefix.is_empty() || drain.has_changed().unwrap_or(true) {
         return None; // closed (hyper shut the socket down), or draining
     }
-    Some((io.stream, Bytes::copy_from_slice(&parts.read_buf)))
+    Some((io.stream.into_inner(), Bytes::copy_from_slice(&parts.read_buf)))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -340,7 +331,7 @@ impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for Watched<S> {
 /// The socket as hyper sees it in one round: replays `prefix`, then reads the socket, and
 /// reports EOF instead of `Pending` when the connection may park (the module's invariant).
 pub struct ParkIo {
-    stream: TcpStream,
+    stream: TokioIo<TcpStream>,
     prefix: Bytes,
     marks: Arc<Marks>,
     parking: Arc<Parking>,
@@ -354,19 +345,12 @@ pub struct ParkIo {
 
 impl ParkIo {
     fn new(stream: TcpStream, prefix: Bytes, marks: Arc<Marks>, parking: Arc<Parking>) -> Self {
-        Self { stream, prefix, marks, parking, tail: 0, delivered: false, parked: false }
-    }
-
-    /// A socket only replaying `prefix` and never parking (h2c after the preface check).
-    pub fn replaying(stream: TcpStream, prefix: Bytes, parking: Arc<Parking>) -> Self {
-        Self::new(stream, prefix, Arc::new(Marks::new()), parking)
+        Self { stream: TokioIo::new(stream), prefix, marks, parking, tail: 0, delivered: false, parked: false }
     }
 
     fn note(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().rev().take(4).rev() {
-            self.tail = (self.tail << 8) | u32::from(b);
-        }
-        self.delivered |= !bytes.is_empty();
+        let (tail, delivered) = tail_after(self.tail, bytes);
+        (self.tail, self.delivered) = (tail, self.delivered | delivered);
     }
 
     fn may_park(&self) -> bool {
@@ -388,14 +372,16 @@ impl hyper::rt::Read for ParkIo {
             this.note(&chunk);
             return Poll::Ready(Ok(()));
         }
-        let mut tmp = [0u8; READ_CHUNK];
+        // Read into an uninitialised stack buffer (hyper-util's `TokioIo` fills it; nothing to
+        // zero) so that the bytes can be looked at, then copied into hyper's buffer.
+        let mut tmp = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
         let want = buf.remaining().min(READ_CHUNK);
-        let mut read = tokio::io::ReadBuf::new(&mut tmp[..want]);
-        match Pin::new(&mut this.stream).poll_read(cx, &mut read) {
+        let mut read = hyper::rt::ReadBuf::uninit(&mut tmp[..want]);
+        match Pin::new(&mut this.stream).poll_read(cx, read.unfilled()) {
             Poll::Ready(Ok(())) => {
                 buf.put_slice(read.filled());
-                let filled = read.filled().len();
-                this.note(&tmp[..filled]);
+                let (tail, delivered) = tail_after(this.tail, read.filled());
+                (this.tail, this.delivered) = (tail, this.delivered | delivered);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.may_park() => {
@@ -405,6 +391,15 @@ impl hyper::rt::Read for ParkIo {
             other => other,
         }
     }
+}
+
+/// `tail` (the last four bytes delivered, most recent lowest) after `bytes`, and whether
+/// `bytes` delivered any.
+fn tail_after(mut tail: u32, bytes: &[u8]) -> (u32, bool) {
+    for &b in &bytes[bytes.len().saturating_sub(4)..] {
+        tail = (tail << 8) | u32::from(b);
+    }
+    (tail, !bytes.is_empty())
 }
 
 impl hyper::rt::Write for ParkIo {
@@ -421,7 +416,7 @@ impl hyper::rt::Write for ParkIo {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        hyper::rt::Write::is_write_vectored(&self.stream)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -451,7 +446,7 @@ mod tests {
         rt.block_on(async {
             let stream = TcpStream::connect(a.expect("addr")).await.expect("connect");
             let parking = Arc::new(Parking::new(0, &crate::metrics::Metrics::new()));
-            let mut io = ParkIo::replaying(stream, Bytes::new(), parking);
+            let mut io = ParkIo::new(stream, Bytes::new(), Arc::new(Marks::new()), parking);
             io.note(b"GET / HTTP/1.1\r\n\r");
             assert_ne!(io.tail, CRLF_CRLF);
             io.note(b"\n");

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -38,7 +39,7 @@ impl Drop for OpenConnection {
     }
 }
 
-use super::park::{self, ParkIo, Parking};
+use super::park::{self, Parking};
 use super::pipeline::handle;
 use super::proxy::Proxy;
 use super::tls::TlsReloader;
@@ -74,7 +75,7 @@ impl Default for ServerLimits {
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain: Duration::from_secs(30),
             max_connections: 10_000,
-            park_above: 256,
+            park_above: 100,
         }
     }
 }
@@ -277,25 +278,26 @@ where
         }
     }
 
-    /// Serves a plain connection that parks between requests ([`park::serve_h1`]), or as h2c
-    /// when it opens with the HTTP/2 preface. A task of its own, sized for a parked wait (the
-    /// h2c connection is boxed): `serve`'s future holds hyper-util's connection inline.
+    /// Serves a plain connection that parks between requests ([`park::serve_h1`]), unless it
+    /// may be h2c (it opens with the HTTP/2 preface, or too little to tell): then as `serve`
+    /// does, boxed. A task of its own, sized for a parked wait: `serve`'s future holds
+    /// hyper-util's connection inline.
     async fn serve_parking(
         self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         _open: OpenConnection,
         mut drain: watch::Receiver<()>,
     ) {
-        let Some(first) = first_byte(&stream, self.first_byte_deadline).await else { return };
-        let service = Self::service(self.handler, peer);
-        let sniffed = tokio::time::timeout(self.first_byte_deadline, park::sniff_h2c(&mut stream, first));
-        let Ok(Ok((prefix, h2c))) = sniffed.await else { return };
-        if !h2c {
-            return park::serve_h1(stream, prefix, service, &self.builders.http1, self.parking, drain).await;
+        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+            return;
         }
-        let io = ParkIo::replaying(stream, prefix, self.parking);
-        let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(io, service));
+        let service = Self::service(self.handler, peer);
+        if park::surely_http1(&stream).await {
+            return park::serve_h1(stream, Bytes::new(), service, &self.builders.http1, self.parking, drain).await;
+        }
+        // The same connection type as `serve`'s (one copy of hyper's code in the binary).
+        let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service));
         let result = tokio::select! {
             biased;
             done = conn.as_mut() => done,
