@@ -99,7 +99,7 @@ pub struct Args {
     pub max_connections: u32,
 
     /// Above this many open client connections, new plain-HTTP/1.1 connections give hyper's
-    /// buffers back while they wait for their next keep-alive request (about 3 KiB instead of
+    /// buffers back while they wait for their next keep-alive request (about 2-3 KiB instead of
     /// 30 KiB per idle connection; each request after a wait pays for a fresh HTTP/1 state).
     /// 0 parks every such connection; TLS and h2c connections never park.
     #[arg(long, env = "PORTCULLIS_PARK_CONNECTIONS_ABOVE", default_value_t = 100)]

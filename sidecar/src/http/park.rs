@@ -440,21 +440,13 @@ mod tests {
 
     #[test]
     fn the_tail_is_the_last_four_bytes_across_deliveries() {
-        let (a, b) = std::net::TcpListener::bind("127.0.0.1:0").map(|l| (l.local_addr(), l)).expect("bind");
-        let _keep = b;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async {
-            let stream = TcpStream::connect(a.expect("addr")).await.expect("connect");
-            let parking = Arc::new(Parking::new(0, &crate::metrics::Metrics::new()));
-            let mut io = ParkIo::new(stream, Bytes::new(), Arc::new(Marks::new()), parking);
-            io.note(b"GET / HTTP/1.1\r\n\r");
-            assert_ne!(io.tail, CRLF_CRLF);
-            io.note(b"\n");
-            assert_eq!(io.tail, CRLF_CRLF);
-            io.note(b"x");
-            assert_ne!(io.tail, CRLF_CRLF);
-            io.note(b"");
-            assert!(io.delivered);
-        });
+        let (tail, delivered) = tail_after(0, b"GET / HTTP/1.1\r\n\r");
+        assert!(delivered);
+        assert_ne!(tail, CRLF_CRLF);
+        let (tail, _) = tail_after(tail, b"\n");
+        assert_eq!(tail, CRLF_CRLF, "a terminator split across two reads");
+        assert_ne!(tail_after(tail, b"x").0, CRLF_CRLF);
+        assert_eq!(tail_after(tail, b""), (CRLF_CRLF, false));
+        assert_eq!(tail_after(0, b"0\r\n\r\n").0, CRLF_CRLF, "the end of a chunked body");
     }
 }
