@@ -147,7 +147,10 @@ pub async fn serve_h1<S>(
     loop {
         let io = ParkIo::new(stream, prefix, marks.clone(), parking.clone());
         let service = Watched { marks: marks.clone(), inner: service.clone() };
-        let Some(parked) = round(builder.serve_connection(io, service), &mut drain).await else { return };
+        // Boxed, so that a parked task is sized for the wait, not for hyper's state (an
+        // argument of `round` would be kept in its future).
+        let conn = Box::new(builder.serve_connection(io, service).with_upgrades());
+        let Some(parked) = round(conn, &mut drain).await else { return };
         let deadline = marks.deadline();
         (stream, prefix) = parked;
         if prefix.is_empty() {
@@ -170,7 +173,7 @@ pub async fn serve_h1<S>(
 /// empty, still holds its whole 8 KiB allocation, which is what parking gives back). Nothing of
 /// the round outlives it.
 async fn round<S>(
-    conn: http1::Connection<ParkIo, Watched<S>>,
+    mut conn: Box<http1::UpgradeableConnection<ParkIo, Watched<S>>>,
     drain: &mut watch::Receiver<()>,
 ) -> Option<(TcpStream, Bytes)>
 where
@@ -179,8 +182,6 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    // Boxed, so that a parked task is sized for the wait, not for hyper's state.
-    let mut conn = Box::new(conn.with_upgrades());
     let result = tokio::select! {
         biased;
         done = &mut *conn => done,
