@@ -207,6 +207,20 @@ async fn parked(sc: &Sidecar, n: usize) {
     .await;
 }
 
+/// A connection that got one answer (to `GET path`) and is parked, as the gauge shows.
+async fn parked_connection(sc: &Sidecar, path: &'static str) -> Reader {
+    let addr = sc.addr;
+    let r = blocking(move || {
+        let mut r = Reader::new(TcpStream::connect(addr).expect("connect"));
+        r.s.write_all(&Req::get(path).bytes("plain.mysite.com")).expect("write");
+        assert_eq!(r.answer().status, 200);
+        r
+    })
+    .await;
+    parked(sc, 1).await;
+    r
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("client thread")
 }
@@ -334,14 +348,7 @@ async fn an_answer_sent_before_its_request_body_was_read_is_never_followed_by_a_
     let (app, _task) = echo_app().await;
     let sc = parking_sidecar(app, &[]).await;
     let addr = sc.addr;
-    let r = blocking(move || {
-        let mut r = Reader::new(TcpStream::connect(addr).expect("connect"));
-        r.s.write_all(&Req::get("/warm").bytes("plain.mysite.com")).expect("write");
-        assert_eq!(r.answer().status, 200);
-        r
-    })
-    .await;
-    parked(&sc, 1).await;
+    let r = parked_connection(&sc, "/warm").await;
     // The sidecar answers 401 without reading the body; the body follows after the answer.
     let (mut r, a) = blocking(move || {
         let mut r = r;
@@ -384,14 +391,7 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
     let up = Upstream::start().await;
     let sc = parking_sidecar(up.addr, &[]).await;
     let addr = sc.addr;
-    let r = blocking(move || {
-        let mut r = Reader::new(TcpStream::connect(addr).expect("connect"));
-        r.s.write_all(&Req::get("/warm").bytes("plain.mysite.com")).expect("write");
-        assert_eq!(r.answer().status, 200);
-        r
-    })
-    .await;
-    parked(&sc, 1).await;
+    let r = parked_connection(&sc, "/warm").await;
     let echo = blocking(move || {
         let mut r = r;
         r.s.write_all(
@@ -431,15 +431,7 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
 async fn the_header_read_timeout_closes_a_parked_connection() {
     let (app, _task) = echo_app().await;
     let sc = parking_sidecar(app, &["--header-read-timeout", "1s"]).await;
-    let addr = sc.addr;
-    let r = blocking(move || {
-        let mut r = Reader::new(TcpStream::connect(addr).expect("connect"));
-        r.s.write_all(&Req::get("/one").bytes("plain.mysite.com")).expect("write");
-        assert_eq!(r.answer().status, 200);
-        r
-    })
-    .await;
-    parked(&sc, 1).await;
+    let r = parked_connection(&sc, "/one").await;
     let closed = blocking(move || {
         let mut r = r;
         r.closed()
