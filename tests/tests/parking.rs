@@ -407,6 +407,26 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
     assert_eq!(echo, b"ping");
     parked(&sc, 0).await;
 
+    // A refused upgrade (401: no token) leaves hyper expecting one on that connection; it must
+    // not park (hyper would end the round handing the socket to an upgrade nobody awaits) and
+    // keeps serving requests.
+    let r = parked_connection(&sc, "/warm").await;
+    let mut r = blocking(move || {
+        let mut r = r;
+        r.s.write_all(b"GET /ws HTTP/1.1\r\nHost: api.mysite.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .expect("write");
+        assert_eq!(r.answer().status, 401);
+        r
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // time to park, were it allowed
+    let a = blocking(move || {
+        r.s.write_all(&Req::get("/after").bytes("plain.mysite.com")).expect("write");
+        r.answer()
+    })
+    .await;
+    assert_eq!(a.status, 200);
+
     // h2c: the preface is recognised, the connection is served by HTTP/2 and never parks.
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut send, conn) = hyper::client::conn::http2::handshake(
