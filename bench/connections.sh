@@ -6,7 +6,10 @@
 # connection, all waiting on the slow app: RSS after and CPU per request. Both stay within
 # `--max-connections` (MAX, default 12,000). The idle wait between keep-alive requests counts
 # against `--header-read-timeout` (10 s by default), raised here so that they stay open while
-# measured. Raises `ulimit -n`. Writes bench/results/connections.md.
+# measured. The sidecar runs with its defaults otherwise, `--park-connections-above` (100) included:
+# above that many open connections, idle ones park (sidecar/src/http/park.rs); the environment
+# can change it (PORTCULLIS_PARK_CONNECTIONS_ABOVE=0 parks every one, a large value none).
+# Raises `ulimit -n`. Writes bench/results/connections.md.
 # Usage: bench/connections.sh [IDLE] [INFLIGHT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +41,9 @@ exec 3> >(taskset -c 1 python3 bench/connections.py idle "$SC_PORT" "$IDLE" plai
 for _ in $(seq 600); do [[ -s $work/idle.txt ]] && break; sleep 0.5; done
 cat "$work/idle.txt" >&2
 grep -q "^$IDLE of $IDLE" "$work/idle.txt" || fail "not every idle connection was answered"
-open_metric=$(curl -fs "http://127.0.0.1:$SC_ADMIN/metrics" | awk '/^portcullis_connections_open / {print $2}')
+metrics=$(curl -fs "http://127.0.0.1:$SC_ADMIN/metrics")
+open_metric=$(awk '/^portcullis_connections_open / {print $2}' <<<"$metrics")
+parked_metric=$(awk '/^portcullis_connections_parked / {print $2}' <<<"$metrics")
 rss_idle=$(rss)
 before=$(ticks "$sc_pid"); sleep 10; after=$(ticks "$sc_pid")
 idle_cpu_ms=$(((after - before) * 1000 / hz))
@@ -57,7 +62,7 @@ us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$INFLIGHT" 'BEGIN { printf "
   echo "| measure | result |"
   echo "|---|---|"
   echo "| sidecar RSS at start (one request served) | $rss_start MiB |"
-  echo "| $IDLE idle keep-alive connections open (portcullis_connections_open $open_metric) | RSS $rss_idle MiB |"
+  echo "| $IDLE idle keep-alive connections open (portcullis_connections_open $open_metric, portcullis_connections_parked $parked_metric) | RSS $rss_idle MiB |"
   echo "| CPU while they idle 10 s | $idle_cpu_ms ms |"
   echo "| $INFLIGHT requests in flight at once to an app answering after $DELAY_MS ms | all answered; CPU $us µs/request (connection setup included); RSS after $rss_inflight MiB |"
 } | tee "$OUT/connections.md"

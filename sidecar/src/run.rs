@@ -103,6 +103,7 @@ pub async fn serve_on(
         max_headers: args.max_headers,
         drain: args.drain_timeout,
         max_connections: args.max_connections as usize,
+        park_above: args.park_connections_above as usize,
     };
     log_start(role, &args, listener.local_addr().ok(), tls.is_some());
 

@@ -8,6 +8,7 @@ pub mod headers;
 #[cfg(test)]
 mod layers;
 pub mod oidc_steps;
+pub mod park;
 pub mod phases;
 pub mod pipeline;
 pub mod proxy;

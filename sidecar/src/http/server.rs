@@ -1,19 +1,23 @@
 //! Accept loop: HTTP/1.1 and h2c on one port, header limits, header-read timeout, and a
 //! graceful drain — on shutdown the listener closes (new connections are refused), in-flight
 //! requests finish, idle keep-alive connections are closed, and after `drain` the rest is cut.
+//! Above `--park-connections-above` open connections, new plain HTTP/1.1 connections are served
+//! by [`super::park`] (their idle waits without hyper's buffers).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
@@ -34,6 +38,7 @@ impl Drop for OpenConnection {
     }
 }
 
+use super::park::{self, Parking};
 use super::pipeline::handle;
 use super::proxy::Proxy;
 use super::service::Handled;
@@ -57,6 +62,9 @@ pub struct ServerLimits {
     /// Most client connections open at once (`--max-connections`); beyond it new connections
     /// wait in the kernel's listen backlog rather than being accepted.
     pub max_connections: usize,
+    /// Above this many open connections, new plain HTTP/1.1 connections park between requests
+    /// (`--park-connections-above`, [`super::park`]).
+    pub park_above: usize,
 }
 
 impl Default for ServerLimits {
@@ -67,6 +75,7 @@ impl Default for ServerLimits {
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain: Duration::from_secs(30),
             max_connections: 10_000,
+            park_above: 100,
         }
     }
 }
@@ -98,8 +107,10 @@ pub async fn serve_with<H, Fut>(
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
-    let builder = Arc::new(connection_builder(&limits));
+    let builders = Arc::new(Builders { auto: connection_builder(&limits), http1: http1_builder(&limits) });
+    let parking = Arc::new(Parking::new(limits.park_above, &metrics));
     let graceful = GracefulShutdown::new();
+    let (drain_tx, _) = watch::channel(());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -109,15 +120,27 @@ pub async fn serve_with<H, Fut>(
         let open = OpenConnection::new(slot, metrics.clone());
         let connection = Connection {
             handler: handler.clone(),
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
+            builders: builders.clone(),
+            parking: parking.clone(),
             tls: tls.as_ref().map(|t| t.config()),
             first_byte_deadline: limits.header_read_timeout,
         };
-        tokio::spawn(connection.serve(stream, peer, open));
+        if connection.tls.is_none() && parking.wanted() {
+            tokio::spawn(connection.serve_parking(stream, peer, open, drain_tx.subscribe()));
+        } else {
+            tokio::spawn(connection.serve(stream, peer, open, graceful.watcher()));
+        }
     }
     drop(listener);
-    drain(graceful, limits.drain).await;
+    drain(graceful, drain_tx, limits.drain).await;
+}
+
+/// The connection builders every connection shares.
+struct Builders {
+    /// HTTP/1.1 and h2c on one port (and whatever TLS's ALPN chose).
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 alone, for connections that park (the same settings as `auto`'s HTTP/1).
+    http1: http1::Builder,
 }
 
 /// HTTP/1.1 (with hyper's header-read timer and limits) and h2c on one port.
@@ -182,11 +205,30 @@ async fn accept<S: Future<Output = ()>>(
     }
 }
 
+/// `connection_builder`'s HTTP/1.1 settings as hyper's own builder (the timer is set per
+/// connection by [`park::serve_h1`]).
+fn http1_builder(limits: &ServerLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
+    builder
+}
+
 /// On shutdown: in-flight requests finish and idle connections close, for at most `drain`.
-async fn drain(graceful: GracefulShutdown, drain: Duration) {
+/// Connections served by hyper-util watch `graceful`; those that park (they are several hyper
+/// connections in turn, and wait outside hyper) hold a receiver of `parking` until they end.
+async fn drain(graceful: GracefulShutdown, parking: watch::Sender<()>, drain: Duration) {
     tracing::info!("draining connections");
+    let _ = parking.send(());
+    let all = async { tokio::join!(graceful.shutdown(), parking.closed()) };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = all => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
     }
 }
@@ -194,8 +236,8 @@ async fn drain(graceful: GracefulShutdown, drain: Duration) {
 /// What one accepted connection needs to be served.
 struct Connection<H> {
     handler: H,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    builders: Arc<Builders>,
+    parking: Arc<Parking>,
     tls: Option<Arc<rustls::ServerConfig>>,
     first_byte_deadline: Duration,
 }
@@ -206,19 +248,14 @@ where
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
     /// Serves one connection to its end: the first byte, then (with TLS) the handshake, both
-    /// under the header-read deadline, then HTTP until the client or the drain closes it.
-    async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection) {
-        // hyper arms its header-read timer only once it knows the protocol, so a client that
-        // connects and sends nothing would hold the connection forever: wait for the first
-        // byte under the same deadline (after that, hyper's timer covers every request head,
-        // including the idle wait between keep-alive requests).
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(self.first_byte_deadline, stream.peek(&mut probe)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return, // timed out, closed, or failed before sending anything
+    /// under the header-read deadline, then HTTP until the client or the drain (`watcher`)
+    /// closes it.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection, watcher: Watcher) {
+        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+            return;
         }
         let service = Handled { handler: self.handler, peer };
-        let (builder, watcher) = (&self.builder, self.watcher);
+        let builder = &self.builders.auto;
         let result = match self.tls {
             None => {
                 watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
@@ -239,5 +276,50 @@ where
         if let Err(e) = result {
             tracing::debug!(error = %e, %peer, "connection ended with an error");
         }
+    }
+
+    /// Serves a plain connection that parks between requests ([`park::serve_h1`]), unless it
+    /// may be h2c (it opens with the HTTP/2 preface, or too little to tell): then as `serve`
+    /// does, boxed. A task of its own, sized for a parked wait: `serve`'s future holds
+    /// hyper-util's connection inline.
+    async fn serve_parking(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _open: OpenConnection,
+        mut drain: watch::Receiver<()>,
+    ) {
+        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+            return;
+        }
+        let service = Handled { handler: self.handler, peer };
+        if park::surely_http1(&stream).await {
+            return park::serve_h1(stream, Bytes::new(), service, &self.builders.http1, self.parking, drain).await;
+        }
+        // The same connection type as `serve`'s (one copy of hyper's code in the binary).
+        let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service));
+        let result = tokio::select! {
+            biased;
+            done = conn.as_mut() => done,
+            _ = drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// The first byte of a connection, waited for under `deadline`: hyper arms its header-read
+/// timer only once it knows the protocol, so a client that connects and sends nothing would
+/// hold the connection forever (after that, hyper's timer covers every request head, including
+/// the idle wait between keep-alive requests). `None`: timed out, closed, or failed first.
+async fn first_byte(stream: &TcpStream, deadline: Duration) -> Option<u8> {
+    let mut probe = [0u8; 1];
+    match tokio::time::timeout(deadline, stream.peek(&mut probe)).await {
+        Ok(Ok(n)) if n > 0 => Some(probe[0]),
+        _ => None,
     }
 }

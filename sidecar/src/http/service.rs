@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use crate::outbound::OutBody;
 
 /// The service of one connection from `peer`: each request goes to `handler`.
+#[derive(Clone)]
 pub struct Handled<H> {
     pub handler: H,
     pub peer: SocketAddr,
