@@ -254,3 +254,59 @@ async fn slow_headers_and_idle_keep_alive_connections_are_cut_off() {
         assert!(elapsed < Duration::from_secs(5), "connection not closed: {elapsed:?}");
     }
 }
+
+// Behaviour: B-FWD-7 (docs/behaviour.md). The header-read deadline is re-armed for every head
+// of a keep-alive connection (http/conn_timer.rs keeps one timer per connection): a request that
+// outlasts it does not cut the connection, and the next head is bounded again.
+#[tokio::test]
+async fn every_head_of_a_keep_alive_connection_gets_the_header_read_timeout() {
+    use std::io::{Read, Write};
+    let up = Upstream::start().await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .arg("--header-read-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    let addr = sc.addr;
+    let token = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
+    let (answers, cut) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answers = Vec::new();
+        // /slow answers after 3 s: the deadline armed for its head passes while it is in flight.
+        for path in ["/slow", "/data", "/data"] {
+            let head =
+                format!("GET {path} HTTP/1.1\r\nHost: api.mysite.com\r\nCf-Access-Jwt-Assertion: {token}\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            answers.push(read_answer_status(&mut s));
+        }
+        // Half a head, then nothing: cut off after the timeout, without an answer.
+        s.write_all(b"GET /data HTTP/1.1\r\nHost: api.mysite.com\r\n").unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (answers, (n, started.elapsed()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers, [200, 200, 200], "one connection served all three");
+    assert_eq!(cut.0, 0, "the server answered a half head instead of closing");
+    assert!(cut.1 < Duration::from_secs(5), "connection not closed: {:?}", cut.1);
+}
+
+/// The status of one answer read from `s` (headers and a `content-length` body).
+fn read_answer_status(s: &mut std::net::TcpStream) -> u16 {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}

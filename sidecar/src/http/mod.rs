@@ -2,6 +2,7 @@
 //! moves bytes to and from the app. It decides nothing itself.
 
 pub mod body;
+mod conn_timer;
 pub mod forward;
 pub mod handoff;
 pub mod headers;

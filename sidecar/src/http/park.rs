@@ -68,9 +68,11 @@ use hyper::body::Incoming;
 use hyper::rt::{ReadBufCursor, Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper::service::Service;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::conn_timer::ConnTimer;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a plain connection that starts with it is h2c.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -142,7 +144,7 @@ pub async fn serve_h1<S>(
 {
     let marks = Arc::new(Marks::new());
     let mut builder = builder.clone();
-    builder.timer(MarkingTimer(marks.clone()));
+    builder.timer(MarkingTimer(marks.clone(), ConnTimer::new()));
     let (mut stream, mut prefix) = (stream, prefix);
     loop {
         let io = ParkIo::new(stream, prefix, marks.clone(), parking.clone());
@@ -284,22 +286,27 @@ impl Marks {
 
 // === impl MarkingTimer ===
 
-/// hyper's timer for one connection: tokio's, marking when hyper arms the header-read timer
-/// (the only timer hyper's HTTP/1 server uses: `Conn::poll_read_head`).
+/// hyper's timer for one connection: the connection's [`ConnTimer`] (kept across rounds),
+/// marking when hyper arms the header-read timer (the only timer hyper's HTTP/1 server uses:
+/// `Conn::poll_read_head`).
 #[derive(Clone)]
-struct MarkingTimer(Arc<Marks>);
+struct MarkingTimer(Arc<Marks>, ConnTimer);
 
 impl Timer for MarkingTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
-        TokioTimer::new().sleep(duration)
+        self.1.sleep(duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        TokioTimer::new().sleep_until(self.0.head_read_starts(deadline))
+        self.1.sleep_until(self.0.head_read_starts(deadline))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
-        TokioTimer::new().reset(sleep, self.0.head_read_starts(new_deadline));
+        self.1.reset(sleep, self.0.head_read_starts(new_deadline));
+    }
+
+    fn now(&self) -> Instant {
+        self.1.now()
     }
 }
 

@@ -38,6 +38,7 @@ impl Drop for OpenConnection {
     }
 }
 
+use super::conn_timer::ConnTimer;
 use super::park::{self, Parking};
 use super::pipeline::handle;
 use super::proxy::Proxy;
@@ -255,7 +256,10 @@ where
             return;
         }
         let service = Handled { handler: self.handler, peer };
-        let builder = &self.builders.auto;
+        // The connection's own header-read timer: one `Sleep` re-armed per request head
+        // (conn_timer.rs) instead of a new one per request.
+        let mut builder = self.builders.auto.clone();
+        builder.http1().timer(ConnTimer::new());
         let result = match self.tls {
             None => {
                 watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
