@@ -226,11 +226,7 @@ async fn sigterm_drains_in_flight_requests_and_closes_the_listener() {
 async fn slow_headers_and_idle_keep_alive_connections_are_cut_off() {
     use std::io::{Read, Write};
     let up = Upstream::start().await;
-    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
-        .arg("--header-read-timeout")
-        .arg("1s")
-        .start()
-        .await;
+    let sc = with_one_second_header_timeout(&up).await;
     let addr = sc.addr;
     let closed_within = tokio::task::spawn_blocking(move || {
         let mut results = Vec::new();
@@ -262,11 +258,7 @@ async fn slow_headers_and_idle_keep_alive_connections_are_cut_off() {
 async fn every_head_of_a_keep_alive_connection_gets_the_header_read_timeout() {
     use std::io::{Read, Write};
     let up = Upstream::start().await;
-    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
-        .arg("--header-read-timeout")
-        .arg("1s")
-        .start()
-        .await;
+    let sc = with_one_second_header_timeout(&up).await;
     let addr = sc.addr;
     let token = mint("rsa.pem", Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
     let (answers, cut) = tokio::task::spawn_blocking(move || {
@@ -292,6 +284,15 @@ async fn every_head_of_a_keep_alive_connection_gets_the_header_read_timeout() {
     assert_eq!(answers, [200, 200, 200], "one connection served all three");
     assert_eq!(cut.0, 0, "the server answered a half head instead of closing");
     assert!(cut.1 < Duration::from_secs(5), "connection not closed: {:?}", cut.1);
+}
+
+/// The seed sidecar in front of `up`, with `--header-read-timeout 1s`.
+async fn with_one_second_header_timeout(up: &Upstream) -> Sidecar {
+    sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .arg("--header-read-timeout")
+        .arg("1s")
+        .start()
+        .await
 }
 
 /// The status of one answer read from `s` (headers and a `content-length` body).
