@@ -105,6 +105,12 @@ pub struct Args {
     #[arg(long, env = "PORTCULLIS_PARK_CONNECTIONS_ABOVE", default_value_t = 100)]
     pub park_connections_above: u32,
 
+    /// How long a connection that may park waits for its next request before it parks: one
+    /// whose requests come closer together keeps its HTTP/1 state (no fresh state per request).
+    /// 0 parks at once. Below --header-read-timeout, or it never parks.
+    #[arg(long, env = "PORTCULLIS_PARK_IDLE_AFTER", default_value = "1s", value_parser = duration)]
+    pub park_idle_after: Duration,
+
     /// What request headers whose name contains '_' get. Names that read as a header the
     /// sidecar owns with '_' as '-' (Cf_Access_Authenticated_User_Email, X_Forwarded_Host, ...)
     /// are always removed: CGI, WSGI, PHP and Rack read them as the real ones.

@@ -104,6 +104,7 @@ pub async fn serve_on(
         drain: args.drain_timeout,
         max_connections: args.max_connections as usize,
         park_above: args.park_connections_above as usize,
+        park_idle_after: args.park_idle_after,
     };
     log_start(role, &args, listener.local_addr().ok(), tls.is_some());
 

@@ -192,7 +192,9 @@ impl Reader {
 async fn parking_sidecar(app: SocketAddr, extra: &[&str]) -> Sidecar {
     let mut b = sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
         .arg("--park-connections-above")
-        .arg("0");
+        .arg("0")
+        .arg("--park-idle-after")
+        .arg("0s");
     for a in extra {
         b = b.arg(a);
     }
@@ -445,6 +447,43 @@ async fn an_upgrade_after_a_park_is_spliced_and_h2c_still_works() {
         assert_eq!(up.last().uri, "/h2");
     }
     assert!(sc.metrics().await.contains("portcullis_connections_parked 0\n"));
+}
+
+// A busy connection keeps hyper's state: it parks only once a wait for its next request has
+// lasted `--park-idle-after`, and then still serves.
+#[tokio::test]
+async fn a_connection_parks_only_after_waiting_park_idle_after() {
+    let (app, _task) = echo_app().await;
+    let sc = sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
+        .arg("--park-connections-above")
+        .arg("0")
+        .arg("--park-idle-after")
+        .arg("5s")
+        .start()
+        .await;
+    let addr = sc.addr;
+    let (r, last_answer) = blocking(move || {
+        let mut r = Reader::new(TcpStream::connect(addr).expect("connect"));
+        for i in 0..5 {
+            r.s.write_all(&Req::get(&format!("/busy{i}")).bytes("plain.mysite.com")).expect("write");
+            assert_eq!(r.answer().status, 200);
+        }
+        (r, std::time::Instant::now())
+    })
+    .await;
+    let metrics = sc.metrics().await;
+    // The reading must fall inside the 5 s wait to say anything (a stalled machine fails here).
+    assert!(last_answer.elapsed() < Duration::from_secs(4), "metrics read too late to tell");
+    assert!(metrics.contains("portcullis_connections_parked 0\n"), "parked before its wait lasted 5 s");
+    parked(&sc, 1).await;
+    let r = blocking(move || {
+        let mut r = r;
+        r.s.write_all(&Req::get("/after").bytes("plain.mysite.com")).expect("write");
+        assert_eq!(r.answer().status, 200);
+        r
+    })
+    .await;
+    drop(r);
 }
 
 #[tokio::test]

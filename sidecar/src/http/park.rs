@@ -41,6 +41,11 @@
 //! 4. The socket itself has nothing to read (its `poll_read` returned `Pending`), and no replayed
 //!    bytes are left.
 //! 5. More than the threshold of connections are open.
+//! 6. The wait for this head has lasted `--park-idle-after` (default 1 s): the connection's
+//!    timer fires then (before the header deadline) and wakes it, and the read that follows
+//!    parks. A connection whose requests come closer together never parks, so a busy one does
+//!    not pay a fresh hyper connection per request; `0` parks at the first read that would
+//!    wait.
 //!
 //! Pipelined requests are safe by 1 and 3 (a complete head in hyper's buffer is parsed without a
 //! read); a head split across writes fails 3; a response still being written is flushed by
@@ -89,6 +94,10 @@ const CRLF_CRLF: u32 = u32::from_be_bytes(*b"\r\n\r\n");
 pub struct Parking {
     /// Park only while more connections than this are open.
     above: i64,
+    /// How long a connection waits for its next request before it parks (invariant 6).
+    idle_after: Duration,
+    /// `--header-read-timeout`: hyper arms each head's deadline this far after the wait starts.
+    header_read_timeout: Duration,
     /// `portcullis_connections_open` (read, not changed).
     open: prometheus::IntGauge,
     /// `portcullis_connections_parked`.
@@ -97,7 +106,12 @@ pub struct Parking {
 
 impl Parking {
     /// Registers `portcullis_connections_parked` with `metrics`.
-    pub fn new(above: usize, metrics: &crate::metrics::Metrics) -> Self {
+    pub fn new(
+        above: usize,
+        idle_after: Duration,
+        header_read_timeout: Duration,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         // A constant valid name and help: `new` only fails on invalid ones.
         let parked = prometheus::IntGauge::new(
             "portcullis_connections_parked",
@@ -105,7 +119,13 @@ impl Parking {
         )
         .expect("a valid metric name");
         metrics.register(Box::new(parked.clone()));
-        Self { above: i64::try_from(above).unwrap_or(i64::MAX), open: metrics.connections_open.clone(), parked }
+        Self {
+            above: i64::try_from(above).unwrap_or(i64::MAX),
+            idle_after,
+            header_read_timeout,
+            open: metrics.connections_open.clone(),
+            parked,
+        }
     }
 
     /// Whether a connection that starts now is served by [`serve_h1`] (able to park).
@@ -144,7 +164,12 @@ pub async fn serve_h1<S>(
 {
     let marks = Arc::new(Marks::new());
     let mut builder = builder.clone();
-    builder.timer(MarkingTimer(marks.clone(), ConnTimer::new()));
+    builder.timer(MarkingTimer {
+        marks: marks.clone(),
+        timer: ConnTimer::new(),
+        idle_after: parking.idle_after,
+        header_read_timeout: parking.header_read_timeout,
+    });
     let (mut stream, mut prefix) = (stream, prefix);
     loop {
         let io = ParkIo::new(stream, prefix, marks.clone(), parking.clone());
@@ -235,6 +260,8 @@ impl Drop for ParkedGuard<'_> {
 struct Marks {
     /// hyper is reading a request head (invariant 1).
     reading_head: AtomicBool,
+    /// That wait has lasted `--park-idle-after` (invariant 6).
+    idle_long_enough: AtomicBool,
     /// A request asked for an upgrade: never park this connection (invariant 2).
     upgrade_asked: AtomicBool,
     /// The header-read deadline hyper armed last, as nanoseconds after `base` (0: none).
@@ -248,6 +275,7 @@ impl Marks {
     fn new() -> Self {
         Self {
             reading_head: AtomicBool::new(false),
+            idle_long_enough: AtomicBool::new(false),
             upgrade_asked: AtomicBool::new(false),
             deadline: AtomicU64::new(0),
             carried: AtomicU64::new(0),
@@ -279,6 +307,7 @@ impl Marks {
             None => deadline,
         };
         self.deadline.store(self.nanos_at(deadline), Relaxed);
+        self.idle_long_enough.store(false, Relaxed);
         self.reading_head.store(true, Relaxed);
         deadline
     }
@@ -288,27 +317,85 @@ impl Marks {
 
 /// hyper's timer for one connection: the connection's [`ConnTimer`] (kept across rounds),
 /// marking when hyper arms the header-read timer (the only timer hyper's HTTP/1 server uses:
-/// `Conn::poll_read_head`).
+/// `Conn::poll_read_head`), and waking the connection once its wait has lasted `idle_after`.
 #[derive(Clone)]
-struct MarkingTimer(Arc<Marks>, ConnTimer);
+struct MarkingTimer {
+    marks: Arc<Marks>,
+    timer: ConnTimer,
+    idle_after: Duration,
+    header_read_timeout: Duration,
+}
 
 impl Timer for MarkingTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
-        self.1.sleep(duration)
+        self.timer.sleep(duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        self.1.sleep_until(self.0.head_read_starts(deadline))
+        let (header_deadline, idle_at) = self.arm(deadline);
+        let sleep = self.timer.sleep_until(idle_at.unwrap_or(header_deadline));
+        Box::pin(WaitSleep { sleep, idle_at, header_deadline, marks: self.marks.clone(), timer: self.timer.clone() })
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
-        self.1.reset(sleep, self.0.head_read_starts(new_deadline));
+        let (header_deadline, idle_at) = self.arm(new_deadline);
+        if let Some(ours) = sleep.as_mut().downcast_mut_pin::<WaitSleep>() {
+            let ours = ours.get_mut();
+            (ours.idle_at, ours.header_deadline) = (idle_at, header_deadline);
+            self.timer.reset(&mut ours.sleep, idle_at.unwrap_or(header_deadline));
+        }
     }
 
     fn now(&self) -> Instant {
-        self.1.now()
+        self.timer.now()
     }
 }
+
+impl MarkingTimer {
+    /// A head wait starts, with hyper's `deadline` (its clock's now + the header-read timeout):
+    /// the head's deadline (carried over a park), and when the wait will have lasted
+    /// `idle_after` (`None`: already, for `--park-idle-after 0`, or not before the deadline).
+    fn arm(&self, deadline: Instant) -> (Instant, Option<Instant>) {
+        let header_deadline = self.marks.head_read_starts(deadline);
+        if self.idle_after.is_zero() {
+            self.marks.idle_long_enough.store(true, Relaxed);
+            return (header_deadline, None);
+        }
+        let idle_at = deadline.checked_sub(self.header_read_timeout).map(|start| start + self.idle_after);
+        (header_deadline, idle_at.filter(|at| *at < header_deadline))
+    }
+}
+
+/// What hyper holds for a head wait: the connection's timer set for `idle_at` first, then for
+/// the header deadline. Reaching `idle_at` is not hyper's timeout: it marks the wait long
+/// enough to park and wakes the connection, whose next read (nothing arrived) parks.
+struct WaitSleep {
+    sleep: Pin<Box<dyn Sleep>>,
+    idle_at: Option<Instant>,
+    header_deadline: Instant,
+    marks: Arc<Marks>,
+    timer: ConnTimer,
+}
+
+impl std::future::Future for WaitSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if this.idle_at.take().is_none() {
+            return Poll::Ready(()); // the header deadline: hyper's timeout
+        }
+        this.marks.idle_long_enough.store(true, Relaxed);
+        this.timer.reset(&mut this.sleep, this.header_deadline);
+        cx.waker().wake_by_ref(); // hyper reads again, and that read parks
+        Poll::Pending
+    }
+}
+
+impl Sleep for WaitSleep {}
 
 // === impl Watched ===
 
@@ -362,11 +449,12 @@ impl ParkIo {
     }
 
     fn may_park(&self) -> bool {
-        self.marks.reading_head.load(Relaxed)
+        self.parking.open.get() > self.parking.above
+            && self.marks.idle_long_enough.load(Relaxed)
+            && self.marks.reading_head.load(Relaxed)
             && !self.marks.upgrade_asked.load(Relaxed)
             && (!self.delivered || self.tail == CRLF_CRLF)
             && self.prefix.is_empty()
-            && self.parking.open.get() > self.parking.above
     }
 }
 

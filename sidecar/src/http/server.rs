@@ -66,6 +66,9 @@ pub struct ServerLimits {
     /// Above this many open connections, new plain HTTP/1.1 connections park between requests
     /// (`--park-connections-above`, [`super::park`]).
     pub park_above: usize,
+    /// How long a connection that may park waits for its next request before it does
+    /// (`--park-idle-after`).
+    pub park_idle_after: Duration,
 }
 
 impl Default for ServerLimits {
@@ -77,6 +80,7 @@ impl Default for ServerLimits {
             drain: Duration::from_secs(30),
             max_connections: 10_000,
             park_above: 100,
+            park_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -109,7 +113,8 @@ pub async fn serve_with<H, Fut>(
     Fut: Future<Output = Response<OutBody>> + Send + 'static,
 {
     let builders = Arc::new(Builders { auto: connection_builder(&limits), http1: http1_builder(&limits) });
-    let parking = Arc::new(Parking::new(limits.park_above, &metrics));
+    let parking =
+        Arc::new(Parking::new(limits.park_above, limits.park_idle_after, limits.header_read_timeout, &metrics));
     let graceful = GracefulShutdown::new();
     let (drain_tx, _) = watch::channel(());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
