@@ -259,9 +259,14 @@ async fn the_readme_runnable_blocks_run_against_the_quickstart() {
         );
         if block.commands.iter().any(|c| c.contains("curl -i")) {
             // "Try it": the statuses its comments announce, in order.
-            // (A JSON body ends without a newline, so a status line may follow it on the same line.)
-            let http: Vec<&str> =
-                stdout.match_indices("HTTP/1.1 ").filter_map(|(i, _)| stdout.get(i + 9..i + 12)).collect();
+            // (A JSON body ends without a newline, so a status line may follow it on the same line;
+            // "HTTP/1.1 " followed by anything but a three-digit status is other text, e.g. a
+            // metric's help.)
+            let http: Vec<&str> = stdout
+                .match_indices("HTTP/1.1 ")
+                .filter_map(|(i, _)| stdout.get(i + 9..i + 12))
+                .filter(|status| status.bytes().all(|b| b.is_ascii_digit()))
+                .collect();
             assert_eq!(http, ["200", "401", "200", "200"], "README.md:{}:\n{stdout}", block.line);
             assert!(stdout.contains("ready"), "{stdout}");
             assert!(stdout.contains("portcullis_requests_total"), "{stdout}");
