@@ -116,3 +116,95 @@ pub async fn send_body(method: &str, url: &str, body: &str) -> Result<Answer, St
         .map_err(|e| e.to_string())?;
     exchange(req).await
 }
+
+/// One HTTP/1.1 response read off a blocking socket: status, headers (lower-case names) and
+/// body (content-length or chunked).
+pub struct Http1Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Http1Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads responses from a blocking keep-alive socket, one at a time, keeping bytes that arrived beyond the one being read.
+pub struct Http1Reader {
+    pub s: TcpStream,
+    /// Bytes read beyond the answers taken so far.
+    pub buf: Vec<u8>,
+}
+
+impl Http1Reader {
+    /// Reads from `s`, each read waiting at most 20 s.
+    pub fn new(s: TcpStream) -> Self {
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+        Self { s, buf: vec![] }
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 16384];
+        let n = self.s.read(&mut chunk).expect("read from the sidecar");
+        assert!(n > 0, "the sidecar closed the connection; had {:?}", String::from_utf8_lossy(&self.buf));
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The next `n` bytes (reading until they have come).
+    pub fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.fill();
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.take(i + 2);
+                return String::from_utf8_lossy(&line[..i]).into_owned();
+            }
+            self.fill();
+        }
+    }
+
+    /// The next answer (status line, headers, and a `content-length` or chunked body).
+    pub fn answer(&mut self) -> Http1Answer {
+        let status_line = self.line();
+        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut headers = vec![];
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').expect("a header line");
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let mut a = Http1Answer { status, headers, body: vec![] };
+        if let Some(len) = a.header("content-length") {
+            let len: usize = len.parse().expect("content-length");
+            a.body = self.take(len);
+        } else if a.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                let size = usize::from_str_radix(self.line().split(';').next().unwrap_or("0"), 16).expect("chunk size");
+                if size == 0 {
+                    while !self.line().is_empty() {}
+                    break;
+                }
+                let chunk = self.take(size);
+                a.body.extend_from_slice(&chunk);
+                assert_eq!(self.line(), "", "chunk end");
+            }
+        }
+        a
+    }
+
+    /// The peer closed the connection (after all answers were read): a read gives 0 bytes.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.s.read(&mut b), Ok(0)) && self.buf.is_empty()
+    }
+}
