@@ -397,6 +397,44 @@ async fn a_connection_parks_only_after_waiting_park_idle_after() {
     drop(r);
 }
 
+// A connection that parks is served by hyper builders of its own (http/server.rs): the header
+// limits of every connection hold on it, in its first round and after a park.
+#[tokio::test]
+async fn the_header_limits_hold_on_connections_that_park() {
+    let (app, _task) = echo_app().await;
+    let sc = parking_sidecar(app, &["--max-header-bytes", "16384", "--max-headers", "20"]).await;
+    let addr = sc.addr;
+    let head = |extra: &str| format!("GET /limits HTTP/1.1\r\nHost: plain.mysite.com\r\n{extra}\r\n").into_bytes();
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
+    // Within both limits: answered (a custom --max-headers is set on the builder, not ignored).
+    let few: String = (0..15).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = parked_connection(&sc, "/one").await;
+    let (r, within) = blocking(move || {
+        let mut r = r;
+        r.s.write_all(&head(&few)).expect("write");
+        let a = r.answer();
+        (r, a)
+    })
+    .await;
+    assert_eq!(within.status, 200);
+    parked(&sc, 1).await;
+    let too_many = blocking(move || {
+        let mut r = r;
+        r.s.write_all(&head(&many)).expect("write");
+        r.answer()
+    })
+    .await;
+    assert_eq!(too_many.status, 431, "too many headers after a park");
+    let too_big = blocking(move || {
+        let mut r = Http1Reader::new(TcpStream::connect(addr).expect("connect"));
+        r.s.write_all(&head(&big)).expect("write");
+        r.answer()
+    })
+    .await;
+    assert_eq!(too_big.status, 431, "too large a head in a parking connection's first round");
+}
+
 #[tokio::test]
 async fn the_header_read_timeout_closes_a_parked_connection() {
     let (app, _task) = echo_app().await;

@@ -59,6 +59,7 @@
 //! `portcullis_connections_parked` counts the connections parked now.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -209,16 +210,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let result = tokio::select! {
-        biased;
-        done = &mut *conn => done,
-        _ = drain.changed() => {
-            // A send, or the server gone: hyper closes an idle connection at once and ends a
-            // busy one after its response.
-            Pin::new(&mut *conn).graceful_shutdown();
-            (&mut *conn).await
-        }
-    };
+    let result = until_drained(Pin::new(&mut *conn), drain, http1::UpgradeableConnection::graceful_shutdown).await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
         return None;
@@ -229,6 +221,25 @@ where
         return None; // closed (hyper shut the socket down), or draining
     }
     Some((io.stream.into_inner(), Bytes::copy_from_slice(&parts.read_buf)))
+}
+
+/// Runs a hyper connection to its end; once `drain` signals (a send, or the server gone), asks
+/// it to `shut_down` gracefully first: hyper closes an idle connection at once and ends a busy
+/// one after its response. The one drain rule of every connection served outside hyper-util's
+/// `GracefulShutdown` (those that may park).
+pub async fn until_drained<C: Future>(
+    mut conn: Pin<&mut C>,
+    drain: &mut watch::Receiver<()>,
+    shut_down: fn(Pin<&mut C>),
+) -> C::Output {
+    tokio::select! {
+        biased;
+        done = conn.as_mut() => done,
+        _ = drain.changed() => {
+            shut_down(conn.as_mut());
+            conn.await
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -377,7 +388,7 @@ struct WaitSleep {
     timer: ConnTimer,
 }
 
-impl std::future::Future for WaitSleep {
+impl Future for WaitSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -449,7 +460,7 @@ impl ParkIo {
     }
 
     fn may_park(&self) -> bool {
-        self.parking.open.get() > self.parking.above
+        self.parking.wanted()
             && self.marks.idle_long_enough.load(Relaxed)
             && self.marks.reading_head.load(Relaxed)
             && !self.marks.upgrade_asked.load(Relaxed)
@@ -476,8 +487,7 @@ impl hyper::rt::Read for ParkIo {
         match Pin::new(&mut this.stream).poll_read(cx, read.unfilled()) {
             Poll::Ready(Ok(())) => {
                 buf.put_slice(read.filled());
-                let (tail, delivered) = tail_after(this.tail, read.filled());
-                (this.tail, this.delivered) = (tail, this.delivered | delivered);
+                this.note(read.filled());
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.may_park() => {

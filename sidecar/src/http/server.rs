@@ -149,20 +149,30 @@ struct Builders {
     http1: http1::Builder,
 }
 
+/// Applies the HTTP/1.1 settings of every client connection (hyper's header-read timer and
+/// the header limits) to `$builder`: hyper's own `http1::Builder` (connections that park) and
+/// hyper-util's `auto::Builder::http1()` have the same setters but no common trait, and one
+/// list keeps a parking connection's limits those of every other.
+macro_rules! set_http1 {
+    ($builder:expr, $limits:expr) => {{
+        let limits: &ServerLimits = $limits;
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            // hyper keeps the default limit on the stack; a custom one costs an allocation per
+            // request, so it is only set when it differs.
+            $builder.max_headers(limits.max_headers);
+        }
+    }};
+}
+
 /// HTTP/1.1 (with hyper's header-read timer and limits) and h2c on one port.
 fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        // hyper keeps the default limit on the stack; a custom one costs an allocation per
-        // request, so it is only set when it differs.
-        builder.http1().max_headers(limits.max_headers);
-    }
+    set_http1!(builder.http1(), limits);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -215,14 +225,7 @@ async fn accept<S: Future<Output = ()>>(
 /// connection by [`park::serve_h1`]).
 fn http1_builder(limits: &ServerLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        builder.max_headers(limits.max_headers);
-    }
+    set_http1!(builder, limits);
     builder
 }
 
@@ -257,7 +260,7 @@ where
     /// under the header-read deadline, then HTTP until the client or the drain (`watcher`)
     /// closes it.
     async fn serve(self, stream: TcpStream, peer: SocketAddr, _open: OpenConnection, watcher: Watcher) {
-        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+        if !first_byte_arrives(&stream, self.first_byte_deadline).await {
             return;
         }
         let service = Handled { handler: self.handler, peer };
@@ -298,7 +301,7 @@ where
         _open: OpenConnection,
         mut drain: watch::Receiver<()>,
     ) {
-        if first_byte(&stream, self.first_byte_deadline).await.is_none() {
+        if !first_byte_arrives(&stream, self.first_byte_deadline).await {
             return;
         }
         let service = Handled { handler: self.handler, peer };
@@ -307,28 +310,20 @@ where
         }
         // The same connection type as `serve`'s (one copy of hyper's code in the binary).
         let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), service));
-        let result = tokio::select! {
-            biased;
-            done = conn.as_mut() => done,
-            _ = drain.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let result =
+            park::until_drained(conn.as_mut(), &mut drain, auto::UpgradeableConnection::graceful_shutdown).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, %peer, "connection ended with an error");
         }
     }
 }
 
-/// The first byte of a connection, waited for under `deadline`: hyper arms its header-read
-/// timer only once it knows the protocol, so a client that connects and sends nothing would
-/// hold the connection forever (after that, hyper's timer covers every request head, including
-/// the idle wait between keep-alive requests). `None`: timed out, closed, or failed first.
-async fn first_byte(stream: &TcpStream, deadline: Duration) -> Option<u8> {
+/// Whether a connection's first byte arrives within `deadline` (peeked, not read): hyper arms
+/// its header-read timer only once it knows the protocol, so a client that connects and sends
+/// nothing would hold the connection forever (after that, hyper's timer covers every request
+/// head, including the idle wait between keep-alive requests). False: timed out, closed, or
+/// failed first.
+async fn first_byte_arrives(stream: &TcpStream, deadline: Duration) -> bool {
     let mut probe = [0u8; 1];
-    match tokio::time::timeout(deadline, stream.peek(&mut probe)).await {
-        Ok(Ok(n)) if n > 0 => Some(probe[0]),
-        _ => None,
-    }
+    matches!(tokio::time::timeout(deadline, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }
