@@ -52,17 +52,24 @@ impl NameFilter {
     pub fn of<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> Self {
         let mut filter = NameFilter { lengths: 0, first: 0 };
         for name in names {
-            let s = name.as_str().as_bytes();
-            filter.lengths |= 1 << s.len().min(63);
-            filter.first |= 1 << (s.first().copied().unwrap_or(0) & 0x7f);
+            let (length, first) = Self::bits(name);
+            filter.lengths |= length;
+            filter.first |= first;
         }
         filter
     }
 
     /// False: `name` is none of the set's. True: it may be.
     pub fn may_contain(&self, name: &HeaderName) -> bool {
+        let (length, first) = Self::bits(name);
+        self.lengths & length != 0 && self.first & first != 0
+    }
+
+    /// `name`'s length bit and first-byte bit: the one rule for building a filter and for
+    /// testing a name against it.
+    fn bits(name: &HeaderName) -> (u64, u128) {
         let s = name.as_str().as_bytes();
-        self.lengths & (1 << s.len().min(63)) != 0 && self.first & (1 << (s.first().copied().unwrap_or(0) & 0x7f)) != 0
+        (1 << s.len().min(63), 1 << (s.first().copied().unwrap_or(0) & 0x7f))
     }
 }
 

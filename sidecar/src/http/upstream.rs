@@ -362,23 +362,10 @@ mod tests {
         assert_eq!(connections.idle.lock().unwrap().len(), 1, "only the new one is kept");
     }
 
-    /// An app on loopback that reads requests and never answers.
-    async fn silent_app() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let mut open = Vec::new();
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                open.push(socket); // held open, never read or answered
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
     async fn no_answer_before_the_deadline_is_a_timeout() {
-        let connections = AppConnections::new(&silent_app().await, Duration::from_secs(5));
+        let (addr, _) = app_answering(0).await; // reads requests, never answers
+        let connections = AppConnections::new(&addr, Duration::from_secs(5));
         let failed = connections.request(get(), soon(100)).await;
         assert!(matches!(failed, Err(UpstreamError::Timeout)), "{:?}", failed.map(|r| r.status()));
         assert!(connections.idle.lock().unwrap().is_empty(), "a timed-out connection is not reused");
