@@ -8,7 +8,8 @@
 # against `--header-read-timeout` (10 s by default), raised here so that they stay open while
 # measured. The sidecar runs with its defaults otherwise, `--park-connections-above` (100) included:
 # above that many open connections, idle ones park (sidecar/src/http/park.rs); the environment
-# can change it (PORTCULLIS_PARK_CONNECTIONS_ABOVE=0 parks every one, a large value none).
+# can change it (PORTCULLIS_PARK_CONNECTIONS_ABOVE=0 parks every one, a large value none), and
+# when an idle one parks (PORTCULLIS_PARK_IDLE_AFTER, 1s by default; 0s at once).
 # Raises `ulimit -n`. Writes bench/results/connections.md.
 # Usage: bench/connections.sh [IDLE] [INFLIGHT]
 set -euo pipefail
