@@ -139,6 +139,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("client thread")
 }
 
+/// Writes `bytes` on `r`'s connection and reads one answer, off the runtime; `r` comes back
+/// for the next exchange.
+async fn exchange(mut r: Http1Reader, bytes: Vec<u8>) -> (Http1Reader, Http1Answer) {
+    blocking(move || {
+        r.s.write_all(&bytes).expect("write");
+        let a = r.answer();
+        (r, a)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn keep_alive_requests_with_and_without_bodies_park_in_between_and_get_their_own_answers() {
     let (app, _task) = echo_app().await;
@@ -155,14 +166,7 @@ async fn keep_alive_requests_with_and_without_bodies_park_in_between_and_get_the
     ];
     let mut parks = 0;
     for req in sequence {
-        let sent = req.clone();
-        let (back, answer) = blocking(move || {
-            let req = sent;
-            r.s.write_all(&req.bytes("plain.mysite.com")).expect("write");
-            let a = r.answer();
-            (r, a)
-        })
-        .await;
+        let (back, answer) = exchange(r, req.bytes("plain.mysite.com")).await;
         r = back;
         assert_eq!(answer.status, 200);
         assert_eq!(String::from_utf8_lossy(&answer.body), expected(&req));
@@ -249,11 +253,7 @@ async fn a_large_answer_read_slowly_arrives_whole_and_the_connection_parks_after
     assert_eq!(a.body.len(), SIZE);
     assert!(a.body == pattern(SIZE), "the body arrived changed");
     parked(&sc, 1).await;
-    let a = blocking(move || {
-        r.s.write_all(&Req::get("/after").bytes("plain.mysite.com")).expect("write");
-        r.answer()
-    })
-    .await;
+    let (_, a) = exchange(r, Req::get("/after").bytes("plain.mysite.com")).await;
     assert_eq!(String::from_utf8_lossy(&a.body), expected(&Req::get("/after")));
 }
 
@@ -264,13 +264,8 @@ async fn an_answer_sent_before_its_request_body_was_read_is_never_followed_by_a_
     let addr = sc.addr;
     let r = parked_connection(&sc, "/warm").await;
     // The sidecar answers 401 without reading the body; the body follows after the answer.
-    let (mut r, a) = blocking(move || {
-        let mut r = r;
-        r.s.write_all(b"POST /x HTTP/1.1\r\nHost: api.mysite.com\r\nContent-Length: 10\r\n\r\n").expect("write");
-        let a = r.answer();
-        (r, a)
-    })
-    .await;
+    let head = b"POST /x HTTP/1.1\r\nHost: api.mysite.com\r\nContent-Length: 10\r\n\r\n";
+    let (mut r, a) = exchange(r, head.to_vec()).await;
     assert_eq!(a.status, 401);
     let after = blocking(move || {
         // hyper either read and dropped the body (the connection stays open) or closed the
@@ -410,28 +405,13 @@ async fn the_header_limits_hold_on_connections_that_park() {
     // Within both limits: answered (a custom --max-headers is set on the builder, not ignored).
     let few: String = (0..15).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = parked_connection(&sc, "/one").await;
-    let (r, within) = blocking(move || {
-        let mut r = r;
-        r.s.write_all(&head(&few)).expect("write");
-        let a = r.answer();
-        (r, a)
-    })
-    .await;
+    let (r, within) = exchange(r, head(&few)).await;
     assert_eq!(within.status, 200);
     parked(&sc, 1).await;
-    let too_many = blocking(move || {
-        let mut r = r;
-        r.s.write_all(&head(&many)).expect("write");
-        r.answer()
-    })
-    .await;
+    let (_, too_many) = exchange(r, head(&many)).await;
     assert_eq!(too_many.status, 431, "too many headers after a park");
-    let too_big = blocking(move || {
-        let mut r = Http1Reader::new(TcpStream::connect(addr).expect("connect"));
-        r.s.write_all(&head(&big)).expect("write");
-        r.answer()
-    })
-    .await;
+    let fresh = blocking(move || Http1Reader::new(TcpStream::connect(addr).expect("connect"))).await;
+    let (_, too_big) = exchange(fresh, head(&big)).await;
     assert_eq!(too_big.status, 431, "too large a head in a parking connection's first round");
 }
 
