@@ -62,3 +62,22 @@ impl Drop for JwksServer {
         self.task.abort();
     }
 }
+
+/// Waits (bounded) until the seed sidecar at `url` (an `api.mysite.com` URL) has stored the
+/// first keys its JWKS server served, which must publish `ec-1` (as
+/// [`jwks_json_without`](crate::jwks_json_without)`("rsa-1")` does): an `ec-1` token is then
+/// answered 200. The server counts its hit before the sidecar stores what it served, and until
+/// then a token is refused for having no keys, which starts no refresh: a test of the
+/// unknown-kid refresh waits for this, not for the hit, and spends no refresh doing so.
+pub async fn wait_for_first_jwks(url: &str) {
+    let token =
+        crate::mint("ec.pem", jsonwebtoken::Algorithm::ES256, Some("ec-1"), crate::claims("alice@mysite.com", 600));
+    crate::eventually(std::time::Duration::from_secs(10), "the sidecar stored its first JWKS", || {
+        let (url, token) = (url.to_owned(), token.clone());
+        async move {
+            let headers = [("host", "api.mysite.com"), ("cf-access-jwt-assertion", token.as_str())];
+            (crate::get(&url, &headers).await.ok()?.status == 200).then_some(())
+        }
+    })
+    .await;
+}

@@ -127,8 +127,10 @@ async fn jwks_uri_is_fetched_and_an_unknown_kid_triggers_one_refresh() {
         async move { (h >= 1).then_some(h) }
     })
     .await;
+    wait_for_first_jwks(&url).await;
     let r = get(&url, &[HOST, ("cf-access-jwt-assertion", &token)]).await.unwrap();
     assert_eq!(r.status, 401, "kid not published yet");
+    assert_eq!(r.json()["error"], "jwt_unknown_key");
     // Publish the key: the next unknown kid may refresh only after the 30 s rate limit, so
     // the refresh above must have happened (one extra hit) and no more than one.
     assert!(jwks.hits() <= hits_before + 1, "refresh on unknown kid is rate-limited");

@@ -415,11 +415,7 @@ async fn a_jwks_fetch_a_request_waits_on_is_a_span_of_that_request() {
         .arg(&rx.endpoint())
         .start()
         .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while jwks.hits() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the first JWKS fetch never happened");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_first_jwks(&sc.url("/")).await;
     *jwks.body.lock().unwrap() = (http::StatusCode::OK, jwks_json());
     let token = mint("rsa.pem", jsonwebtoken::Algorithm::RS256, Some("rsa-1"), claims("alice@mysite.com", 600));
     let r = get(
