@@ -13,8 +13,8 @@
 //! What cannot be canonicalised without guessing how the app decodes is flagged
 //! [`CanonicalPath::ambiguous`]: an encoded slash, backslash, semicolon or percent sign (`%2F`,
 //! `%5C`, `%3B`, `%25`: a double-encoded path), a raw `\`, an encoded NUL or control byte. Whether that is refused is the caller's call (per application,
-//! `spec.paths.escapedSlashes`); [`lenient_reading`] gives the path as a server that decodes
-//! them would see it, so a caller can check that both readings land in the same place.
+//! `spec.paths.escapedSlashes`); [`readings`] gives the path as each kind of server that decodes
+//! them would see it, so a caller can check that every reading lands in the same place.
 //!
 //! Must not: allocate when the path is already canonical (the common case), or know about hosts,
 //! applications or HTTP.
@@ -96,26 +96,41 @@ pub fn normalize_prefix(path: &str) -> Result<String, String> {
     Ok(c.matching.into_owned())
 }
 
-/// The path as a lenient server reads it — every escape decoded (`%2F`, `%5C`, `%3B` and `%25`
-/// included) and `\` read as `/` — in matching form; `None` when that reading is not a valid
-/// path. Decoding is repeated while it changes the path (a few rounds at most), as an app that
-/// decodes twice would: `%252F` is `%2F` after one round and `/` after two.
-pub fn lenient_reading(path: &str) -> Option<String> {
+/// Every way a server may read a path that holds escapes, in matching form (`None` for a reading
+/// that is not a valid path): decoded zero to a few times — every escape, `%2F`, `%5C`, `%3B`
+/// and `%25` included, as an app behind a server that decoded already decodes again (`%252F` is
+/// `%2F` after one round and `/` after two) — and each of those with `\` kept as a byte and read
+/// as `/` (IIS, Tomcat's `ALLOW_BACKSLASH`, some frameworks). Both backslash readings count:
+/// `/files/%5C/..%2F` is `/files/` to a server that keeps the decoded `\`, and `/` to one that
+/// takes it for a slash.
+///
+/// Start from the path the app receives, `;parameters` included: a server that decodes before
+/// it strips parameters reads `/files/a;x%2F..%2F..` as `/`, one that strips first as `/files/a`.
+pub fn readings(path: &str) -> Vec<Option<String>> {
     const ROUNDS: usize = 4;
-    let mut current = path.to_owned();
-    for _ in 0..ROUNDS {
-        let next = decode_round(&current);
-        if next == current {
+    let mut decoded = vec![path.to_owned()];
+    while decoded.len() <= ROUNDS {
+        let Some(last) = decoded.last() else { break };
+        let next = decode_round(last);
+        if next == *last {
             break;
         }
-        current = next;
+        decoded.push(next);
     }
-    canonical_path(&current).ok().map(|c| c.matching.into_owned())
+    decoded
+        .into_iter()
+        .flat_map(|p| {
+            let slashes = p.contains('\\').then(|| p.replace('\\', "/"));
+            [Some(p), slashes].into_iter().flatten()
+        })
+        .map(|p| canonical_path(&p).ok().map(|c| c.matching.into_owned()))
+        .collect()
 }
 
-/// One round of [`lenient_reading`]: each valid `%XX` decoded and `\` read as `/`; what a path
-/// cannot hold raw afterwards (controls, space, non-ASCII bytes, a `%` that starts no escape) is
-/// escaped again, so the result is a path and a literal `%` is a fixed point (`%25` stays).
+/// One round of [`readings`]: each valid `%XX` decoded; what a path cannot hold raw afterwards
+/// (controls, space, non-ASCII bytes, a `%` that starts no escape) is escaped again, so the
+/// result is a path and a literal `%` is a fixed point (`%25` stays). A decoded `\` stays raw,
+/// for the caller to read both ways.
 fn decode_round(path: &str) -> String {
     let b = path.as_bytes();
     let mut raw = Vec::with_capacity(b.len());
@@ -127,7 +142,6 @@ fn decode_round(path: &str) -> String {
                 i += 3;
                 continue;
             }
-            (b'\\', _) => raw.push(b'/'),
             (c, _) => raw.push(c),
         }
         i += 1;
@@ -135,7 +149,7 @@ fn decode_round(path: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for (j, &c) in raw.iter().enumerate() {
         let lone_percent = c == b'%' && escape_at(&raw, j).is_none();
-        if c <= b' ' || c >= 0x7f || c == b'\\' || lone_percent {
+        if c <= b' ' || c >= 0x7f || lone_percent {
             push_escape(&mut out, c);
         } else {
             out.push(char::from(c));
@@ -354,22 +368,26 @@ mod tests {
     }
 
     #[test]
-    fn lenient_reading_decodes_twice_encoded_paths() {
-        assert_eq!(lenient_reading("/files/%252e%252e/admin").as_deref(), Some("/admin"));
-        assert_eq!(lenient_reading("/a%252Fb").as_deref(), Some("/a/b"));
-        assert_eq!(lenient_reading("/x%25%32%46y").as_deref(), Some("/x/y"));
-        // A literal percent sign stays one: the reading is stable, not refused.
-        assert_eq!(lenient_reading("/files/100%25").as_deref(), Some("/files/100%25"));
-        assert_eq!(lenient_reading("/a%2Fb%20c").as_deref(), Some("/a/b%20c"));
+    fn readings_decode_twice_encoded_paths() {
+        let read = |p: &str| readings(p).into_iter().map(|r| r.unwrap_or_else(|| "invalid".into())).collect::<Vec<_>>();
+        assert_eq!(read("/files/%252e%252e/admin"), ["/files/%252e%252e/admin", "/admin", "/admin"]);
+        assert_eq!(read("/a%252Fb"), ["/a%252Fb", "/a%2Fb", "/a/b"]);
+        assert_eq!(read("/x%25%32%46y").last().map(String::as_str), Some("/x/y"));
+        // A literal percent sign stays one: the readings are stable, not refused.
+        assert_eq!(read("/files/100%25"), ["/files/100%25"]);
+        assert_eq!(read("/a%2Fb%20c"), ["/a%2Fb%20c", "/a/b%20c"]);
         assert!(canonical_path("/files/%252e%252e/admin").unwrap().ambiguous);
     }
 
     #[test]
-    fn lenient_reading_decodes_slashes() {
-        assert_eq!(lenient_reading("/public/..%2Fadmin/x").as_deref(), Some("/admin/x"));
-        assert_eq!(lenient_reading("/admin%2fx").as_deref(), Some("/admin/x"));
-        assert_eq!(lenient_reading("/a\\..\\admin").as_deref(), Some("/admin"));
-        assert_eq!(lenient_reading("/files/report.pdf").as_deref(), Some("/files/report.pdf"));
+    fn readings_take_a_backslash_both_as_a_byte_and_as_a_slash() {
+        let read = |p: &str| readings(p).into_iter().map(|r| r.unwrap_or_else(|| "invalid".into())).collect::<Vec<_>>();
+        assert_eq!(read("/public/..%2Fadmin/x"), ["/public/..%2Fadmin/x", "/admin/x"]);
+        assert_eq!(read("/admin%2fx"), ["/admin%2Fx", "/admin/x"]);
+        assert_eq!(read("/a\\..\\admin"), ["/a\\..\\admin", "/admin"]);
+        assert_eq!(read("/files/%5C/..%2F"), ["/files/%5C/..%2F", "/files/", "/"]);
+        assert_eq!(read("/files/a;x%2F..%2F.."), ["/files/a", "/"]);
+        assert_eq!(read("/files/report.pdf"), ["/files/report.pdf"]);
     }
 
     #[test]

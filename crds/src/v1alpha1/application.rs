@@ -95,8 +95,10 @@ pub struct PathsSpec {
     /// `KeepUnchanged`: forwarded as sent, the escapes matched as ordinary bytes — only for apps
     /// that need encoded slashes in a path segment (object keys, some REST APIs). The risk: an app
     /// or framework that decodes `%2F` after the sidecar routed the request may serve another
-    /// path than the one that was decided; the sidecar still refuses such a request when
-    /// decoding the escapes would route it to another application or forward route.
+    /// path than the one that was decided; the sidecar still refuses such a request when any way
+    /// servers read it (its escapes decoded once or more, a backslash taken as a byte or as `/`,
+    /// escapes inside `;parameters` included) would route it to another application or forward
+    /// route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escaped_slashes: Option<EscapedSlashes>,
 }

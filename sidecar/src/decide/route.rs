@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::header::HOST;
 use http::{HeaderMap, Uri, Version};
-use portcullis_crds::paths::{canonical_path, lenient_reading, prefix_matches, CanonicalPath};
+use portcullis_crds::paths::{canonical_path, prefix_matches, readings, CanonicalPath};
 use portcullis_crds::snapshot::{Application, DomainPattern, ForwardRoute, HostPattern};
 use portcullis_crds::v1alpha1::EscapedSlashes;
 
@@ -242,9 +242,9 @@ impl Router {
     /// The application a canonical target routes to: `Ok(None)` for no application (404).
     ///
     /// A path servers read differently ([`CanonicalPath::ambiguous`]) is refused unless the
-    /// application it routes to keeps escaped slashes, and even then when reading the escapes as
-    /// slashes (as a decoding app would) routes to another application or forward route — the
-    /// one application's opt-in must not weaken another's protection.
+    /// application it routes to keeps escaped slashes, and even then when any of the ways servers
+    /// read its escapes ([`readings`] of the path the app receives) routes to another application
+    /// or forward route — the one application's opt-in must not weaken another's protection.
     pub fn route_target(&self, target: &Target<'_>) -> Result<Option<usize>, TargetError> {
         let Some(app) = self.route(&target.host, &target.path.matching) else {
             return if target.path.ambiguous { Err(TargetError::AmbiguousPath) } else { Ok(None) };
@@ -255,17 +255,15 @@ impl Router {
         let Some((keeps, routes)) = self.escapes.get(app) else {
             return Err(TargetError::AmbiguousPath);
         };
-        let decoded = lenient_reading(&target.path.matching);
         let same_route = |path: &str| routes.iter().position(|p| prefix_matches(p, path));
-        match decoded {
-            Some(d)
-                if *keeps
-                    && self.route(&target.host, &d) == Some(app)
-                    && same_route(&d) == same_route(&target.path.matching) =>
-            {
-                Ok(Some(app))
-            }
-            _ => Err(TargetError::AmbiguousPath),
+        let decided_route = same_route(&target.path.matching);
+        let stays = |reading: Option<String>| {
+            reading.is_some_and(|r| self.route(&target.host, &r) == Some(app) && same_route(&r) == decided_route)
+        };
+        if *keeps && readings(&target.path.forward).into_iter().all(stays) {
+            Ok(Some(app))
+        } else {
+            Err(TargetError::AmbiguousPath)
         }
     }
 

@@ -249,6 +249,16 @@ fn ambiguous_paths_route_only_where_both_readings_agree() {
     assert_eq!(route("/files/a%2Fb.txt"), Ok(Some("files")));
     // ... but never when decoding would leave it for another application.
     assert_eq!(route("/files/..%2Fadmin/x"), Err(TargetError::AmbiguousPath));
+    // A decoded backslash is a slash to some servers and a byte to others: each reading counts
+    // (found by tests/canonical.rs: `/files/%5C/..%2F` is `/files/` with `\` as a byte, `/` with
+    // `\` as a slash).
+    assert_eq!(route("/files/%5C/..%2F"), Err(TargetError::AmbiguousPath));
+    assert_eq!(route("/files/%5C..%2Fadmin"), Err(TargetError::AmbiguousPath));
+    assert_eq!(route("/files/a%5Cb.txt"), Ok(Some("files")));
+    // The readings start from the path the app receives, `;parameters` included: an app that
+    // decodes before it strips them reads `a;x%2F..%2F..%2Fadmin` as `/admin`.
+    assert_eq!(route("/files/a;x%2F..%2F..%2Fadmin"), Err(TargetError::AmbiguousPath));
+    assert_eq!(route("/files/a;v=1%2F2"), Ok(Some("files")));
     // Plain paths are unaffected.
     assert_eq!(route("/admin/x"), Ok(Some("admin")));
     assert_eq!(route("//admin/x"), Ok(Some("admin")));
