@@ -23,7 +23,8 @@ use crate::decide::route::{Candidate, Target};
 pub(super) const AMBIGUOUS_REFUSED: &str =
     "the path holds %2F, %5C, %3B, %25, a backslash or an encoded control character, which servers \
      read in different ways: refused (400 ambiguous_path) unless the application sets spec.paths.escapedSlashes: \
-     KeepUnchanged and reading the escapes as slashes routes to the same application and forward route";
+     KeepUnchanged and every way servers read the escapes (decoded once or more, a backslash as a byte or as /) \
+     routes to the same application and forward route";
 /// The risk an application that keeps escaped slashes takes.
 const AMBIGUOUS_KEPT: &str =
     "the path holds %2F, %5C, %3B, %25, a backslash or an encoded control character: forwarded \
