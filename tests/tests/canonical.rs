@@ -83,12 +83,45 @@ impl Oracle {
             twice.clone(),
             twice.replace('\\', "/"),
         ];
+        // Each also as a server reads it that removes dot segments before it merges slashes
+        // (RFC 3986 §5.2.4 keeps empty segments: `/a//../b` is `/a/b`, merged first it is `/b`).
         variants
             .iter()
-            .filter_map(|p| canonical_path(p).ok().map(|c| c.matching.into_owned()))
+            .flat_map(|p| [p.clone(), dots_removed_unmerged(p)])
+            .filter_map(|p| canonical_path(&p).ok().map(|c| c.matching.into_owned()))
             .map(|p| self.router.route(&host, &p).map(|i| self.names[i].as_str()))
             .collect()
     }
+}
+
+/// RFC 3986 §5.2.4 on a decoded path, empty segments kept; a segment is a dot segment by its
+/// name before any `;parameter`, as Tomcat reads `..;x`.
+fn dots_removed_unmerged(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match seg.split(';').next().unwrap_or("") {
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            "." if last => out.push(""),
+            "." => {}
+            _ => out.push(seg),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[test]
+fn dot_removal_without_merging_keeps_empty_segments() {
+    assert_eq!(dots_removed_unmerged("/a//../b"), "/a/b");
+    assert_eq!(dots_removed_unmerged("/files/x/..;/.."), "/");
+    assert_eq!(dots_removed_unmerged("/files/x/.."), "/files/");
+    assert_eq!(canonical_path("/a//../b").unwrap().matching, "/b");
 }
 
 /// Decodes every `%XX` once, as `urllib.parse.unquote` and servlet containers do (invalid
