@@ -694,6 +694,13 @@ fn exact_and_wildcard() -> CorsConfig {
     }))
 }
 
+/// `allowAllOrigins` with `allowCredentials` is refused by `compile`, so it is never generated
+/// (rejecting it instead drops a quarter of the inputs, and a large `PROPTEST_CASES` then hits
+/// proptest's global-reject cap).
+fn origins_and_credentials() -> impl Strategy<Value = (bool, bool)> {
+    prop::sample::select(vec![(false, false), (false, true), (true, false)])
+}
+
 fn tail() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._:/@?#%-]{1,12}"
 }
@@ -744,12 +751,11 @@ proptest! {
     /// Whatever the (valid) config and request, `*` never goes with credentials.
     #[test]
     fn never_star_with_credentials(
-        all_origins: bool, credentials: bool, all_methods: bool, all_headers: bool,
+        (all_origins, credentials) in origins_and_credentials(), all_methods: bool, all_headers: bool,
         origin in prop::sample::select(vec!["https://example.com", "https://a.example.com", "null", "https://evil.test", "http://example.com"]),
         method in prop::sample::select(vec!["GET", "PUT", "PURGE", "patch"]),
         req_headers in prop::sample::select(vec!["", "x-a", "authorization, x-a"]),
     ) {
-        prop_assume!(!(all_origins && credentials));
         let cfg = config(Some(CorsSpec {
             allowed_origins: if all_origins { vec![] } else { strings(&["https://example.com", "https://*.example.com"]) },
             allow_all_origins: all_origins,
@@ -808,7 +814,7 @@ proptest! {
     /// answer computed header by header from the compiled snapshot, for any config and request.
     #[test]
     fn rendered_answer_is_the_computed_one(
-        all_origins: bool, credentials: bool, all_methods: bool, all_headers: bool, private_network: bool,
+        (all_origins, credentials) in origins_and_credentials(), all_methods: bool, all_headers: bool, private_network: bool,
         methods in prop::sample::subsequence(vec!["PUT", "patch", "DELETE", "get"], 0..4),
         allowed_headers in prop::sample::subsequence(vec!["X-Office", "content-type", "Authorization"], 0..3),
         exposed in prop::sample::subsequence(vec!["X-Request-Id", "ETag"], 0..2),
@@ -819,7 +825,6 @@ proptest! {
         asked_lines in 0usize..3,
         pna in prop::option::of(prop::sample::select(vec!["true", "false"])),
     ) {
-        prop_assume!(!(all_origins && credentials));
         let spec = CorsSpec {
             allowed_origins: if all_origins { vec![] } else { strings(&["https://example.com", "https://*.example.com"]) },
             allow_all_origins: all_origins,
