@@ -108,17 +108,10 @@ pub fn normalize_prefix(path: &str) -> Result<String, String> {
 /// it strips parameters reads `/files/a;x%2F..%2F..` as `/`, one that strips first as `/files/a`.
 pub fn readings(path: &str) -> Vec<Option<String>> {
     const ROUNDS: usize = 4;
-    let mut decoded = vec![path.to_owned()];
-    while decoded.len() <= ROUNDS {
-        let Some(last) = decoded.last() else { break };
-        let next = decode_round(last);
-        if next == *last {
-            break;
-        }
-        decoded.push(next);
-    }
+    // The path, then each round's result while decoding still changes it.
+    let decoded = std::iter::successors(Some(path.to_owned()), |p| Some(decode_round(p)).filter(|next| next != p));
     decoded
-        .into_iter()
+        .take(1 + ROUNDS)
         .flat_map(|p| {
             let slashes = p.contains('\\').then(|| p.replace('\\', "/"));
             [Some(p), slashes].into_iter().flatten()

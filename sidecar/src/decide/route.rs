@@ -208,7 +208,7 @@ pub struct Router {
     /// Keyed by the suffix after `*.`.
     wildcard: ConfigMap<Box<str>, Vec<Entry>>,
     /// Per application: whether it keeps escaped slashes (`spec.paths.escapedSlashes`), and its
-    /// forward-route prefixes, for the two-readings check of [`Router::route_target`].
+    /// forward-route prefixes, for the readings check of [`Router::route_target`].
     escapes: Vec<(bool, Vec<Box<str>>)>,
 }
 

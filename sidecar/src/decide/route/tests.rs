@@ -230,7 +230,7 @@ fn the_authority_forwarded_is_the_one_routed() {
 }
 
 #[test]
-fn ambiguous_paths_route_only_where_both_readings_agree() {
+fn ambiguous_paths_route_only_where_every_reading_agrees() {
     let mut keeps = app("files", &["api.example.com/files"]);
     keeps.escaped_slashes = portcullis_crds::v1alpha1::EscapedSlashes::KeepUnchanged;
     let apps = [app("public", &["api.example.com"]), app("admin", &["api.example.com/admin"]), keeps];
