@@ -19,7 +19,7 @@ use common::*;
 use http::{HeaderMap, Uri, Version};
 use portcullis_crds::paths::canonical_path;
 use portcullis_sidecar::decide::client_headers::PROTECTED_NAMES;
-use portcullis_sidecar::decide::route::{request_target, Router};
+use portcullis_sidecar::decide::route::{request_target, Router, Target};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -61,9 +61,14 @@ impl Oracle {
 
     /// The application the sidecar's own code routes a request to (what was decided).
     fn decided(&self, version: Version, uri: &Uri, headers: &HeaderMap) -> Option<&str> {
+        self.decide(version, uri, headers).map(|(app, _)| app)
+    }
+
+    /// [`Oracle::decided`], with the target it routed (whose forward path the app receives).
+    fn decide<'r>(&self, version: Version, uri: &'r Uri, headers: &'r HeaderMap) -> Option<(&str, Target<'r>)> {
         let target = request_target(version, uri, headers).ok()?;
         let app = self.router.route_target(&target).ok()??;
-        Some(&self.names[app])
+        Some((&self.names[app], target))
     }
 
     /// Every application the upstream's request can be read as, by the readings servers make.
@@ -393,10 +398,8 @@ fn every_short_path_reads_where_it_was_decided() {
                 let path = format!("{lead}{}{trail}", segs.join("/"));
                 // What hyper would not parse never reaches the router (the socket test covers it).
                 let Ok(uri) = path.parse::<Uri>() else { continue };
-                let Ok(target) = request_target(Version::HTTP_11, &uri, &headers) else { continue };
-                let Ok(Some(app)) = oracle.router.route_target(&target) else { continue };
+                let Some((decided, target)) = oracle.decide(Version::HTTP_11, &uri, &headers) else { continue };
                 routed += 1;
-                let decided = oracle.names[app].as_str();
                 let readings = oracle.readings("www.example.test", &target.path.forward);
                 if readings.iter().any(|r| *r != Some(decided)) {
                     failures
