@@ -30,8 +30,45 @@ pub fn sidecar_bin() -> PathBuf {
     bin
 }
 
+/// A loopback port that was free a moment ago. It is released on return, so a server that binds
+/// `127.0.0.1:0` later may be given it: use it for a port something is about to bind, and
+/// [`ClosedPort`] for one nothing may ever answer on.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A loopback port nothing listens on, held for as long as the value lives: a connection to it
+/// is refused. The socket is bound without `listen`, and without `SO_REUSEADDR`, so no other
+/// socket can bind the port meanwhile and the kernel hands it to no `bind(0)`. (A port taken from
+/// [`free_port`] is released at once: a CI run met another test's app there, answering 404 where
+/// the test asserted the sidecar's 502 for an app that is down.)
+pub struct ClosedPort {
+    port: u16,
+    _held: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let held = tokio::net::TcpSocket::new_v4().expect("socket");
+        held.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        ClosedPort { port, _held: held }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`, for an app, provider or collector that is down.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> ClosedPort {
+        ClosedPort::new()
+    }
 }
 
 pub fn now() -> i64 {
@@ -82,5 +119,23 @@ pub mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_refuses_connections_and_cannot_be_bound_while_held() {
+        let closed = ClosedPort::new();
+        let err = tokio::net::TcpStream::connect(("127.0.0.1", closed.port())).await.expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        // std and tokio listeners set SO_REUSEADDR; the held socket does not, so theirs fail.
+        assert!(StdListener::bind(("127.0.0.1", closed.port())).is_err(), "the port is held");
+        assert!(tokio::net::TcpListener::bind(("127.0.0.1", closed.port())).await.is_err(), "the port is held");
+        let port = closed.port();
+        drop(closed);
+        assert!(StdListener::bind(("127.0.0.1", port)).is_ok(), "released on drop");
     }
 }

@@ -95,7 +95,8 @@ async fn the_push_client_configures_a_real_sidecar_once() {
 
     // Nothing listens: retried, then unreachable.
     let mut gone = target(&sc, "api-2", "uid-3/0", Snapshot::empty());
-    gone.pod.admin_port = free_port();
+    let closed = ClosedPort::new();
+    gone.pod.admin_port = closed.port();
     let out = pusher.push_all(std::slice::from_ref(&gone), Timestamp::now()).await;
     match &out[0].result {
         Err(e) => assert_eq!(e.reason(), "unreachable", "{e}"),

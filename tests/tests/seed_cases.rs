@@ -348,8 +348,8 @@ async fn oversized_headers_get_431() {
 // Behaviour: B-STATUS-7, B-CORS-7 (docs/behaviour.md).
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504_both_with_cors() {
-    let port = free_port(); // nothing listens there
-    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &format!("http://127.0.0.1:{port}")).start().await;
+    let down = ClosedPort::new(); // nothing listens there
+    let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &down.url()).start().await;
     let token = staff_token();
     let r = get(&sc.url("/"), &[HOST, ORIGIN, ("cf-access-jwt-assertion", &token)]).await.unwrap();
     assert_eq!(r.status, 502);

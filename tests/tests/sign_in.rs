@@ -7,7 +7,7 @@
 mod common;
 
 use common::signin::{Idp, CLIENT_ID, CLIENT_SECRET};
-use common::{get, mint, now, sidecar, Sidecar, Upstream};
+use common::{get, mint, now, sidecar, ClosedPort, Sidecar, Upstream};
 
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 const SESSION_ISSUER: &str = "portcullis-session:shop/api";
@@ -55,15 +55,17 @@ struct Setup {
     idp: Idp,
     upstream: Upstream,
     sidecar: Sidecar,
+    /// The port the `down` application's provider is at, held closed for the whole test.
+    _down: ClosedPort,
 }
 
 async fn setup() -> Setup {
     let idp = Idp::start(&["https://api.mysite.com/.portcullis/callback".to_owned()]);
     let upstream = Upstream::start().await;
-    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let down = ClosedPort::new();
     // A process: the tests read its log (no code, state or secret in it).
-    let sidecar = sidecar(&manifests(&idp.issuer, &down), &upstream.url()).process().start().await;
-    Setup { idp, upstream, sidecar }
+    let sidecar = sidecar(&manifests(&idp.issuer, &down.url()), &upstream.url()).process().start().await;
+    Setup { idp, upstream, sidecar, _down: down }
 }
 
 /// Starts a sign-in; returns the state cookie's value and the authorization URL's query.
@@ -293,8 +295,8 @@ impl FakeProvider {
 async fn id_tokens_are_verified_before_a_session_is_minted() {
     let idp = FakeProvider::start().await;
     let upstream = Upstream::start().await;
-    let down = format!("http://127.0.0.1:{}", common::free_port());
-    let s = sidecar(&manifests(&idp.issuer, &down), &upstream.url()).start().await;
+    let down = ClosedPort::new();
+    let s = sidecar(&manifests(&idp.issuer, &down.url()), &upstream.url()).start().await;
     let id_token = |key: &str, kid: &str, f: &dyn Fn(&mut serde_json::Value), nonce: &str| {
         let mut claims = serde_json::json!({
             "iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice", "email": "alice@mysite.com",
@@ -436,8 +438,8 @@ async fn the_token_exchange_is_a_span_of_the_callback_and_exports_no_code() {
     let rx = common::OtlpReceiver::start().await;
     let idp = Idp::start(&["https://api.mysite.com/.portcullis/callback".to_owned()]);
     let upstream = Upstream::start().await;
-    let down = format!("http://127.0.0.1:{}", common::free_port());
-    let sc = sidecar(&manifests(&idp.issuer, &down), &upstream.url())
+    let down = ClosedPort::new();
+    let sc = sidecar(&manifests(&idp.issuer, &down.url()), &upstream.url())
         .arg("--otlp-endpoint")
         .arg(&rx.endpoint())
         .start()

@@ -374,10 +374,10 @@ async fn the_authorizer_continues_the_trace_of_the_request_it_checks() {
 async fn failed_exports_are_counted_and_requests_never_wait_for_them() {
     // A collector that is not there: nothing listens on this port.
     let up = Upstream::start().await;
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let nowhere = ClosedPort::new();
     let sc = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, PUBLIC_BYPASS), &up.url())
         .arg("--otlp-endpoint")
-        .arg(&nowhere)
+        .arg(&nowhere.url())
         .start()
         .await;
     let metric = |text: &str| {

@@ -306,11 +306,11 @@ async fn inline_keys_are_static() {
 
 #[tokio::test]
 async fn unreachable_endpoint_fails_closed() {
-    // Bind then drop, so nothing listens on the port.
-    let port = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // Bound without `listen`, and held: a connection is refused, and no server another test
+    // starts can be given the port meanwhile (as one released after a bind could be).
+    let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+    closed.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = closed.local_addr().expect("addr").port();
     let (reg, metrics) = registry(fast());
     let keys = reg.issuer_keys(&issuer(&format!("http://127.0.0.1:{port}/certs")));
     let err = keys.refresh().await.expect_err("connection refused");

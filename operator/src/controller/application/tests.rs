@@ -34,9 +34,18 @@ fn app(session_duration: &str) -> AccessApplication {
     .unwrap()
 }
 
+/// A loopback port nothing listens on, held for the whole test binary: bound without `listen`,
+/// so a connection to it is refused, and no server another test starts can be given it (a port
+/// released after a bind can be, and would then answer the push).
+static CLOSED_PORT: std::sync::LazyLock<tokio::net::TcpSocket> = std::sync::LazyLock::new(|| {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    socket
+});
+
 /// A running sidecar pod whose admin port nothing listens on.
 fn unreachable_pod() -> Value {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = CLOSED_PORT.local_addr().expect("addr").port();
     json!({
         "metadata": {"name": "api-0", "namespace": NS, "uid": "uid-pod", "labels": {"app": "api"}},
         "spec": {"containers": [{"name": "portcullis", "ports": [{"name": ADMIN_PORT_NAME, "containerPort": port}]}]},
