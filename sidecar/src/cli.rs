@@ -107,7 +107,7 @@ pub struct Args {
 
     /// How long a connection that may park waits for its next request before it parks: one
     /// whose requests come closer together keeps its HTTP/1 state (no fresh state per request).
-    /// 0 parks at once. Below --header-read-timeout, or it never parks.
+    /// 0 parks at once. Below --header-read-timeout, or none parks (a warning at start says so).
     #[arg(long, env = "PORTCULLIS_PARK_IDLE_AFTER", default_value = "1s", value_parser = duration)]
     pub park_idle_after: Duration,
 

@@ -84,6 +84,11 @@ impl SidecarBuilder {
         self
     }
 
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
     /// Do not wait for /readyz (for sidecars that must stay unready).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;

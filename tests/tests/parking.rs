@@ -3,7 +3,8 @@
 //! (no 400, no lost or repeated bytes) across keep-alive sequences with and without bodies,
 //! pipelining, heads split across writes, slow readers, early answers, upgrades and h2c; the
 //! header-read timeout and the drain close parked connections. Each test first shows that the
-//! connection did park (`portcullis_connections_parked`), so a sidecar that never parks fails.
+//! connection did park (`portcullis_connections_parked`), so a sidecar that never parks fails;
+//! one shows that a `--park-idle-after` which can never be reached is named at start.
 
 mod common;
 
@@ -390,6 +391,39 @@ async fn a_connection_parks_only_after_waiting_park_idle_after() {
     })
     .await;
     drop(r);
+}
+
+// A --park-idle-after the header-read deadline always ends first would park nothing, silently:
+// the sidecar says so at start, naming both flags, and serves as it does below the threshold.
+// (No wait for a park that does not come: `Parking::wanted` is unit-tested in http/park.rs.)
+#[tokio::test]
+async fn a_park_idle_after_not_below_the_header_read_timeout_is_named_at_start() {
+    const WARNING: &str = "no connection will park";
+    let (app, _task) = echo_app().await;
+    let start = |idle_after: &'static str| {
+        sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
+            .process()
+            .args(&["--park-connections-above", "0", "--header-read-timeout", "5s", "--park-idle-after", idle_after])
+            .start()
+    };
+    let sc = start("5s").await;
+    let logs = eventually(Duration::from_secs(10), "the start-up warning", || async {
+        let logs = sc.logs();
+        logs.contains(WARNING).then_some(logs)
+    })
+    .await;
+    let line = logs.lines().find(|l| l.contains(WARNING)).expect("the line");
+    assert!(
+        line.contains("--park-idle-after") && line.contains("--header-read-timeout") && line.contains("5s"),
+        "{line}"
+    );
+    let r = get(&sc.url("/x"), &[("host", "plain.mysite.com")]).await.unwrap();
+    assert_eq!((r.status, r.text()), (200, expected(&Req::get("/x"))));
+
+    let below = start("4s").await;
+    assert_eq!(get(&below.url("/x"), &[("host", "plain.mysite.com")]).await.unwrap().status, 200);
+    assert!(below.logs().contains("portcullis-sidecar serving"), "{}", below.logs());
+    assert!(!below.logs().contains(WARNING), "{}", below.logs());
 }
 
 // A connection that parks is served by hyper builders of its own (http/server.rs): the header

@@ -120,16 +120,24 @@ impl Parking {
         )
         .expect("a valid metric name");
         metrics.register(Box::new(parked.clone()));
-        Self {
-            above: i64::try_from(above).unwrap_or(i64::MAX),
-            idle_after,
-            header_read_timeout,
-            open: metrics.connections_open.clone(),
-            parked,
-        }
+        // A wait the header-read deadline always ends first never parks (invariant 6): say so at
+        // start, and serve every connection the plain way rather than ready to park for nothing.
+        let above = if can_park(idle_after, header_read_timeout) {
+            i64::try_from(above).unwrap_or(i64::MAX)
+        } else {
+            tracing::warn!(
+                park_idle_after = ?idle_after,
+                header_read_timeout = ?header_read_timeout,
+                "no connection will park: --park-idle-after is not below --header-read-timeout, which closes an idle \
+                 keep-alive connection first; lower --park-idle-after (or raise --header-read-timeout) to park them"
+            );
+            i64::MAX
+        };
+        Self { above, idle_after, header_read_timeout, open: metrics.connections_open.clone(), parked }
     }
 
-    /// Whether a connection that starts now is served by [`serve_h1`] (able to park).
+    /// Whether a connection that starts now is served by [`serve_h1`] (able to park): never when
+    /// no wait could last `--park-idle-after` ([`can_park`]).
     pub fn wanted(&self) -> bool {
         self.open.get() > self.above
     }
@@ -540,9 +548,34 @@ impl hyper::rt::Write for ParkIo {
     }
 }
 
+/// Whether a head wait can last `idle_after` before hyper's header-read deadline ends it: `0`
+/// parks at once; otherwise only a wait shorter than the timeout (hyper then closes the idle
+/// connection, as [`MarkingTimer::arm`] would find: no `idle_at` before the deadline).
+fn can_park(idle_after: Duration, header_read_timeout: Duration) -> bool {
+    idle_after.is_zero() || idle_after < header_read_timeout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_served_ready_to_park_only_when_a_wait_can_last_park_idle_after() {
+        let s = Duration::from_secs;
+        // Five connections open, above a threshold of 0: only the timings decide.
+        let wanted = |idle_after, header_read_timeout| {
+            let metrics = crate::metrics::Metrics::new();
+            metrics.connections_open.set(5);
+            Parking::new(0, idle_after, header_read_timeout, &metrics).wanted()
+        };
+        assert!(wanted(s(1), s(10)), "the defaults park");
+        assert!(wanted(Duration::ZERO, s(10)), "0 parks at once");
+        assert!(wanted(Duration::ZERO, Duration::ZERO));
+        assert!(wanted(Duration::from_millis(999), s(1)));
+        assert!(!wanted(s(1), s(1)), "the deadline ends the wait as it would park");
+        assert!(!wanted(s(30), s(10)));
+        assert!(!wanted(s(1), Duration::ZERO));
+    }
 
     #[test]
     fn the_tail_is_the_last_four_bytes_across_deliveries() {
