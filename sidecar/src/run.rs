@@ -106,7 +106,7 @@ pub async fn serve_on(
         park_above: args.park_connections_above as usize,
         park_idle_after: args.park_idle_after,
     };
-    log_start(role, &args, listener.local_addr().ok(), tls.is_some());
+    log_start(role, &args, [listener.local_addr().ok(), admin_listener.local_addr().ok()], tls.is_some());
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_settings = crate::admin::AdminSettings {
@@ -183,14 +183,16 @@ fn load_config(args: &Args, store: &Arc<ConfigStore>) -> Result<Option<Arc<PushR
     Ok(None) // standalone: the files are the configuration; pushes are refused (404)
 }
 
-fn log_start(role: Role, args: &Args, listen: Option<SocketAddr>, tls: bool) {
-    let listen = listen.unwrap_or(args.listen);
+/// The addresses bound (`[listen, admin]`, which differ from the flags for a port `0`).
+fn log_start(role: Role, args: &Args, bound: [Option<SocketAddr>; 2], tls: bool) {
+    let listen = bound[0].unwrap_or(args.listen);
+    let admin = bound[1].unwrap_or(args.admin_listen);
     match role {
         Role::Sidecar => {
-            tracing::info!(%listen, tls, admin = %args.admin_listen, upstream = %args.upstream.authority, "portcullis-sidecar serving");
+            tracing::info!(%listen, tls, %admin, upstream = %args.upstream.authority, "portcullis-sidecar serving");
         }
         Role::Authorizer => {
-            tracing::info!(%listen, tls, admin = %args.admin_listen, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
+            tracing::info!(%listen, tls, %admin, "portcullis-sidecar authz serving (ext_authz gRPC and HTTP, forward-auth)");
         }
     }
 }
