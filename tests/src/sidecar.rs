@@ -133,9 +133,9 @@ impl SidecarBuilder {
         let mut dir = tempdir::TempDir::new("sidecar");
         let manifests = dir.path().join("access.yaml");
         std::fs::write(&manifests, &self.manifests).expect("write manifests");
-        // A process cannot take our pre-bound listeners: free_port() releases the port it found,
-        // so another test can take it before the sidecar binds it, and a start that fails on a
-        // taken port is retried on new ports.
+        // A process cannot take our pre-bound listeners: it binds a port from free_port(), which
+        // no other bind(0) gets meanwhile; a start that still fails on a taken port (another
+        // test's explicit bind) is retried on new ports.
         for attempt in 1..=5 {
             let log = dir.path().join("sidecar.log");
             let (port, admin_port) = (self.port.unwrap_or_else(free_port), free_port());
