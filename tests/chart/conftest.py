@@ -5,6 +5,7 @@ PORTCULLIS_REQUIRE_CLUSTER=1 (what tests/run.sh sets when it has a cluster), so 
 pass by skipping it."""
 
 import os
+import socket
 import time
 
 import pytest
@@ -41,3 +42,23 @@ def eventually(what, check, timeout=60.0, interval=0.5):
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def free_port(host="127.0.0.1"):
+    """A port on `host` for a server the test is about to start, kept from everyone else meanwhile.
+
+    A port bound and released at once is often the next one the kernel hands to any `bind(0)` or
+    `connect()` (the cluster's components make many). Leaving it in TIME_WAIT keeps it from them
+    for about a minute, while the server, which sets SO_REUSEADDR (tokio does), binds it at once:
+    the same reservation as the Rust harness's `free_port` (tests/src/support.rs)."""
+    with socket.socket() as listener:
+        # Inherited by the TIME_WAIT socket: what lets the server bind the port.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, 0))
+        listener.listen(1)
+        address = listener.getsockname()
+        client = socket.create_connection(address[:2])
+        ours, _ = listener.accept()
+        ours.close()  # the side that closes first keeps the port in TIME_WAIT
+        client.close()
+        return address[1]

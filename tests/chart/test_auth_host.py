@@ -9,7 +9,6 @@ shares), where the operator must count its pods as sidecars of the member applic
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -19,7 +18,7 @@ from pathlib import Path
 import helm_python
 import pytest
 import yaml
-from conftest import eventually
+from conftest import eventually, free_port
 
 from test_authorizer import cluster  # noqa: F401 - the install test's release and namespaces
 from test_chart import NAMESPACE, RELEASE, ROOT, chart, kinds, one, render  # noqa: F401
@@ -249,12 +248,6 @@ def test_the_schema_checks_the_authentication_host_values(chart, values, complai
     with pytest.raises(helm_python.HelmError) as refused:
         chart.validate_schema(values)
     assert complaint in str(refused.value)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status(url):

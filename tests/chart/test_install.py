@@ -10,26 +10,19 @@ PORTCULLIS_E2E_WEBHOOK_HOST (default 127.0.0.1: an API server on this machine)."
 
 import os
 import secrets
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import eventually
+from conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portcullis"
 BINARY = Path(os.environ.get("PORTCULLIS_OPERATOR_BIN", ROOT / "target" / "debug" / "portcullis-operator"))
 HOST = os.environ.get("PORTCULLIS_E2E_WEBHOOK_HOST", "127.0.0.1")
 SIDECAR = "portcullis-sidecar"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def cluster(cluster_required):
     suffix = secrets.token_hex(3)
     release = f"portcullis-e2e-{suffix}"
     namespace = release
-    webhook_port = free_port()
+    webhook_port = free_port(HOST)
     values = {
         "operator": {"replicas": 1},
         "webhook": {"urlOverride": f"https://{HOST}:{webhook_port}", "timeoutSeconds": 10},
@@ -62,7 +55,7 @@ def cluster(cluster_required):
         # The chart's own flags, with this machine's addresses.
         args = [a for a in args if not a.startswith(("--admin-listen", "--webhook-listen"))]
         args += [
-            f"--admin-listen={HOST}:{free_port()}",
+            f"--admin-listen={HOST}:{free_port(HOST)}",
             f"--webhook-listen={HOST}:{webhook_port}",
             f"--webhook-extra-san={HOST}",
         ]
