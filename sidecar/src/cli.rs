@@ -69,15 +69,15 @@ pub struct Args {
     pub namespace: String,
 
     /// How long the app may take to start answering before the client gets 504.
-    #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = timeout)]
     pub upstream_timeout: Duration,
 
     /// TCP connect timeout to the app, forward routes and JWKS endpoints.
-    #[arg(long, env = "PORTCULLIS_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "PORTCULLIS_CONNECT_TIMEOUT", default_value = "5s", value_parser = timeout)]
     pub connect_timeout: Duration,
 
     /// How long a client may take to send its request headers.
-    #[arg(long, env = "PORTCULLIS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "PORTCULLIS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = timeout)]
     pub header_read_timeout: Duration,
 
     /// Largest request head (request line + headers) in bytes; larger gets 431.
@@ -90,7 +90,7 @@ pub struct Args {
 
     /// How long a request body may take to arrive in full; a body still trickling in after it
     /// is cut and the client gets 408.
-    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = timeout)]
     pub body_read_timeout: Duration,
 
     /// Most client connections open at once; further ones wait in the listen backlog until one
@@ -141,7 +141,7 @@ pub struct Args {
     pub pod_namespace: Option<String>,
 
     /// Pushes issued longer ago than this are refused (replay window).
-    #[arg(long, env = "PORTCULLIS_PUSH_MAX_AGE", default_value = "24h", value_parser = duration)]
+    #[arg(long, env = "PORTCULLIS_PUSH_MAX_AGE", default_value = "24h", value_parser = timeout)]
     pub push_max_age: Duration,
 
     /// Serve HTTPS on --listen with this certificate chain (PEM); reloaded when it changes.
@@ -400,6 +400,15 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration_secs(s).map(Duration::from_secs)
 }
 
+/// A bound that must be above zero: `0` is not "no limit" here but one every request, body,
+/// connection or push would hit at once (and a client cut at once is no protection either).
+fn timeout(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be above 0 (it would end every wait at once); write e.g. 10s".to_owned()),
+        d => Ok(d),
+    }
+}
+
 fn upstream(s: &str) -> Result<Upstream, String> {
     parse_upstream(s)
 }
@@ -447,6 +456,19 @@ mod tests {
         ] {
             assert!(Args::try_parse_from(&args).is_err(), "{args:?}");
         }
+        for flag in [
+            "--upstream-timeout",
+            "--connect-timeout",
+            "--header-read-timeout",
+            "--body-read-timeout",
+            "--push-max-age",
+        ] {
+            let err = Args::try_parse_from(["x", flag, "0s"]).expect_err(flag).to_string();
+            assert!(err.contains(flag) && err.contains("must be above 0"), "{err}");
+            assert!(Args::try_parse_from(["x", flag, "1s"]).is_ok(), "{flag} 1s");
+        }
+        // Zero means something for these: close at once on SIGTERM, park at once.
+        assert!(Args::try_parse_from(["x", "--drain-timeout", "0s", "--park-idle-after", "0s"]).is_ok());
         let a = Args::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,192.168.1.1"]).unwrap();
         assert_eq!(a.trusted_proxies.len(), 2);
     }
