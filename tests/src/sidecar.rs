@@ -84,6 +84,7 @@ impl SidecarBuilder {
         self
     }
 
+    /// [`SidecarBuilder::arg`] for each of `args`, in order.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra.extend(args.iter().map(|a| (*a).to_owned()));
         self

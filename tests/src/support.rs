@@ -53,9 +53,9 @@ pub fn free_port() -> u16 {
 
 /// A loopback port nothing listens on, held for as long as the value lives: a connection to it
 /// is refused. The socket is bound without `listen`, and without `SO_REUSEADDR`, so no other
-/// socket can bind the port meanwhile and the kernel hands it to no `bind(0)`. (A port taken from
-/// [`free_port`] is released at once: a CI run met another test's app there, answering 404 where
-/// the test asserted the sidecar's 502 for an app that is down.)
+/// socket can bind the port meanwhile and the kernel hands it to no `bind(0)`. (A port from
+/// [`free_port`] is for a server to bind; once a CI run met another test's app on a "down" port,
+/// answering 404 where the test asserted the sidecar's 502 for an app that is down.)
 pub struct ClosedPort {
     port: u16,
     _held: tokio::net::TcpSocket,

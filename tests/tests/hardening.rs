@@ -13,11 +13,7 @@ use common::*;
 const HOST: (&str, &str) = ("host", "api.mysite.com");
 
 async fn seed(up: &Upstream, args: &[&str]) -> Sidecar {
-    let mut b = sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url());
-    for a in args {
-        b = b.arg(a);
-    }
-    b.start().await
+    sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).args(args).start().await
 }
 
 fn staff_cookie() -> String {

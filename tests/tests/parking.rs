@@ -103,15 +103,11 @@ impl Req {
 }
 
 async fn parking_sidecar(app: SocketAddr, extra: &[&str]) -> Sidecar {
-    let mut b = sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
-        .arg("--park-connections-above")
-        .arg("0")
-        .arg("--park-idle-after")
-        .arg("0s");
-    for a in extra {
-        b = b.arg(a);
-    }
-    b.start().await
+    sidecar(&seed_manifests(&inline_jwks(), "", PLAIN_APP), &format!("http://{app}"))
+        .args(&["--park-connections-above", "0", "--park-idle-after", "0s"])
+        .args(extra)
+        .start()
+        .await
 }
 
 async fn parked(sc: &Sidecar, n: usize) {

@@ -31,12 +31,11 @@ fn app_traceparent(up: &Upstream) -> (String, String, String) {
 }
 
 async fn traced_sidecar(up: &Upstream, rx: &OtlpReceiver, extra: &[&str]) -> Sidecar {
-    let mut b =
-        sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url()).arg("--otlp-endpoint").arg(&rx.endpoint());
-    for a in extra {
-        b = b.arg(a);
-    }
-    b.start().await
+    sidecar(&seed_manifests(&inline_jwks(), SEED_CORS, ""), &up.url())
+        .args(&["--otlp-endpoint", &rx.endpoint()])
+        .args(extra)
+        .start()
+        .await
 }
 
 fn request_span<'a>(spans: &'a [ReceivedSpan], trace_id: &str) -> &'a ReceivedSpan {
